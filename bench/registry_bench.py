@@ -1,0 +1,178 @@
+"""Registry latency through the real gRPC API, with the registry in its own process:
+Apply / Get / List p50 and p99 at 50 concurrent clients, and List of 10,000 services, on SQLite
+and PostgreSQL.
+
+    .venv/bin/python -m bench.registry_bench [--clients 50] [--services 10000] [--db sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+from google.protobuf import struct_pb2
+
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2
+from services.common.auth import Principal
+from services.common.probes import free_port, tcp_open
+from services.common.settings import Settings
+from services.registry import services
+from services.registry.app import Registry
+from services.registry.configurations import ServiceConfig
+from tests.support.databases import database_url
+
+GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
+
+
+def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(data)
+    return result
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def timed(clients: int, per_client: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+    samples: list[float] = []
+
+    async def client(index: int) -> None:
+        for step in range(per_client):
+            started = time.perf_counter()
+            await call(index * per_client + step)
+            samples.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return samples
+
+
+class RegistryProcess:
+    def __init__(self, home: Path, url: str) -> None:
+        self.home, self.url, self.port = home, url, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> Stubs:
+        env = dict(
+            os.environ,
+            GATEHOUSE_HOME=str(self.home),
+            GATEHOUSE_DB_URL=self.url,
+            GATEHOUSE_LOG_LEVEL="WARNING",
+        )
+        self.process = subprocess.Popen([GATEHOUSE, "registry", "--port", str(self.port)], env=env)
+        while not (self.home / "config.yml").exists() or not await tcp_open("127.0.0.1", self.port):
+            await asyncio.sleep(0.05)
+        token = yaml.safe_load((self.home / "config.yml").read_text())["token"]
+        self.stubs = Stubs.connect(f"127.0.0.1:{self.port}", token)
+        return self.stubs
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stubs.close()
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+async def seed_services(settings: Settings, count: int) -> None:
+    """Bulk-creates services through the registry's own operations (the API path minus gRPC)."""
+    registry = await Registry.start(settings)
+    principal = Principal(user="bench", system=True)
+    for start in range(0, count, 500):
+        async with registry.ctx.write() as session:
+            for index in range(start, min(count, start + 500)):
+                config = ServiceConfig(name=f"bulk-{index}", gateway="bench-gw", port=f"{20000 + index}:8000")
+                await services.apply(session, principal, "main", config, "", 0, False)
+    await registry.close()
+
+
+def fmt(samples: list[float]) -> str:
+    return f"{percentile(samples, 0.5):7.1f} {percentile(samples, 0.99):7.1f}"
+
+
+async def run_one(kind: str, clients: int, total_services: int) -> dict[str, str]:
+    home = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    results: dict[str, str] = {}
+    async with database_url(kind, home) as url:
+        settings = replace(Settings.from_env(), home=home, db_url=url)
+        async with RegistryProcess(home, url) as stubs:
+            gateway = {"type": "gateway", "name": "bench-gw", "backend": "local", "region": "local"}
+            await stubs.configurations.Apply(
+                registry_pb2.ApplyRequest(project="main", configuration=_struct(gateway))
+            )
+
+            async def apply(i: int) -> object:
+                config = {
+                    "type": "service",
+                    "name": f"svc-{i}",
+                    "gateway": "bench-gw",
+                    "port": f"{10000 + i}:8000",
+                }
+                request = registry_pb2.ApplyRequest(project="main", configuration=_struct(config))
+                return await stubs.configurations.Apply(request)
+
+            async def get(i: int) -> object:
+                return await stubs.services.Get(
+                    registry_pb2.GetRequest(project="main", name=f"svc-{i % 500}")
+                )
+
+            async def list_gateways(i: int) -> object:
+                return await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project="main"))
+
+            results["Apply p50/p99 ms"] = fmt(await timed(clients, 10, apply))
+            results["Get, first read of each p50/p99 ms"] = fmt(await timed(clients, 10, get))
+            results["Get p50/p99 ms"] = fmt(await timed(clients, 40, get))
+            results["List gateways p50/p99 ms"] = fmt(await timed(clients, 20, list_gateways))
+        await seed_services(settings, total_services - clients * 10)
+        async with RegistryProcess(home, url) as stubs:
+            await stubs.projects.Create(registry_pb2.CreateProjectRequest(name="elsewhere"))
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                listed = await stubs.services.List(registry_pb2.ListServicesRequest(project="main"))
+                timings.append((time.perf_counter() - started) * 1000)
+            assert len(listed.services) == total_services
+            results[f"List {total_services} services, first ms"] = f"{timings[0]:7.1f}"
+            results[f"List {total_services} services, again ms"] = f"{statistics.median(timings[1:]):7.1f}"
+            # A write in another project leaves this project's answers in place.
+            other = {"type": "gateway", "name": "other-gw", "backend": "local", "region": "local"}
+            await stubs.configurations.Apply(
+                registry_pb2.ApplyRequest(project="elsewhere", configuration=_struct(other))
+            )
+            started = time.perf_counter()
+            await stubs.services.List(registry_pb2.ListServicesRequest(project="main"))
+            after_other = (time.perf_counter() - started) * 1000
+            results[f"List {total_services} after a write elsewhere ms"] = f"{after_other:7.1f}"
+    return results
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    args = parser.parse_args()
+    print(
+        f"registry benchmark: {args.clients} concurrent clients, {os.cpu_count()} cores, "
+        "the registry in its own process"
+    )
+    for kind in args.db.split(","):
+        results = await run_one(kind, args.clients, args.services)
+        print(f"\n[{kind}]")
+        for name, value in results.items():
+            print(f"  {name:38} {value}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,211 @@
+"""`gatehouse apply -f` and `gatehouse delete -f`: plan, confirm, apply, wait, show."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from cli.config import CliError
+from cli.loader import load_configuration
+from cli.output import console, gateways_table, services_table
+from cli.prompt import confirm
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2, resources_pb2
+
+POLL_SECONDS = 0.1
+
+
+def _timeout() -> float:
+    return float(os.environ.get("GATEHOUSE_APPLY_TIMEOUT", "600"))
+
+
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    result = struct_pb2.Struct()
+    result.update(data)
+    return result
+
+
+def _header(project: str, path: str, data: dict[str, Any]) -> None:
+    rows = [("Project", project), ("Configuration", path), ("Type", str(data.get("type")))]
+    if data.get("type") == "gateway":
+        rows += [
+            ("Backend", data.get("backend")),
+            ("Region", data.get("region")),
+            ("Domain", data.get("domain")),
+        ]
+    else:
+        rows += [("Gateway", data.get("gateway")), ("Port", data.get("port"))]
+    for key, value in rows:
+        if value not in (None, ""):
+            console.print(f" [bold]{key:<14}[/bold]{value}")
+    console.print()
+
+
+async def _confirm_plan(stubs: Stubs, plan: registry_pb2.Plan, path: str, yes: bool) -> bool:
+    """Asks what the plan needs asked; a yes to re-creating deletes the old one first."""
+    kind, name = plan.type, plan.name
+    if plan.action == "create":
+        return confirm(f"The {kind} {name + ' ' if name else ''}doesn't exist. Create it?", yes)
+    if plan.action == "update":
+        console.print(f"The {kind} {name} will be updated in place:")
+        for change in plan.changes:
+            console.print(f"  {change}")
+        return confirm(f"Update the {kind} {name}?", yes)
+    if plan.action == "recreate":
+        reason = "; ".join(plan.changes) or "it failed"
+        if not confirm(f"The {kind} {name} cannot be updated in place ({reason}). Re-create it?", yes):
+            return False
+        deleted = await stubs.gateways.Delete(
+            registry_pb2.DeleteRequest(project=plan.gateway.project, name=name)
+        )
+        await _wait_gone(stubs, deleted)
+        return True
+    console.print("No configuration changes.")
+    return True
+
+
+async def apply_file(stubs: Stubs, project: str, path: str, yes: bool, force: bool, detach: bool) -> int:
+    data, source = load_configuration(path)
+    request = registry_pb2.ApplyRequest(
+        project=project, configuration=_struct(data), source=source, force=force
+    )
+    plan = await stubs.configurations.GetPlan(request)
+    _header(project, path, data)
+    if not await _confirm_plan(stubs, plan, path, yes):
+        return 0
+    if plan.action != "recreate":
+        request.expected_version = plan.current_version
+    response = await stubs.configurations.Apply(request)
+    created = plan.action in ("create", "recreate")
+    try:
+        if response.HasField("gateway"):
+            return await _follow_gateway(stubs, response.gateway, detach)
+        return await _follow_service(stubs, response.service, detach)
+    except asyncio.CancelledError:
+        # Ctrl-C while waiting: offer to take back what this apply created.
+        resource = response.gateway if response.HasField("gateway") else response.service
+        kind = "gateway" if response.HasField("gateway") else "service"
+        console.print()
+        if created and confirm(f"Delete the {kind} {resource.name} that is being created?", False):
+            remove = registry_pb2.DeleteRequest(project=project, name=resource.name, force=True)
+            if kind == "gateway":
+                await stubs.gateways.Delete(remove)
+            else:
+                await stubs.services.Delete(remove)
+            console.print(f"Deleting the {kind} {resource.name}.")
+        return 130
+
+
+async def _deadline_loop() -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _timeout()
+    while loop.time() < deadline:
+        yield
+        await asyncio.sleep(POLL_SECONDS)
+    raise CliError(
+        f"gave up waiting after {_timeout():.0f}s (GATEHOUSE_APPLY_TIMEOUT); see `gatehouse gateway list -v`"
+    )
+
+
+async def _follow_gateway(stubs: Stubs, gateway: resources_pb2.Gateway, detach: bool) -> int:
+    get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
+    if not detach:
+        with console.status("Provisioning..."):
+            async for _ in _deadline_loop():
+                gateway = await stubs.gateways.Get(get)
+                if gateway.status.state in (
+                    resources_pb2.GATEWAY_STATE_RUNNING,
+                    resources_pb2.GATEWAY_STATE_FAILED,
+                ):
+                    break
+    gateways_table([gateway])
+    if gateway.status.state == resources_pb2.GATEWAY_STATE_FAILED:
+        raise CliError(f'gateway "{gateway.name}" failed: {gateway.status.message}')
+    _print_dns_record(gateway)
+    return 0
+
+
+def _print_dns_record(gateway: resources_pb2.Gateway) -> None:
+    if not gateway.spec.domain or not gateway.status.hostname:
+        return
+    try:
+        ipaddress.ip_address(gateway.status.hostname)
+        record = "A"
+    except ValueError:
+        record = "CNAME"
+    console.print(
+        f"Add a DNS record: *.{gateway.spec.domain} {record} {gateway.status.hostname} "
+        f"(services will be at https://<run-name>.{gateway.spec.domain})"
+    )
+
+
+async def _live_on_gateway(stubs: Stubs, service: resources_pb2.Service) -> bool:
+    """Whether every connected Envoy of the service's gateway has the service's current routes."""
+    replicas = await stubs.replicas.List(
+        registry_pb2.ListReplicasRequest(project=service.project, service=service.name)
+    )
+    needed = max([service.resource_version, *(replica.resource_version for replica in replicas.replicas)])
+    owner = service.spec.gateway.rpartition("/")[0] or service.project
+    gateways = await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project=owner))
+    gateway = next((gw for gw in gateways.gateways if gw.id == service.spec.gateway_id), None)
+    if gateway is None:
+        return True
+    connected = [envoy for envoy in gateway.status.envoys if envoy.connected]
+    return bool(connected) and all(envoy.acked_revision >= needed for envoy in connected)
+
+
+async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: bool) -> int:
+    get = registry_pb2.GetRequest(project=service.project, name=service.name)
+    if not detach:
+        with console.status("Starting..."):
+            async for _ in _deadline_loop():
+                service = await stubs.services.Get(get)
+                if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
+                    break
+                ready = (
+                    service.status.ready_replicas >= min(1, service.status.desired_replicas)
+                    or not service.spec.commands
+                )
+                if ready and await _live_on_gateway(stubs, service):
+                    break
+    services_table([service])
+    if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
+        raise CliError(f'service "{service.name}" failed: {service.status.message}')
+    for url in service.status.urls:
+        console.print(f"The service is available at {url}")
+    return 0
+
+
+async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: bool) -> int:
+    data, source = load_configuration(path)
+    request = registry_pb2.ApplyRequest(project=project, configuration=_struct(data), source=source)
+    plan = await stubs.configurations.GetPlan(request)
+    if plan.action == "create":
+        raise CliError(f'the {plan.type} {plan.name or "of " + path} does not exist in project "{project}"')
+    if not confirm(f"Delete the {plan.type} {plan.name}?", yes):
+        return 0
+    response = await stubs.configurations.Delete(
+        registry_pb2.DeleteConfigurationRequest(
+            project=project, configuration=_struct(data), source=source, force=force
+        )
+    )
+    if response.HasField("gateway"):
+        await _wait_gone(stubs, response.gateway)
+    console.print(f"Deleted the {plan.type} {plan.name}.")
+    return 0
+
+
+async def _wait_gone(stubs: Stubs, gateway: resources_pb2.Gateway) -> None:
+    get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
+    with console.status("Deleting..."):
+        async for _ in _deadline_loop():
+            try:
+                await stubs.gateways.Get(get)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return

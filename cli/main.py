@@ -1,0 +1,143 @@
+"""`gatehouse`: the command line. `apply`, `delete`, `server` and `completion` are written here;
+every resource command is generated from the API's descriptors (cli/generated.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import grpc
+
+from cli import generated
+from cli.agent import run_agent
+from cli.apply import apply_file, delete_file
+from cli.config import CliConfig, CliError, UsageError
+from cli.descriptors import Command, api_files, commands
+from cli.output import error
+from gatehouse.client.connection import Stubs
+
+SERVICE_ROLES = ("registry", "provisioner", "certificates", "xds")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="gatehouse", description="A front door for services.")
+    parser.add_argument(
+        "--server", help="API address host:port (default: $GATEHOUSE_SERVER or the CLI config)"
+    )
+    parser.add_argument("--project", help="project (default: $GATEHOUSE_PROJECT or the CLI config)")
+    top = parser.add_subparsers(dest="top", metavar="COMMAND", parser_class=_Parser)
+
+    server = top.add_parser("server", help="run registry, provisioner, certificates and xDS in one process")
+    server.add_argument("--host", help="API host (default 127.0.0.1)")
+    server.add_argument("--port", type=int, help="API port (default 50051; 0 picks a free one)")
+    for role in SERVICE_ROLES:
+        one = top.add_parser(role, help=f"run the {role} service on its own")
+        one.add_argument("--host")
+        one.add_argument("--port", type=int)
+        one.add_argument("--registry", help="the registry's address (default $GATEHOUSE_REGISTRY)")
+
+    apply = top.add_parser("apply", help="create or update what a configuration file describes")
+    apply.add_argument("-f", "--file", required=True, help="a *.dstack.yml configuration")
+    apply.add_argument("-y", "--yes", action="store_true", help="answer yes to every question")
+    apply.add_argument(
+        "--force", action="store_true", help="apply even if the resource changed since the plan"
+    )
+    apply.add_argument("-d", "--detach", action="store_true", help="do not wait until it runs")
+
+    delete = top.add_parser("delete", help="delete what a configuration file describes")
+    delete.add_argument("-f", "--file", required=True, help="a *.dstack.yml configuration")
+    delete.add_argument("-y", "--yes", action="store_true", help="answer yes")
+    delete.add_argument("--force", action="store_true", help="a gateway: delete its services too")
+
+    agent = top.add_parser("agent", help="make a replica behind NAT reachable through the gateway")
+    agent.add_argument("--service", required=True, help="the service the replica belongs to")
+    agent.add_argument("--target", required=True, help="host:port of the replica, as this machine reaches it")
+    agent.add_argument(
+        "--id", dest="replica_id", help="a stable replica id (default: <service>-agent-<host>)"
+    )
+
+    completion = top.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
+    generated.add_groups(top, commands(files if files is not None else api_files()), _Parser)
+    return parser
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    config = CliConfig.load(server=args.server, project=args.project)
+    stubs = Stubs.connect(config.server, config.token)
+    try:
+        if args.top == "apply":
+            return await apply_file(stubs, config.project, args.file, args.yes, args.force, args.detach)
+        if args.top == "delete":
+            return await delete_file(stubs, config.project, args.file, args.yes, args.force)
+        if args.top == "agent":
+            return await run_agent(stubs, config.project, args.service, args.target, args.replica_id)
+        command: Command = args.command
+        return await generated.run(stubs.channel, command, args, config.project)
+    except grpc.aio.AioRpcError as rpc_error:
+        if rpc_error.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(
+                f"cannot reach the Gatehouse server at {config.server}: start it with `gatehouse server` "
+                "or set GATEHOUSE_SERVER"
+            ) from None
+        if rpc_error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            raise CliError(f"the server at {config.server} does not offer this command") from None
+        raise CliError(rpc_error.details() or rpc_error.code().name.lower()) from None
+    finally:
+        await stubs.close()
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from services.common.settings import Settings
+    from services.server import configure_logging, serve_all, serve_one
+
+    configure_logging()
+    settings = Settings.from_env(api_host=args.host, api_port=args.port)
+    if args.top == "server":
+        asyncio.run(serve_all(settings))
+    else:
+        asyncio.run(serve_one(settings, args.top, args.registry))
+    return 0
+
+
+def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=shell))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.top is None:
+            parser.print_help()
+            return 2
+        if args.top == "server" or args.top in SERVICE_ROLES:
+            return _run_server(args)
+        if args.top == "completion":
+            return _completion(parser, args.shell)
+        if args.top not in ("apply", "delete", "agent") and getattr(args, "command", None) is None:
+            raise UsageError(f"`gatehouse {args.top}` needs a COMMAND (see `gatehouse {args.top} --help`)")
+        return asyncio.run(_client_command(args))
+    except UsageError as usage:
+        error(str(usage))
+        return 2
+    except CliError as failure:
+        error(str(failure))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

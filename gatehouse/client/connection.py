@@ -1,0 +1,109 @@
+"""An authenticated channel to the Gatehouse API and the stubs on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from gatehouse.v1 import certificates_pb2_grpc, provisioner_pb2_grpc, registry_pb2_grpc, tunnel_pb2_grpc
+
+MESSAGE_LIMIT = 64 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+]
+
+
+def _with_token(details: grpc.aio.ClientCallDetails, header: tuple[str, str]) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata.add(*header)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+# grpc.aio files an interceptor under the first kind it is, so each kind needs its own class.
+class _UnaryBearer(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_token(details, self._header), request)
+
+
+class _StreamBearer(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_token(details, self._header), request)
+
+
+class _BidiBearer(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, requests: Any
+    ) -> Any:
+        return await continuation(_with_token(details, self._header), requests)
+
+
+def open_channel(address: str, token: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=CHANNEL_OPTIONS,
+        interceptors=[_UnaryBearer(token), _StreamBearer(token), _BidiBearer(token)],
+    )
+
+
+@dataclass(frozen=True)
+class Stubs:
+    channel: grpc.aio.Channel
+    configurations: registry_pb2_grpc.ConfigurationsStub
+    gateways: registry_pb2_grpc.GatewaysStub
+    services: registry_pb2_grpc.ServicesStub
+    replicas: registry_pb2_grpc.ReplicasStub
+    secrets: registry_pb2_grpc.SecretsStub
+    watch: registry_pb2_grpc.WatchStub
+    identity: registry_pb2_grpc.IdentityStub
+    projects: registry_pb2_grpc.ProjectsStub
+    users: registry_pb2_grpc.UsersStub
+    tls_certificates: registry_pb2_grpc.TlsCertificatesStub
+    service_keys: registry_pb2_grpc.ServiceKeysStub
+    backends: registry_pb2_grpc.BackendsStub
+    provisioner: provisioner_pb2_grpc.ProvisionerStub
+    certificates: certificates_pb2_grpc.CertificatesStub
+    tunnels: tunnel_pb2_grpc.TunnelsStub
+
+    @classmethod
+    def connect(cls, address: str, token: str) -> Stubs:
+        channel = open_channel(address, token)
+        return cls(
+            channel=channel,
+            configurations=registry_pb2_grpc.ConfigurationsStub(channel),
+            gateways=registry_pb2_grpc.GatewaysStub(channel),
+            services=registry_pb2_grpc.ServicesStub(channel),
+            replicas=registry_pb2_grpc.ReplicasStub(channel),
+            secrets=registry_pb2_grpc.SecretsStub(channel),
+            watch=registry_pb2_grpc.WatchStub(channel),
+            identity=registry_pb2_grpc.IdentityStub(channel),
+            projects=registry_pb2_grpc.ProjectsStub(channel),
+            users=registry_pb2_grpc.UsersStub(channel),
+            tls_certificates=registry_pb2_grpc.TlsCertificatesStub(channel),
+            service_keys=registry_pb2_grpc.ServiceKeysStub(channel),
+            backends=registry_pb2_grpc.BackendsStub(channel),
+            provisioner=provisioner_pb2_grpc.ProvisionerStub(channel),
+            certificates=certificates_pb2_grpc.CertificatesStub(channel),
+            tunnels=tunnel_pb2_grpc.TunnelsStub(channel),
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()

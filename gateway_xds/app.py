@@ -1,0 +1,90 @@
+"""The gateway_xds process: registry → IR → snapshots → ADS to every Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+from gatehouse.client.connection import Stubs
+from gateway_xds.authz.credentials import CredentialIndex
+from gateway_xds.authz.server import authorization_service
+from gateway_xds.autoscale.autoscaler import Autoscaler
+from gateway_xds.autoscale.metrics_sink import MetricsSink
+from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.cache.snapshot_cache import SnapshotCache
+from gateway_xds.incremental import ResourceHook
+from gateway_xds.provider.envoy_reports import RegistryReporter
+from gateway_xds.provider.registry import RegistryProvider
+from gateway_xds.server.peer import PeerCertificateAuthorizer
+from gateway_xds.server.server import ExtraService, XdsServer, build_xds_server
+from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
+from gateway_xds.server.watcher import NodeAuthorizer, NodeIdAuthorizer
+
+
+@dataclass
+class XdsApp:
+    server: XdsServer
+    provider: RegistryProvider
+    reporter: RegistryReporter
+    cache: SnapshotCache
+    autoscaler: Autoscaler
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @classmethod
+    def build(
+        cls,
+        stubs: Stubs,
+        address: str,
+        *,
+        hook: ResourceHook | None = None,
+        push_window: float = DEFAULT_WINDOW_SECONDS,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> XdsApp:
+        """`hook` rewrites every translated resource: tests use it to make Envoy reject one.
+
+        With `credentials` (TLS requiring a client certificate) a node is served only the resources of
+        the gateway its certificate names; without, the node id is trusted (plain text).
+        """
+        cache = SnapshotCache()
+        reporter = RegistryReporter(stubs)
+        # Envoys check credentials here (ext_authz) and push their stats (OTLP), for autoscaling.
+        credentials_index = CredentialIndex()
+        rates = RequestRates()
+        metrics = ExtraService(
+            metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
+        )
+        try:
+            authorizer: NodeAuthorizer = (
+                NodeIdAuthorizer() if credentials is None else PeerCertificateAuthorizer()
+            )
+            server = build_xds_server(
+                cache,
+                authorizer,
+                reporter,
+                address,
+                credentials=credentials,
+                push_window=push_window,
+                services=(authorization_service(credentials_index), metrics),
+            )
+        except RuntimeError:
+            raise SystemExit(
+                f"error: cannot listen for Envoys on {address}: the address is in use "
+                "(set GATEHOUSE_XDS_PORT)"
+            ) from None
+        provider = RegistryProvider(stubs, cache, hook, credentials=credentials_index)
+        autoscaler = Autoscaler(stubs, provider.mirror, rates)
+        return cls(server=server, provider=provider, reporter=reporter, cache=cache, autoscaler=autoscaler)
+
+    async def run(self) -> None:
+        await self.server.start()
+        try:
+            await asyncio.gather(self.provider.run(), self.reporter.run(), self.autoscaler.run())
+        finally:
+            await self.server.stop(grace=1.0)

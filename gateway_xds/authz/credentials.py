@@ -1,0 +1,45 @@
+"""Who may call which service: an index of credential hashes kept current by the watch feed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gatehouse.v1 import resources_pb2
+
+# The per-route context Envoy sends with each check names the service it is for.
+SERVICE_ID = "service_id"
+PROJECT = "project"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+class CredentialIndex:
+    def __init__(self) -> None:
+        self._by_hash: dict[str, resources_pb2.Credential] = {}
+
+    def replace(self, credentials: Iterable[resources_pb2.Credential]) -> None:
+        self._by_hash = {credential.hash: credential for credential in credentials}
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def decide(self, authorization: str, project: str, service_id: str) -> Decision:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return Decision(False, "send `Authorization: Bearer <token>` with a project token or an API key")
+        credential = self._by_hash.get(hashlib.sha256(value.strip().encode()).hexdigest())
+        if credential is None:
+            return Decision(False, "the token is not valid")
+        if credential.service_id:
+            if credential.service_id == service_id:
+                return Decision(True)
+            return Decision(False, "this API key is for another service")
+        if credential.admin or project in credential.projects:
+            return Decision(True)
+        return Decision(False, f'the token\'s user is not a member of project "{project}"')

@@ -1,0 +1,66 @@
+"""Envoy's ext_authz check, answered from memory: no registry round trip per request.
+
+The Gatehouse credential is removed before the request reaches the service's replicas."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, CredentialIndex
+from gateway_xds.server.server import ExtraService
+
+
+def _denied(reason: str) -> external_auth_pb2.CheckResponse:
+    body = json.dumps({"error": "unauthorized", "message": reason})
+    headers = [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", value="application/json")),
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key="www-authenticate", value='Bearer realm="gatehouse"')
+        ),
+    ]
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized), headers=headers, body=body
+        ),
+    )
+
+
+def _allowed() -> external_auth_pb2.CheckResponse:
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=external_auth_pb2.OkHttpResponse(headers_to_remove=["authorization"]),
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, index: CredentialIndex) -> None:
+        self._index = index
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        extensions = request.attributes.context_extensions
+        http = request.attributes.request.http
+        decision = self._index.decide(
+            http.headers.get("authorization", ""), extensions.get(PROJECT, ""), extensions.get(SERVICE_ID, "")
+        )
+        return _allowed() if decision.allowed else _denied(decision.reason)
+
+
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+def authorization_service(index: CredentialIndex) -> ExtraService:
+    """The check, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
+    servicer = AuthorizationServicer(index)
+    return ExtraService(
+        AUTHORIZATION_SERVICE,
+        lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server),
+    )

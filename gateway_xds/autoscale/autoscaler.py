@@ -1,0 +1,67 @@
+"""Sets each scaling service's replica count in the registry from its request rate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from gatehouse.client.connection import Stubs
+from gatehouse.client.mirror import RegistryMirror
+from gatehouse.v1 import registry_pb2, resources_pb2
+from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide
+from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.provider.build import backend_name
+
+LOOK_EVERY_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+def policy_of(service: resources_pb2.Service) -> ScalingPolicy | None:
+    spec = service.spec
+    if spec.scaling.metric != "rps" or spec.replicas_min == spec.replicas_max:
+        return None
+    return ScalingPolicy(
+        minimum=spec.replicas_min,
+        maximum=spec.replicas_max,
+        target_rps=spec.scaling.target,
+        scale_up_delay=spec.scaling.scale_up_delay_seconds,
+        scale_down_delay=spec.scaling.scale_down_delay_seconds,
+    )
+
+
+class Autoscaler:
+    def __init__(self, stubs: Stubs, mirror: RegistryMirror, rates: RequestRates) -> None:
+        self._stubs = stubs
+        self._mirror = mirror
+        self._rates = rates
+        self._states: dict[str, ScalingState] = {}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(LOOK_EVERY_SECONDS)
+            try:
+                await self.look(time.monotonic())
+            except grpc.aio.AioRpcError as error:
+                log.warning("autoscaler: %s", error.details())
+
+    async def look(self, now: float) -> None:
+        seen = set()
+        for service in list(self._mirror.services.values()):
+            policy = policy_of(service)
+            if policy is None:
+                continue
+            seen.add(service.id)
+            state = self._states.setdefault(service.id, ScalingState(current=service.status.desired_replicas))
+            rps = self._rates.rate(backend_name(service), now, service.spec.scaling.window_seconds or 60)
+            wanted = decide(policy, state, rps, now)
+            if wanted != service.status.desired_replicas:
+                log.info("service %s/%s: %.2f rps -> %d replicas", service.project, service.name, rps, wanted)
+                await self._stubs.services.Scale(
+                    registry_pb2.ScaleServiceRequest(id=service.id, replicas=wanted)
+                )
+        for gone in self._states.keys() - seen:
+            del self._states[gone]

@@ -1,0 +1,55 @@
+"""Traffic policies of a virtual host: who may call it (auth), how often (rate limits), from where (CORS)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# `rps` down to one request a minute.
+MIN_REQUESTS_PER_SECOND = 1 / 60
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """Requests need a credential that opens this service; checked by the gateway's ext_authz server,
+    which is told the service by these two values."""
+
+    project: str
+    service_id: str
+
+
+class RateLimitKey(StrEnum):
+    IP_ADDRESS = "ip_address"
+    HEADER = "header"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests under `prefix` (the longest prefix wins), per client IP or per value of `header`:
+    `burst + 1` at once, then `requests_per_second` sustained. Requests without the header share one
+    allowance."""
+
+    prefix: str
+    requests_per_second: float
+    burst: int = 0
+    key: RateLimitKey = RateLimitKey.IP_ADDRESS
+    header: str = ""
+
+
+def validate_rate_limits(where: str, limits: tuple[RateLimit, ...]) -> list[str]:
+    errors: list[str] = []
+    seen: set[str] = set()
+    for limit in limits:
+        at = f"{where}: rate limit {limit.prefix!r}"
+        if not limit.prefix.startswith("/"):
+            errors.append(f"{at}: the prefix must start with /")
+        if limit.prefix in seen:
+            errors.append(f"{at}: the prefix appears twice")
+        seen.add(limit.prefix)
+        if limit.requests_per_second < MIN_REQUESTS_PER_SECOND - 1e-12:
+            errors.append(f"{at}: at least one request a minute")
+        if limit.burst < 0:
+            errors.append(f"{at}: burst must not be negative")
+        if (limit.key is RateLimitKey.HEADER) != bool(limit.header):
+            errors.append(f"{at}: a header name goes with key 'header' only")
+    return errors

@@ -1,0 +1,175 @@
+"""Registry objects of one gateway → its IR, one service at a time. Pure: same inputs, same IR."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from gatehouse.v1 import resources_pb2
+from gateway_xds.incremental import ServiceRoute
+from gateway_xds.ir.backends import Backend, Endpoint
+from gateway_xds.ir.gateway import GatewayIR
+from gateway_xds.ir.listeners import HTTPListener, RouteTable
+from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.tls import AcmeChallenge, TLSPort
+from gateway_xds.provider import policies
+from gateway_xds.provider.tls import ServedCertificate, covered, tls_port
+
+HTTP_PORT = 80
+HTTP_LISTENER = "http"
+
+
+def backend_name(service: resources_pb2.Service) -> str:
+    """`svc_<project>_<name>`: names cannot hold `_`, so no two services share a cluster (with `-`,
+    project `a` + service `b-c` and project `a-b` + service `c` would, on a shared gateway)."""
+    return f"svc_{service.project}_{service.name}"
+
+
+def listener_name(logical_port: int) -> str:
+    return HTTP_LISTENER if logical_port == HTTP_PORT else f"port-{logical_port}"
+
+
+def logical_port(service: resources_pb2.Service) -> int | None:
+    """The gateway port the service is reached on: 80 in domain mode, its mapped port otherwise."""
+    if service.spec.hostname:
+        return HTTP_PORT
+    return service.spec.gateway_port or None
+
+
+def is_catch_all(service: resources_pb2.Service) -> bool:
+    """A port-mapped service answers every host on its port."""
+    return not service.spec.hostname and bool(service.spec.gateway_port)
+
+
+def _endpoint(address: str) -> Endpoint | None:
+    host, _, port = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return Endpoint(host=host.strip("[]"), port=int(port))
+    except ValueError:
+        return None
+
+
+def _endpoints(replicas: Iterable[resources_pb2.Replica]) -> tuple[Endpoint, ...]:
+    found = (_endpoint(replica.address) for replica in replicas if replica.ready)
+    return tuple(
+        sorted({endpoint for endpoint in found if endpoint is not None}, key=lambda e: (e.host, e.port))
+    )
+
+
+def https_redirect(gateway: resources_pb2.Gateway, service: resources_pb2.Service, tls_ready: bool) -> bool:
+    """Whether plain HTTP to the service is redirected: only once the gateway serves its certificate
+    (`tls_ready`; the TLS listener is not there yet), for `https: true|auto` domain services."""
+    has_certificate = gateway.spec.HasField("certificate")
+    return tls_ready and has_certificate and bool(service.spec.hostname) and service.spec.https != "false"
+
+
+def service_route(
+    gateway: resources_pb2.Gateway,
+    service: resources_pb2.Service,
+    replicas: Iterable[resources_pb2.Replica],
+    tls_ready: bool = False,
+    challenges: tuple[AcmeChallenge, ...] = (),
+) -> ServiceRoute | None:
+    """The service's virtual host and backend; None when the gateway does not route it.
+
+    `tls_ready`: a certificate the gateway serves covers the service's name; `challenges`: the ACME
+    HTTP-01 answers for its name."""
+    port = logical_port(service)
+    if port is None:
+        return None
+    name = backend_name(service)
+    domains = (service.spec.hostname.lower(),) if service.spec.hostname else ("*",)
+    vhost = VirtualHost(
+        name=name,
+        domains=domains,
+        backend=name,
+        https_redirect=https_redirect(gateway, service, tls_ready),
+        https_port=gateway.status.https_port or 443,
+        acme_challenges=challenges,
+        authorization=policies.authorization(service),
+        rate_limits=policies.rate_limits(service),
+        cors=policies.cors(service),
+    )
+    return ServiceRoute(listener_name(port), vhost, Backend(name=name, endpoints=_endpoints(replicas)))
+
+
+def gateway_listeners(
+    gateway: resources_pb2.Gateway,
+    mapped_ports: Iterable[int],
+    catch_all_on_http: bool,
+    tls: TLSPort | None = None,
+) -> list[HTTPListener]:
+    """The stable :80 listener (with `tls`, its TLS port, when Envoy ends TLS) plus one per mapped port
+    (seed 004), once the provisioner has reported where the host listens.
+
+    In domain mode the :80 listener has one scope per service (RouteTable.PER_HOST). A gateway with
+    no domain (or with a port-mapped service on :80, which must answer every host) keeps one route
+    configuration there instead.
+    """
+    address, http_port = gateway.status.listen_address, gateway.status.http_port
+    if not address or not http_port:
+        return []
+    per_host = bool(gateway.spec.domain) and not catch_all_on_http
+    listeners = [
+        HTTPListener(
+            HTTP_LISTENER,
+            address,
+            http_port,
+            route_table=RouteTable.PER_HOST if per_host else RouteTable.SINGLE,
+            tls=tls,
+            authorization_cluster=policies.AUTHORIZATION_CLUSTER,
+        )
+    ]
+    for port in sorted(set(mapped_ports) - {HTTP_PORT}):
+        listeners.append(
+            HTTPListener(
+                listener_name(port), address, port, authorization_cluster=policies.AUTHORIZATION_CLUSTER
+            )
+        )
+    return listeners
+
+
+def gateway_ir(
+    gateway: resources_pb2.Gateway,
+    services: Iterable[resources_pb2.Service],
+    replicas: Mapping[str, Iterable[resources_pb2.Replica]],
+    certificates: Iterable[ServedCertificate] = (),
+    challenges: Iterable[resources_pb2.AcmeChallenge] = (),
+) -> GatewayIR:
+    """The whole IR of a gateway (what the provider maintains piece by piece); `certificates` are the
+    ones it serves, with their keys."""
+    services = sorted(services, key=lambda svc: (svc.project, svc.name))
+    served = list(certificates) if tls_port(gateway, ()) is not None else []
+    answers: dict[str, list[AcmeChallenge]] = {}
+    for challenge in sorted(challenges, key=lambda c: c.token):
+        answer = AcmeChallenge(challenge.token, challenge.key_authorization)
+        answers.setdefault(challenge.hostname.lower(), []).append(answer)
+    routes = [
+        r
+        for s in services
+        if (
+            r := service_route(
+                gateway,
+                s,
+                replicas.get(s.id, ()),
+                tls_ready=covered(served, s.spec.hostname),
+                challenges=tuple(answers.get(s.spec.hostname.lower(), ())),
+            )
+        )
+        is not None
+    ]
+    ports = {p for s in services if is_catch_all(s) and (p := logical_port(s)) is not None}
+    shells = gateway_listeners(
+        gateway,
+        ports,
+        any(is_catch_all(s) and logical_port(s) == HTTP_PORT for s in services),
+        tls_port(gateway, served),
+    )
+    listeners = tuple(
+        replace(shell, virtual_hosts=tuple(r.virtual_host for r in routes if r.listener == shell.name))
+        for shell in shells
+    )
+    secrets = tuple(sorted((c.secret for c in served), key=lambda s: s.name))
+    return GatewayIR(gateway.id, listeners, tuple(r.backend for r in routes), secrets)

@@ -1,0 +1,36 @@
+"""A service's traffic policies as the IR has them: auth, rate limits, CORS. Pure."""
+
+from __future__ import annotations
+
+from gatehouse.v1 import resources_pb2
+from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey
+
+# Every gateway's bootstrap has this cluster: gateway_xds itself, which also answers ext_authz
+# (services/provisioner/envoy_bootstrap.py).
+AUTHORIZATION_CLUSTER = "gatehouse_xds"
+
+
+def authorization(service: resources_pb2.Service) -> Authorization | None:
+    """Every service needs a credential of its project or an API key of its own, whether reached by
+    name (seed 000) or by gateway port (seed 004), unless `auth: false`."""
+    if not service.spec.auth:
+        return None
+    return Authorization(project=service.project, service_id=service.id)
+
+
+def rate_limits(service: resources_pb2.Service) -> tuple[RateLimit, ...]:
+    return tuple(
+        RateLimit(
+            prefix=limit.prefix or "/",
+            requests_per_second=limit.rps,
+            burst=limit.burst,
+            key=RateLimitKey.HEADER if limit.key == RateLimitKey.HEADER else RateLimitKey.IP_ADDRESS,
+            header=limit.header.lower() if limit.key == RateLimitKey.HEADER else "",
+        )
+        for limit in service.spec.rate_limits
+    )
+
+
+def cors(service: resources_pb2.Service) -> bool:
+    """Model services are called from browsers (chat front ends)."""
+    return bool(service.spec.model)

@@ -1,0 +1,37 @@
+"""Who a caller is, from its TLS client certificate (mTLS): URI SAN `spiffe://gatehouse/gateway/<id>`."""
+
+from __future__ import annotations
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+
+from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
+
+GATEWAY_URI_PREFIX = "spiffe://gatehouse/gateway/"
+
+
+def peer_gateway(context: grpc.aio.ServicerContext) -> str | None:
+    """The gateway named by the caller's verified client certificate, None without one."""
+    for uri in context.auth_context().get("peer_uri", ()):
+        text = uri.decode(errors="replace")
+        if text.startswith(GATEWAY_URI_PREFIX):
+            return text[len(GATEWAY_URI_PREFIX) :]
+    return None
+
+
+class PeerCertificateAuthorizer:
+    """A node may only ask for the resources of the gateway its certificate names."""
+
+    async def authorize(self, context: grpc.aio.ServicerContext, node: base_pb2.Node) -> str:
+        certified = peer_gateway(context)
+        if certified is None:
+            raise NodeRejectedError(
+                grpc.StatusCode.UNAUTHENTICATED, "a client certificate naming a gateway is required"
+            )
+        gateway_id = node_to_gateway(node.id)
+        if gateway_id != certified:
+            raise NodeRejectedError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node.id!r} is not of gateway {certified!r}, which the client certificate names",
+            )
+        return gateway_id

@@ -1,0 +1,85 @@
+"""Build the gRPC server that serves ADS, health checking and reflection, and whatever else Envoys
+call on the same cluster (ext_authz, their stats)."""
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway_xds.server.ads import AggregatedDiscoveryServicer
+from gateway_xds.server.reporter import SyncReporter
+from gateway_xds.server.stats import ServerStats
+from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
+from gateway_xds.server.watcher import ConfigWatcher, NodeAuthorizer
+
+ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
+
+# Envoy's side is raised to the same in the bootstrap (envoy_grpc.max_receive_message_length).
+MESSAGE_LIMIT_BYTES = 64 << 20
+
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
+    ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
+    # Without this a second server silently shares an address already in use.
+    ("grpc.so_reuseport", 0),
+    # Envoys keep their stream open for as long as they run; ping to notice dead peers.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
+
+
+class ExtraService(NamedTuple):
+    """Another gRPC service on the xDS port."""
+
+    name: str  # its full name, for reflection
+    register: Callable[[grpc.aio.Server], None]
+
+
+class XdsServer(NamedTuple):
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    stats: ServerStats
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.set(ADS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def build_xds_server(
+    watcher: ConfigWatcher,
+    authorizer: NodeAuthorizer,
+    reporter: SyncReporter,
+    address: str = "127.0.0.1:0",
+    credentials: grpc.ServerCredentials | None = None,
+    push_window: float = DEFAULT_WINDOW_SECONDS,
+    services: Sequence[ExtraService] = (),
+) -> XdsServer:
+    """A bound, not yet started server; `address` may use port 0, the bound port is returned.
+
+    Raises RuntimeError (from gRPC) when the address cannot be bound, e.g. when it is in use.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    ads = AggregatedDiscoveryServicer(watcher, authorizer, reporter, push_window=push_window)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    for service in services:
+        service.register(server)
+    names = (ADS_SERVICE, health_service, *(s.name for s in services), reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    return XdsServer(server=server, port=port, health=health_servicer, stats=ads.stats)

@@ -1,0 +1,37 @@
+"""The HTTP filters of every connection manager, in order: CORS (preflights are answered before
+anything else), local rate limiting, ext_authz (where the listener has an authorization server),
+the router.
+
+CORS and rate limiting act only where a virtual host or route configures them, and ext_authz is
+switched off per virtual host, so a listener's filters never depend on its services: a policy
+change is a route change, never a listener change.
+"""
+
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from google.protobuf.message import Message
+
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.translate.authz import EXT_AUTHZ_FILTER, ext_authz_filter
+from gateway_xds.translate.config_source import pack
+from gateway_xds.translate.cors import CORS_FILTER
+from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, STAT_PREFIX
+
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+def http_filters(li: HTTPListener) -> list[hcm.HttpFilter]:
+    filters = [
+        _filter(CORS_FILTER, cors_pb2.Cors()),
+        _filter(RATE_LIMIT_FILTER, local_rate_limit_pb2.LocalRateLimit(stat_prefix=STAT_PREFIX)),
+    ]
+    if li.authorization_cluster:
+        filters.append(_filter(EXT_AUTHZ_FILTER, ext_authz_filter(li.authorization_cluster)))
+    filters.append(_filter(ROUTER_FILTER, router_pb2.Router()))
+    return filters
+
+
+def _filter(name: str, config: Message) -> hcm.HttpFilter:
+    return hcm.HttpFilter(name=name, typed_config=pack(config))

@@ -1,0 +1,197 @@
+"""The control plane's own CA: gateway_xds's server certificate and each gateway's client certificate.
+
+Made on first start in `$GATEHOUSE_HOME/server/ca/`: the certificate in clear, the key encrypted with
+the registry's Cipher. A gateway's identity is the URI SAN `spiffe://gatehouse/gateway/<gateway_id>`
+(and CN = gateway id).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway_xds.server.peer import GATEWAY_URI_PREFIX
+from services.common.crypto import Cipher
+
+# The name Envoys ask for (SNI) and check in the server certificate, whatever address they dial.
+XDS_SERVER_NAME = "gatehouse-xds"
+CA_VALIDITY = datetime.timedelta(days=3650)
+LEAF_VALIDITY = datetime.timedelta(days=30)
+# Back-dated a little so a host whose clock lags still accepts a fresh certificate.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+def gateway_uri(gateway_id: str) -> str:
+    return GATEWAY_URI_PREFIX + gateway_id
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+def certificate_not_after(certificate_pem: bytes) -> datetime.datetime:
+    return x509.load_pem_x509_certificate(certificate_pem).not_valid_after_utc
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _subject_alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+class InternalCA:
+    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self._certificate = certificate
+        self._key = key
+
+    @classmethod
+    def load_or_create(cls, directory: Path, cipher: Cipher) -> InternalCA:
+        certificate_file, key_file = directory / "ca.pem", directory / "ca.key.enc"
+        if certificate_file.exists() and key_file.exists():
+            certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
+            key = serialization.load_pem_private_key(cipher.decrypt(key_file.read_bytes()).encode(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return cls(certificate, key)
+        ca = cls.create()
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(cipher.encrypt(_key_pem(ca._key).decode()))
+        certificate_file.write_bytes(ca.certificate_pem)
+        return ca
+
+    @classmethod
+    def create(cls) -> InternalCA:
+        key = _new_key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Gatehouse internal CA")])
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - CLOCK_SKEW)
+            .not_valid_after(_now() + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(certificate, key)
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self._certificate.public_bytes(serialization.Encoding.PEM)
+
+    def server_certificate(self, hosts: list[str]) -> IssuedCertificate:
+        """gateway_xds's certificate, valid for XDS_SERVER_NAME, localhost, 127.0.0.1 and `hosts`."""
+        names = dict.fromkeys([XDS_SERVER_NAME, "localhost", "127.0.0.1", *[h for h in hosts if h]])
+        sans = [_subject_alt_name(name) for name in names if name not in ("0.0.0.0", "::")]
+        return self._issue(XDS_SERVER_NAME, sans, ExtendedKeyUsageOID.SERVER_AUTH)
+
+    def client_certificate(self, gateway_id: str) -> IssuedCertificate:
+        """A gateway's identity towards gateway_xds."""
+        return self._issue(
+            gateway_id,
+            [x509.UniformResourceIdentifier(gateway_uri(gateway_id))],
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+
+    def sign_request(self, csr_pem: bytes, gateway_id: str) -> bytes:
+        """A client certificate for a key the host made itself (the join-token exchange)."""
+        request = x509.load_pem_x509_csr(csr_pem)
+        if not request.is_signature_valid:
+            raise ValueError("the certificate request's signature is not valid")
+        public_key = request.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise ValueError("the certificate request must carry an EC key")
+        certificate = self._sign(
+            public_key,
+            gateway_id,
+            [x509.UniformResourceIdentifier(gateway_uri(gateway_id))],
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    def _issue(
+        self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier
+    ) -> IssuedCertificate:
+        key = _new_key()
+        certificate = self._sign(key.public_key(), common_name, sans, usage)
+        return IssuedCertificate(
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM),
+            key_pem=_key_pem(key),
+            ca_pem=self.certificate_pem,
+        )
+
+    def _sign(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        common_name: str,
+        sans: list[x509.GeneralName],
+        usage: x509.ObjectIdentifier,
+    ) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self._certificate.subject)
+            .public_key(public_key)
+            .serial_number(int(uuid.uuid4()))
+            .not_valid_before(_now() - CLOCK_SKEW)
+            .not_valid_after(_now() + LEAF_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+
+
+def xds_server_credentials(ca: InternalCA, hosts: list[str]) -> grpc.ServerCredentials:
+    """TLS for gateway_xds that requires a client certificate signed by the CA."""
+    server = ca.server_certificate(hosts)
+    return grpc.ssl_server_credentials(
+        [(server.key_pem, server.certificate_pem)],
+        root_certificates=ca.certificate_pem,
+        require_client_auth=True,
+    )
+
+
+def gateway_channel_credentials(issued: IssuedCertificate) -> grpc.ChannelCredentials:
+    """What a client with a gateway's identity presents to gateway_xds (tests, tools)."""
+    return grpc.ssl_channel_credentials(issued.ca_pem, issued.key_pem, issued.certificate_pem)

@@ -1,0 +1,74 @@
+"""Settings every process reads from the environment, with the embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def _default_local_port(privileged: int, unprivileged: int) -> int:
+    return privileged if os.geteuid() == 0 else unprivileged
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    api_host: str
+    api_port: int
+    xds_host: str
+    xds_port: int
+    # The local backend: where local gateways bind and which ports stand for :80 and :443.
+    local_bind: str
+    local_http_port: int
+    local_https_port: int
+    # How long the event feed keeps history before watchers must list again.
+    watch_history: int
+    # Seconds without a heartbeat after which an externally run replica leaves the endpoints.
+    replica_ttl: float = 30.0
+    # host:port where cloud gateway hosts reach gateway_xds; empty: the xDS listen address.
+    xds_public_address: str = ""
+    # Where cloud hosts exchange their join token (HTTPS, on the xDS host; 0 picks a free port).
+    join_port: int = 0
+
+    @property
+    def server_dir(self) -> Path:
+        return self.home / "server"
+
+    @property
+    def api_address(self) -> str:
+        return f"{self.api_host}:{self.api_port}"
+
+    @classmethod
+    def from_env(cls, api_host: str | None = None, api_port: int | None = None) -> Settings:
+        home = gatehouse_home()
+        default_db = f"sqlite+aiosqlite:///{home / 'server' / 'data' / 'gatehouse.sqlite'}"
+        default_host, _, default_port = DEFAULT_API_ADDRESS.partition(":")
+        return cls(
+            home=home,
+            db_url=os.environ.get("GATEHOUSE_DB_URL") or default_db,
+            api_host=api_host or os.environ.get("GATEHOUSE_API_HOST") or default_host,
+            api_port=api_port if api_port is not None else _int_env("GATEHOUSE_API_PORT", int(default_port)),
+            xds_host=os.environ.get("GATEHOUSE_XDS_HOST") or "127.0.0.1",
+            xds_port=_int_env("GATEHOUSE_XDS_PORT", DEFAULT_XDS_PORT),
+            local_bind=os.environ.get("GATEHOUSE_LOCAL_BIND") or "127.0.0.1",
+            local_http_port=_int_env("GATEHOUSE_LOCAL_HTTP_PORT", _default_local_port(80, 8080)),
+            local_https_port=_int_env("GATEHOUSE_LOCAL_HTTPS_PORT", _default_local_port(443, 8443)),
+            watch_history=_int_env("GATEHOUSE_WATCH_HISTORY", 100_000),
+            replica_ttl=float(_int_env("GATEHOUSE_REPLICA_TTL", 30)),
+            xds_public_address=os.environ.get("GATEHOUSE_XDS_PUBLIC_ADDRESS", ""),
+            join_port=_int_env("GATEHOUSE_JOIN_PORT", 0),
+        )

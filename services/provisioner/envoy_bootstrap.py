@@ -1,0 +1,180 @@
+"""The Envoy bootstrap every gateway host starts with: its node identity and the way to gateway_xds.
+
+Everything else reaches Envoy over ADS, so this file never changes while the gateway lives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Incremental xDS: a change sends only the resources that changed (State-of-the-World, "GRPC",
+# re-sends every cluster and listener on each change); gateway_xds serves both.
+DELTA = "DELTA_GRPC"
+STATE_OF_THE_WORLD = "GRPC"
+# gateway_xds allows the same; a whole configuration of a large gateway fits in one message.
+XDS_MESSAGE_LIMIT_BYTES = 64 << 20
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+DOWNSTREAM_CONNECTIONS_MONITOR = (
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+
+def node_id(gateway_id: str, host_index: int) -> str:
+    return f"gateway/{gateway_id}/{host_index}"
+
+
+@dataclass(frozen=True)
+class XdsTls:
+    """Files on the gateway host: its client certificate and key, and the CA that signed gateway_xds's."""
+
+    certificate_file: str
+    key_file: str
+    ca_file: str
+    server_name: str
+
+
+@dataclass(frozen=True)
+class BootstrapParams:
+    gateway_id: str
+    host_index: int
+    xds_host: str
+    xds_port: int
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+    api_type: str = DELTA
+    # None: plain text (only for control planes that do not require mTLS).
+    tls: XdsTls | None = None
+
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+def _transport_socket(tls: XdsTls) -> dict[str, Any]:
+    """mTLS to gateway_xds: present the gateway's certificate, accept only the CA's server name."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"type.googleapis.com/{UPSTREAM_TLS_CONTEXT}",
+            "sni": tls.server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": tls.certificate_file},
+                        "private_key": {"filename": tls.key_file},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.ca_file},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _xds_cluster(params: BootstrapParams) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": "gatehouse_xds",
+        "type": "STRICT_DNS",
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": {"interval": "15s", "timeout": "5s"}}
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "gatehouse_xds",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": params.xds_host,
+                                        "port_value": params.xds_port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if params.tls is not None:
+        cluster["transport_socket"] = _transport_socket(params.tls)
+    return cluster
+
+
+def _config_source() -> dict[str, Any]:
+    return {"ads": {}, "resource_api_version": "V3"}
+
+
+OTLP_SINK = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
+STATS_FLUSH_SECONDS = 2
+
+
+def _stats_sink(node: str) -> dict[str, Any]:
+    """Envoy pushes its counters to gateway_xds (OTLP) for autoscaling, under their full names."""
+    return {
+        "name": "envoy.stat_sinks.open_telemetry",
+        "typed_config": {
+            "@type": f"type.googleapis.com/{OTLP_SINK}",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": "gatehouse_xds"},
+                "initial_metadata": [{"key": "x-gatehouse-node", "value": node}],
+            },
+            "emit_tags_as_attributes": False,
+            "use_tag_extracted_name": False,
+        },
+    }
+
+
+def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
+    node = node_id(params.gateway_id, params.host_index)
+    return {
+        "node": {"id": node, "cluster": params.gateway_id},
+        "stats_sinks": [_stats_sink(node)],
+        "stats_flush_interval": f"{STATS_FLUSH_SECONDS}s",
+        "admin": {
+            "address": {"socket_address": {"address": params.admin_address, "port_value": params.admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": params.api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": "gatehouse_xds",
+                            "max_receive_message_length": XDS_MESSAGE_LIMIT_BYTES,
+                        }
+                    }
+                ],
+            },
+            "cds_config": _config_source(),
+            "lds_config": _config_source(),
+        },
+        "static_resources": {"clusters": [_xds_cluster(params)]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": f"type.googleapis.com/{DOWNSTREAM_CONNECTIONS_MONITOR}",
+                        "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                    },
+                }
+            ]
+        },
+    }

@@ -1,0 +1,135 @@
+"""What a cloud backend must make for one gateway, derived from the gateway alone.
+
+Every backend names and tags its resources from the same plan, so any of them can be found again by
+the gateway's id after a crash, and everything a gateway made can be found when it is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatehouse.v1 import resources_pb2
+from services.common.internal_ca import XDS_SERVER_NAME
+from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
+from services.provisioner.hosts.startup import (
+    CA_PATH,
+    CLIENT_CERTIFICATE_PATH,
+    CLIENT_KEY_PATH,
+    ENVOY_IMAGE,
+    HostStartup,
+    JoinEndpoint,
+    render_startup_script,
+)
+
+# Tag (label) keys every backend writes. Lowercase letters and dashes only, so the same keys are valid
+# AWS tags, GCP labels, Azure tags and Kubernetes labels.
+TAG_GATEWAY = "gatehouse-gateway"
+TAG_HOST = "gatehouse-host"
+TAG_FINGERPRINT = "gatehouse-fingerprint"
+TAG_PROJECT = "gatehouse-project"
+TAG_NAME = "gatehouse-name"
+
+HTTP_PORT = 80
+HTTPS_PORT = 443
+
+
+@dataclass(frozen=True)
+class XdsEndpoint:
+    """Where gateway hosts reach gateway_xds: an address the hosts can route to."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    gateway_id: str
+    project: str
+    name: str
+    region: str
+    public_ip: bool
+    # The ACM certificate's ARN when `certificate: acm` (TLS ends at a load balancer).
+    acm_certificate_arn: str | None
+    # None: the backend's small default.
+    instance_type: str | None
+    replicas: int
+    # 80, 443 and every port a service maps on this gateway, sorted.
+    inbound_ports: tuple[int, ...]
+    xds: XdsEndpoint
+    user_tags: tuple[tuple[str, str], ...] = ()
+    envoy_image: str = ENVOY_IMAGE
+    # The join token the host exchanges at `join` for its client certificate (mTLS to gateway_xds).
+    join_token: str | None = field(default=None, repr=False)
+    join: JoinEndpoint | None = None
+    # Issues a token per host as its startup script is rendered (wins over `join_token`).
+    join_issuer: Callable[[str, int], str] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls, gateway: resources_pb2.Gateway, xds: XdsEndpoint, mapped_ports: frozenset[int] = frozenset()
+    ) -> GatewayPlan:
+        spec = gateway.spec
+        acm = spec.HasField("certificate") and spec.certificate.type == "acm"
+        return cls(
+            gateway_id=gateway.id,
+            project=gateway.project,
+            name=gateway.name,
+            region=spec.region,
+            public_ip=spec.public_ip,
+            acm_certificate_arn=(spec.certificate.arn or None) if acm else None,
+            instance_type=spec.instance_type or None,
+            replicas=max(1, spec.replicas),
+            inbound_ports=tuple(sorted({HTTP_PORT, HTTPS_PORT, *mapped_ports})),
+            xds=xds,
+            user_tags=tuple(sorted(spec.tags.items())),
+        )
+
+    @property
+    def base_name(self) -> str:
+        """`gatehouse-<gateway id>`: a valid name on every cloud (lowercase, starts with a letter)."""
+        return f"gatehouse-{self.gateway_id}"
+
+    def host_name(self, index: int) -> str:
+        return f"{self.base_name}-{index}"
+
+    def tags(self, index: int | None = None, fingerprint: str | None = None) -> dict[str, str]:
+        """The user's tags, then ours (ours win: they are how resources are found again)."""
+        tags = dict(self.user_tags)
+        tags.update({TAG_GATEWAY: self.gateway_id, TAG_PROJECT: self.project, TAG_NAME: self.name})
+        if index is not None:
+            tags[TAG_HOST] = str(index)
+        if fingerprint is not None:
+            tags[TAG_FINGERPRINT] = fingerprint
+        return tags
+
+    def host_fingerprint(self, instance_type: str) -> str:
+        """Changes when a host must be replaced: its size, its addressing, its Envoy or control plane.
+
+        The image is left out on purpose: a new Ubuntu release does not replace running hosts.
+        """
+        basis = [instance_type, self.public_ip, self.xds.host, self.xds.port, self.envoy_image]
+        return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:12]
+
+    def bootstrap(self, index: int) -> dict[str, Any]:
+        tls = None
+        if self.join is not None:
+            tls = XdsTls(CLIENT_CERTIFICATE_PATH, CLIENT_KEY_PATH, CA_PATH, XDS_SERVER_NAME)
+        params = BootstrapParams(
+            gateway_id=self.gateway_id,
+            host_index=index,
+            xds_host=self.xds.host,
+            xds_port=self.xds.port,
+            tls=tls,
+        )
+        return render_bootstrap(params)
+
+    def startup_script(self, index: int) -> str:
+        token = self.join_token if self.join_issuer is None else self.join_issuer(self.gateway_id, index)
+        startup = HostStartup(
+            self.bootstrap(index), envoy_image=self.envoy_image, join_token=token, join=self.join
+        )
+        return render_startup_script(startup)

@@ -1,0 +1,254 @@
+"""The provisioner: reconciles gateways to hosts and local services to replica processes.
+
+Level-triggered: each key is re-read from the watch-fed mirror every time, so a crash anywhere is
+harmless and every step can run again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gatehouse.client.connection import Stubs
+from gatehouse.client.mirror import Change, RegistryMirror, follow
+from gatehouse.v1 import registry_pb2, resources_pb2
+from services.common.workqueue import Result, WorkQueue
+from services.provisioner.backends.base import BackendError, NotReady
+from services.provisioner.backends.factory import BackendFactory
+from services.provisioner.backends.local.gateway import LocalGatewayBackend
+from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed
+
+log = logging.getLogger(__name__)
+
+GATEWAY_RECHECK_SECONDS = 30.0
+REPLICA_RECHECK_SECONDS = 5.0
+MAX_RETRY_SECONDS = 60.0
+MAX_DELETE_RETRY_SECONDS = 300.0
+
+
+def mapped_ports(mirror: RegistryMirror, gateway_id: str) -> frozenset[int]:
+    """The ports services map on a gateway (seed 004's `port: "5001:8000"`): its hosts open them too."""
+    return frozenset(
+        service.spec.gateway_port for service in mirror.services_of(gateway_id) if service.spec.gateway_port
+    )
+
+
+class Provisioner:
+    def __init__(
+        self,
+        stubs: Stubs,
+        backends: BackendFactory,
+        local: LocalGatewayBackend,
+        runner: LocalRunner,
+        mirror: RegistryMirror | None = None,
+    ) -> None:
+        self._stubs = stubs
+        self._backends = backends
+        self._local = local
+        self._runner = runner
+        self.mirror = mirror or RegistryMirror()
+        self._gateways = WorkQueue("gateways", self.reconcile_gateway, workers=4)
+        self._services = WorkQueue("services", self.reconcile_service, workers=8)
+        self._failures: dict[str, int] = {}
+        self._delete_failures: dict[str, int] = {}
+
+    async def run(self) -> None:
+        self._gateways.start()
+        self._services.start()
+        try:
+            await follow(self._stubs.watch, self.mirror, self._on_change)
+        finally:
+            await self._gateways.stop()
+            await self._services.stop()
+
+    async def _on_change(self, change: Change) -> None:
+        gateway_ids = set(change.gateways)
+        service_ids = set(change.services)
+        if change.resync:
+            gateway_ids |= self._local.known_gateway_ids()
+            service_ids |= self._runner.service_ids()
+        # A service mapping a port on a gateway opens that port on the gateway's hosts.
+        for service_id in change.services:
+            service = self.mirror.services.get(service_id) or self.mirror.removed_services.get(service_id)
+            if service is not None and service.spec.gateway_id:
+                gateway_ids.add(service.spec.gateway_id)
+        for gateway_id in gateway_ids:
+            self._gateways.add(gateway_id)
+        for service_id in service_ids:
+            self._services.add(service_id)
+
+    async def _gateway_status(self, gateway: resources_pb2.Gateway, **fields: object) -> None:
+        status = resources_pb2.GatewayStatus()
+        status.CopyFrom(gateway.status)
+        del status.envoys[:]
+        for name, value in fields.items():
+            if isinstance(value, list):
+                del getattr(status, name)[:]
+                getattr(status, name).extend(value)
+            else:
+                setattr(status, name, value)
+        if status != gateway.status:
+            await self._stubs.gateways.UpdateStatus(
+                registry_pb2.UpdateGatewayStatusRequest(id=gateway.id, status=status)
+            )
+
+    async def reconcile_gateway(self, gateway_id: str) -> Result:
+        gateway = self.mirror.gateways.get(gateway_id)
+        if gateway is None:
+            if gateway_id in self._local.known_gateway_ids():
+                await self._local.delete(resources_pb2.Gateway(id=gateway_id))
+            return Result()
+        state = gateway.status.state
+        if state == resources_pb2.GATEWAY_STATE_DELETING:
+            return await self._delete_gateway(gateway)
+        if state == resources_pb2.GATEWAY_STATE_FAILED:
+            return Result()
+        if state in (resources_pb2.GATEWAY_STATE_SUBMITTED, resources_pb2.GATEWAY_STATE_UNSPECIFIED):
+            await self._gateway_status(gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message="")
+        try:
+            await self._backends.prepare(gateway.spec.backend, gateway.project)
+            backend = self._backends.get(gateway.spec.backend, gateway.project)
+            if not gateway.status.backend_called:
+                await self._gateway_status(gateway, backend_called=True)
+                gateway.status.backend_called = True
+            host = await backend.create_or_update(gateway)
+        except NotReady as pending:
+            await self._gateway_status(
+                gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=str(pending)
+            )
+            return Result(requeue_after=pending.retry_after)
+        except BackendError as error:
+            await self._gateway_status(gateway, state=resources_pb2.GATEWAY_STATE_FAILED, message=str(error))
+            return Result()
+        await self._gateway_status(
+            gateway,
+            state=resources_pb2.GATEWAY_STATE_RUNNING,
+            message="",
+            hostname=host.hostname,
+            listen_address=host.listen_address,
+            http_port=host.http_port,
+            https_port=host.https_port,
+            addresses=list(host.addresses or (host.hostname,)),
+        )
+
+        return Result(requeue_after=GATEWAY_RECHECK_SECONDS)
+
+    async def _delete_gateway(self, gateway: resources_pb2.Gateway) -> Result:
+        """Finalizes only once the backend says everything it made is gone, so nothing leaks."""
+        try:
+            await self._backends.prepare(gateway.spec.backend, gateway.project)
+            backend = self._backends.get(gateway.spec.backend, gateway.project)
+        except BackendError as error:
+            if gateway.status.backend_called and self._backends.knows(gateway.spec.backend):
+                # Its hosts may still exist: wait for credentials rather than leave them behind.
+                failures = self._delete_failures.get(gateway.id, 0) + 1
+                self._delete_failures[gateway.id] = failures
+                await self._gateway_status(gateway, message=f"cannot delete the hosts yet: {error}")
+                return Result(requeue_after=min(MAX_DELETE_RETRY_SECONDS, 5.0 * 2.0**failures))
+            # A backend this server cannot run at all made nothing this server could clean up.
+            log.warning("gateway %s: deleting without cleaning up its hosts: %s", gateway.name, error)
+        else:
+            try:
+                await backend.delete(gateway)
+            except NotReady as pending:
+                await self._gateway_status(gateway, message=str(pending))
+                return Result(requeue_after=pending.retry_after)
+            except BackendError as error:
+                failures = self._delete_failures.get(gateway.id, 0) + 1
+                self._delete_failures[gateway.id] = failures
+                await self._gateway_status(gateway, message=f"cannot delete the hosts yet: {error}")
+                return Result(requeue_after=min(MAX_DELETE_RETRY_SECONDS, 5.0 * 2.0**failures))
+        self._delete_failures.pop(gateway.id, None)
+        await self._stubs.gateways.FinalizeDelete(registry_pb2.FinalizeRequest(id=gateway.id))
+        return Result()
+
+    async def _service_status(self, service: resources_pb2.Service, state: int, message: str = "") -> None:
+        if (service.status.state, service.status.message) == (state, message):
+            return
+        status = resources_pb2.ServiceStatus(state=state, message=message)
+        await self._stubs.services.UpdateStatus(
+            registry_pb2.UpdateServiceStatusRequest(id=service.id, status=status)
+        )
+
+    async def _register(self, service: resources_pb2.Service, replica: LocalReplica, ready: bool) -> None:
+        address = f"{self._runner.host}:{replica.port(service.spec.app_port)}"
+        known = self.mirror.replicas.get(replica.id)
+        if known is not None and (known.address, known.ready) == (address, ready):
+            return
+        request = registry_pb2.RegisterReplicaRequest(
+            project=service.project,
+            service=service.name,
+            id=replica.id,
+            address=address,
+            ready=ready,
+            runner="local",
+        )
+        await self._stubs.replicas.Register(request)
+
+    async def _unregister(self, replica_id: str) -> None:
+        if replica_id in self.mirror.replicas:
+            await self._stubs.replicas.Unregister(registry_pb2.UnregisterReplicaRequest(id=replica_id))
+
+    async def reconcile_service(self, service_id: str) -> Result:
+        service = self.mirror.services.get(service_id)
+        if service is None:
+            await self._runner.stop_service(service_id)
+            self._failures.pop(service_id, None)
+            return Result()
+        if not service.spec.commands:
+            return Result()
+        # The autoscaler's count within `replicas: min..max`, else the configured one.
+        desired = service.status.desired_replicas
+        run = await self._service_run(service)
+        for index in self._runner.indices(service_id):
+            if index >= desired:
+                replica = self._runner.replica(service_id, index)
+                await self._unregister(replica.id)
+                await self._runner.stop(replica)
+        for index in range(desired):
+            replica = self._runner.replica(service_id, index)
+            if self._runner.is_current(replica, run):
+                await self._register(service, replica, ready=True)
+                continue
+            if replica.id in self.mirror.replicas:
+                await self._register(service, replica, ready=False)
+            await replica.process.stop()
+            await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
+            self._runner.start(replica, run)
+            try:
+                await self._runner.wait_ready(replica, replica.port(service.spec.app_port))
+            except ReplicaFailed as error:
+                return await self._replica_failed(service, replica, str(error))
+            await self._register(service, replica, ready=True)
+        self._failures.pop(service_id, None)
+        await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
+        return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+
+    async def _service_run(self, service: resources_pb2.Service) -> resources_pb2.Service:
+        """The service with ${{ secrets.X }} in its env and commands resolved by the registry."""
+        texts = [*service.spec.env.values(), *service.spec.commands]
+        if not any("${{" in text for text in texts):
+            return service
+        resolved = await self._stubs.secrets.ResolveRun(registry_pb2.ResolveRunRequest(service_id=service.id))
+        run = resources_pb2.Service()
+        run.CopyFrom(service)
+        run.spec.env.clear()
+        run.spec.env.update(resolved.env)
+        del run.spec.commands[:]
+        run.spec.commands.extend(resolved.commands)
+        return run
+
+    async def _replica_failed(
+        self, service: resources_pb2.Service, replica: LocalReplica, reason: str
+    ) -> Result:
+        await replica.process.stop()
+        await self._unregister(replica.id)
+        failures = self._failures.get(service.id, 0) + 1
+        self._failures[service.id] = failures
+        await self._service_status(service, resources_pb2.SERVICE_STATE_FAILED, reason)
+        return Result(requeue_after=min(MAX_RETRY_SECONDS, 2.0**failures))
+
+    def logs(self, project: str, service_name: str, tail: int) -> dict[str, list[str]] | None:
+        for service in self.mirror.services.values():
+            if (service.project, service.name) == (project, service_name):
+                return self._runner.logs(service.id, tail)
+        return None

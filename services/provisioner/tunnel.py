@@ -1,0 +1,150 @@
+"""The server end of `gatehouse agent`: a replica behind NAT gets a local address the gateway routes
+to, and each connection to that address travels over the agent's outbound stream.
+
+While the stream lives, the replica is registered and heart-beats; when it ends, the replica leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2, tunnel_pb2, tunnel_pb2_grpc
+from services.common.auth import current_principal
+from services.common.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 << 10
+HEARTBEAT_SECONDS = 5.0
+RUNNER = "agent"
+
+
+class _Session:
+    """One agent's stream: its listening socket, its connections, the frames going out."""
+
+    def __init__(self) -> None:
+        self.outgoing: asyncio.Queue[tunnel_pb2.TunnelFrame | None] = asyncio.Queue(maxsize=256)
+        self.writers: dict[int, asyncio.StreamWriter] = {}
+        self.pumps: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = next(self._ids)
+        self.writers[connection] = writer
+        await self.outgoing.put(
+            tunnel_pb2.TunnelFrame(connect=tunnel_pb2.TunnelConnect(connection=connection))
+        )
+        try:
+            while chunk := await reader.read(CHUNK):
+                frame = tunnel_pb2.TunnelData(connection=connection, data=chunk)
+                await self.outgoing.put(tunnel_pb2.TunnelFrame(data=frame))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if self.writers.pop(connection, None) is not None:
+                await self.outgoing.put(
+                    tunnel_pb2.TunnelFrame(close=tunnel_pb2.TunnelClose(connection=connection))
+                )
+            writer.close()
+
+    async def deliver(self, frame: tunnel_pb2.TunnelFrame) -> None:
+        kind = frame.WhichOneof("frame")
+        if kind == "data":
+            writer = self.writers.get(frame.data.connection)
+            if writer is not None:
+                writer.write(frame.data.data)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+        elif kind == "close":
+            writer = self.writers.pop(frame.close.connection, None)
+            if writer is not None:
+                writer.close()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+
+
+class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
+    def __init__(self, stubs: Stubs, bind_host: str) -> None:
+        self._stubs = stubs
+        self._bind = bind_host
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    async def Open(
+        self, request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tunnel_pb2.TunnelFrame]:
+        first = await anext(aiter(request_iterator))
+        if first.WhichOneof("frame") != "hello":
+            raise InvalidArgument("an agent starts with hello: project, service and replica id")
+        hello = first.hello
+        current_principal().require_project(hello.project)
+        session = _Session()
+        server = await asyncio.start_server(session.accept, self._bind, 0)
+        port = server.sockets[0].getsockname()[1]
+        address = f"{self._bind}:{port}"
+        register = registry_pb2.RegisterReplicaRequest(
+            project=hello.project,
+            service=hello.service,
+            id=hello.replica_id,
+            address=address,
+            ready=True,
+            runner=RUNNER,
+        )
+        tasks: list[asyncio.Task[None]] = []
+        registered = False
+        try:
+            await self._stubs.replicas.Register(register)
+            registered = True
+            log.info(
+                "agent replica %s of %s/%s at %s", hello.replica_id, hello.project, hello.service, address
+            )
+            yield tunnel_pb2.TunnelFrame(ready=tunnel_pb2.TunnelReady(address=address))
+            tasks = [
+                asyncio.create_task(self._read(request_iterator, session)),
+                asyncio.create_task(self._heartbeat(hello.replica_id)),
+            ]
+            while (frame := await session.outgoing.get()) is not None:
+                yield frame
+        finally:
+            for task in tasks:
+                task.cancel()
+            server.close()
+            session.close()
+            if registered:
+                # Its own task: this generator is being cancelled, and a cancelled await would skip it.
+                cleanup = asyncio.create_task(self._unregister_if_ours(hello, address))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _unregister_if_ours(self, hello: tunnel_pb2.TunnelHello, address: str) -> None:
+        """A reconnected agent may already have registered the same id at a new address: leave it."""
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            listed = await self._stubs.replicas.List(
+                registry_pb2.ListReplicasRequest(project=hello.project, service=hello.service)
+            )
+            if any(r.id == hello.replica_id and r.address == address for r in listed.replicas):
+                await self._stubs.replicas.Unregister(
+                    registry_pb2.UnregisterReplicaRequest(id=hello.replica_id)
+                )
+
+    async def _read(self, request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame], session: _Session) -> None:
+        try:
+            async for frame in request_iterator:
+                await session.deliver(frame)
+        finally:
+            await session.outgoing.put(None)
+
+    async def _heartbeat(self, replica_id: str) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self._stubs.replicas.Heartbeat(registry_pb2.HeartbeatRequest(id=replica_id, ready=True))

@@ -1,0 +1,50 @@
+"""What every registry servicer shares: the database, the cipher and the change broadcaster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.crypto import Cipher
+from services.common.db import Database
+from services.common.errors import AlreadyExists
+from services.registry import feed
+from services.registry.api.read_cache import ReadCache
+from services.registry.feed import Broadcaster
+
+COMPACT_EVERY = 1000
+
+
+@dataclass
+class RegistryContext:
+    db: Database
+    cipher: Cipher
+    broadcaster: Broadcaster
+    watch_history: int
+    # Called after writes that change who may do what (users, tokens, members, projects).
+    forget_principals: Callable[[], None] = lambda: None
+    reads: ReadCache = field(default_factory=ReadCache)
+    _writes: int = 0
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; watchers wake once it commits."""
+        try:
+            async with self.db.write() as session:
+                yield session
+                self._writes += 1
+                if self._writes % COMPACT_EVERY == 0:
+                    await feed.compact(session, self.watch_history)
+        except IntegrityError as error:
+            # Two concurrent applies raced for the same name, port or hostname; the loser gets this.
+            raise AlreadyExists(
+                f"a concurrent change took the same name, port or hostname: {error.orig}"
+            ) from None
+        self.broadcaster.notify()
+
+    def read(self) -> AsyncIterator[AsyncSession]:
+        return self.db.read()  # type: ignore[return-value]

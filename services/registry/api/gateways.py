@@ -1,0 +1,149 @@
+"""Gateways: list, get, delete; status and Envoy reports from Gatehouse's own services."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from sqlalchemy import delete
+
+from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
+from services.common.auth import current_principal
+from services.common.errors import AlreadyExists, NotFound
+from services.registry import feed, gateways
+from services.registry.api.configurations import _require_admin, delete_gateway
+from services.registry.api.context import RegistryContext
+from services.registry.configurations import GatewayConfig, parse_configuration
+from services.registry.convert import gateway_message
+from services.registry.models import EnvoyStatusRow, GatewayRow, utcnow
+
+CREATE_WAIT_SECONDS = 600.0
+SETTLED = (resources_pb2.GATEWAY_STATE_RUNNING, resources_pb2.GATEWAY_STATE_FAILED)
+
+
+class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
+    def __init__(self, ctx: RegistryContext) -> None:
+        self._ctx = ctx
+
+    async def List(
+        self, request: registry_pb2.ListGatewaysRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListGatewaysResponse:
+        current_principal().require_project(request.project)
+
+        async def load() -> registry_pb2.ListGatewaysResponse:
+            async with self._ctx.read() as session:
+                rows = await gateways.list_rows(session, request.project)
+                envoys = await gateways.envoys_of(session, [row.id for row in rows])
+            return registry_pb2.ListGatewaysResponse(
+                gateways=[gateway_message(row, envoys.get(row.id)) for row in rows]
+            )
+
+        return await self._ctx.reads.get(("gateways", request.project), load)
+
+    async def Get(
+        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Gateway:
+        current_principal().require_project(request.project)
+
+        async def load() -> resources_pb2.Gateway:
+            async with self._ctx.read() as session:
+                return await gateways.message(
+                    session, await gateways.get(session, request.project, request.name)
+                )
+
+        return await self._ctx.reads.get(("gateway", request.project, request.name), load)
+
+    async def Create(
+        self, request: registry_pb2.CreateGatewayRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Gateway:
+        """Creates a gateway, then answers once the provisioner says it runs or failed."""
+        _require_admin(request.project)
+        data = {"type": "gateway", "name": request.name or None, "backend": request.backend}
+        data |= {"region": request.region or None, "domain": request.domain or None}
+        config = parse_configuration({key: value for key, value in data.items() if value is not None})
+        assert isinstance(config, GatewayConfig)
+        async with self._ctx.write() as session:
+            if config.name and await gateways.find(session, request.project, config.name) is not None:
+                raise AlreadyExists(f'gateway "{config.name}" already exists in project "{request.project}"')
+            row = await gateways.apply(session, request.project, config, "", 0, False)
+            gateway_id = row.id
+        deadline = asyncio.get_running_loop().time() + (context.time_remaining() or CREATE_WAIT_SECONDS)
+        while True:
+            waiter = self._ctx.broadcaster.arm()
+            async with self._ctx.read() as session:
+                row = await self._by_id(session, gateway_id)
+                gateway = await gateways.message(session, row)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if gateway.status.state in SETTLED or remaining <= 0:
+                return gateway
+            await self._ctx.broadcaster.wait(waiter, min(remaining, 1.0))
+
+    async def Update(
+        self, request: registry_pb2.UpdateGatewayRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Gateway:
+        _require_admin(request.project)
+        async with self._ctx.write() as session:
+            row = await gateways.get(session, request.project, request.name)
+            if request.set_default:
+                await gateways.make_default(session, row)
+            return await gateways.message(session, row)
+
+    async def Delete(
+        self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Gateway:
+        _require_admin(request.project)
+        async with self._ctx.write() as session:
+            row = await gateways.get(session, request.project, request.name)
+            await delete_gateway(session, row, request.force)
+            return await gateways.message(session, row)
+
+    async def _by_id(self, session: object, gateway_id: str) -> GatewayRow:
+        row = await session.get(GatewayRow, gateway_id)  # type: ignore[attr-defined]
+        if row is None:
+            raise NotFound(f'gateway id "{gateway_id}" not found')
+        return row  # type: ignore[no-any-return]
+
+    async def UpdateStatus(
+        self, request: registry_pb2.UpdateGatewayStatusRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Gateway:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await self._by_id(session, request.id)
+            await gateways.set_status(session, row, request.status)
+            return await gateways.message(session, row)
+
+    async def FinalizeDelete(
+        self, request: registry_pb2.FinalizeRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.FinalizeResponse:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await session.get(GatewayRow, request.id)
+            if row is not None:
+                await gateways.finalize(session, row)
+        return registry_pb2.FinalizeResponse()
+
+    async def ReportEnvoys(
+        self, request: registry_pb2.ReportEnvoysRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReportEnvoysResponse:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            gateway = await session.get(GatewayRow, request.gateway_id)
+            if gateway is None:
+                return registry_pb2.ReportEnvoysResponse()
+            feed.touch(session, gateway.project_id)
+            await gateways.touch_users(session, gateway.id)
+            await session.execute(
+                delete(EnvoyStatusRow).where(EnvoyStatusRow.gateway_id == request.gateway_id)
+            )
+            for envoy in request.envoys:
+                session.add(
+                    EnvoyStatusRow(
+                        gateway_id=request.gateway_id,
+                        node_id=envoy.node_id,
+                        connected=envoy.connected,
+                        acked_revision=envoy.acked_revision,
+                        rejected=envoy.rejected,
+                        updated_at=utcnow(),
+                    )
+                )
+        return registry_pb2.ReportEnvoysResponse()

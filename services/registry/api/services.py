@@ -1,0 +1,71 @@
+"""Services: list, get, delete, and status from the runner."""
+
+from __future__ import annotations
+
+import grpc
+
+from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
+from services.common.auth import current_principal
+from services.common.errors import NotFound
+from services.registry import services
+from services.registry.api.context import RegistryContext
+from services.registry.models import ServiceRow
+
+
+class ServicesServicer(registry_pb2_grpc.ServicesServicer):
+    def __init__(self, ctx: RegistryContext) -> None:
+        self._ctx = ctx
+
+    async def List(
+        self, request: registry_pb2.ListServicesRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListServicesResponse:
+        current_principal().require_project(request.project)
+
+        async def load() -> registry_pb2.ListServicesResponse:
+            async with self._ctx.read() as session:
+                rows = await services.list_rows(session, request.project)
+                return registry_pb2.ListServicesResponse(services=await services.messages(session, rows))
+
+        return await self._ctx.reads.get(("services", request.project), load)
+
+    async def Get(
+        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        current_principal().require_project(request.project)
+
+        async def load() -> resources_pb2.Service:
+            async with self._ctx.read() as session:
+                return await services.message(
+                    session, await services.get(session, request.project, request.name)
+                )
+
+        return await self._ctx.reads.get(("service", request.project, request.name), load)
+
+    async def Delete(
+        self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        current_principal().require_project(request.project)
+        async with self._ctx.write() as session:
+            return await services.remove(session, await services.get(session, request.project, request.name))
+
+    async def Scale(
+        self, request: registry_pb2.ScaleServiceRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await session.get(ServiceRow, request.id)
+            if row is None:
+                raise NotFound(f'service id "{request.id}" not found')
+            await services.scale(session, row, request.replicas)
+            return await services.message(session, row)
+
+    async def UpdateStatus(
+        self, request: registry_pb2.UpdateServiceStatusRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await session.get(ServiceRow, request.id)
+            if row is None:
+                raise NotFound(f'service id "{request.id}" not found')
+            await services.set_status(session, row, request.status)
+            return await services.message(session, row)

@@ -1,0 +1,92 @@
+"""The registry process: migrations, first-start bootstrap, and its servicers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gatehouse.v1 import registry_pb2, registry_pb2_grpc
+from services.common.crypto import Cipher, load_or_create_key
+from services.common.db import Database
+from services.common.grpc_server import Registration
+from services.common.settings import Settings
+from services.registry.api.backends import BackendsServicer
+from services.registry.api.certificates import TlsCertificatesServicer
+from services.registry.api.configurations import ConfigurationsServicer
+from services.registry.api.context import RegistryContext
+from services.registry.api.gateways import GatewaysServicer
+from services.registry.api.identity import IdentityServicer
+from services.registry.api.projects import ProjectsServicer, UsersServicer
+from services.registry.api.replicas import ReplicasServicer
+from services.registry.api.secrets import SecretsServicer
+from services.registry.api.service_keys import ServiceKeysServicer
+from services.registry.api.services import ServicesServicer
+from services.registry.api.watch import WatchServicer
+from services.registry.feed import Broadcaster
+from services.registry.identity import BootstrapFiles, DatabaseAuthenticator, bootstrap
+from services.registry.sweeper import sweep_forever
+
+
+def bootstrap_files(settings: Settings) -> BootstrapFiles:
+    return BootstrapFiles(
+        cli_config=settings.home / "config.yml", system_token=settings.server_dir / "system-token"
+    )
+
+
+@dataclass
+class Registry:
+    ctx: RegistryContext
+    authenticator: DatabaseAuthenticator
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Registry:
+        db = Database(settings.db_url)
+        await db.migrate()
+        cipher = Cipher(load_or_create_key(settings.server_dir / "encryption.key"))
+        ctx = RegistryContext(
+            db=db, cipher=cipher, broadcaster=Broadcaster(), watch_history=settings.watch_history
+        )
+        db.after_commit.append(ctx.reads.after_write)
+        authenticator = DatabaseAuthenticator(db)
+        ctx.forget_principals = authenticator.forget
+        return cls(ctx=ctx, authenticator=authenticator)
+
+    def registrations(self) -> list[Registration]:
+        services = registry_pb2.DESCRIPTOR.services_by_name
+        pairs = [
+            (
+                "Configurations",
+                ConfigurationsServicer(self.ctx),
+                registry_pb2_grpc.add_ConfigurationsServicer_to_server,
+            ),
+            ("Gateways", GatewaysServicer(self.ctx), registry_pb2_grpc.add_GatewaysServicer_to_server),
+            ("Services", ServicesServicer(self.ctx), registry_pb2_grpc.add_ServicesServicer_to_server),
+            ("Replicas", ReplicasServicer(self.ctx), registry_pb2_grpc.add_ReplicasServicer_to_server),
+            ("Secrets", SecretsServicer(self.ctx), registry_pb2_grpc.add_SecretsServicer_to_server),
+            ("Watch", WatchServicer(self.ctx), registry_pb2_grpc.add_WatchServicer_to_server),
+            ("Identity", IdentityServicer(), registry_pb2_grpc.add_IdentityServicer_to_server),
+            ("Projects", ProjectsServicer(self.ctx), registry_pb2_grpc.add_ProjectsServicer_to_server),
+            ("Users", UsersServicer(self.ctx), registry_pb2_grpc.add_UsersServicer_to_server),
+            (
+                "ServiceKeys",
+                ServiceKeysServicer(self.ctx),
+                registry_pb2_grpc.add_ServiceKeysServicer_to_server,
+            ),
+            ("Backends", BackendsServicer(self.ctx), registry_pb2_grpc.add_BackendsServicer_to_server),
+            (
+                "TlsCertificates",
+                TlsCertificatesServicer(self.ctx),
+                registry_pb2_grpc.add_TlsCertificatesServicer_to_server,
+            ),
+        ]
+        return [Registration(services[name].full_name, servicer, add) for name, servicer, add in pairs]
+
+    async def bootstrap(self, settings: Settings, api_address: str) -> None:
+        """Project `main`, the CLI config and the services' token, on first start."""
+        await bootstrap(self.ctx.db, bootstrap_files(settings), api_address)
+
+    async def run(self, settings: Settings) -> None:
+        """The registry's own background work."""
+        await sweep_forever(self.ctx, settings.replica_ttl)
+
+    async def close(self) -> None:
+        await self.ctx.db.close()

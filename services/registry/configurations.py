@@ -1,0 +1,308 @@
+"""The YAML configurations users apply (`type: gateway`, `type: service`), as validated models.
+
+Field descriptions double as the reference documentation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.common.errors import InvalidArgument
+
+BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+PORT_PATTERN = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
+RANGE_PATTERN = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
+TAG_KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/=+@-]{0,62}$")
+TAG_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,255}$")
+HEADER_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+MAX_REPLICAS = 100
+DEFAULT_GATEWAY_PORT = 80
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LetsEncryptCertificate(_Strict):
+    type: Literal["lets-encrypt"] = "lets-encrypt"
+
+
+class AcmCertificate(_Strict):
+    type: Literal["acm"]
+    arn: str = Field(description="The ARN of an ISSUED AWS Certificate Manager certificate")
+
+
+CertificateConfig = Annotated[LetsEncryptCertificate | AcmCertificate, Field(discriminator="type")]
+
+
+def _check_name(value: str | None) -> str | None:
+    if value is not None and not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 2-41 lowercase letters, digits and dashes, "
+            "starting with a letter"
+        )
+    return value
+
+
+class GatewayConfig(_Strict):
+    type: Literal["gateway"] = "gateway"
+    name: str | None = Field(None, description="The gateway's name; a readable one is generated if omitted")
+    backend: str = Field(description="Where the gateway host runs: local, aws, gcp, azure or kubernetes")
+    region: str = Field(description="The backend's region (`local` for the local backend)")
+    domain: str | None = Field(None, description="Services get `<run-name>.<domain>`")
+    default: bool = Field(False, description="Make this the project's default gateway")
+    public_ip: bool = Field(True, description="false makes the gateway private")
+    certificate: CertificateConfig | None = Field(
+        default_factory=LetsEncryptCertificate, description="lets-encrypt (default), acm, or null"
+    )
+    instance_type: str | None = Field(None, description="A larger instance for high-traffic services")
+    replicas: int = Field(1, ge=1, le=16, description="How many gateway hosts")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags put on every cloud resource")
+    router: Any = Field(None, exclude=True)
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not TAG_KEY_PATTERN.match(key):
+                raise ValueError(
+                    f"tag key {key!r} is not valid: start with a letter; letters, digits, _.:/=+@-"
+                )
+            if not TAG_VALUE_PATTERN.match(tag):
+                raise ValueError(
+                    f"tag value {tag!r} of {key!r} is not valid: letters, digits, spaces, _.:/=+@-"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _certificate_needs_public_ip(self) -> GatewayConfig:
+        if not self.public_ip and isinstance(self.certificate, LetsEncryptCertificate):
+            raise ValueError(
+                "lets-encrypt certificates need a public IP: with `public_ip: false` "
+                "set `certificate: null` (or acm on aws)"
+            )
+        return self
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"{value!r} is not a backend: use one of {', '.join(BACKENDS)}")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _valid_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        domain = value.strip().lower().removeprefix("*.")
+        if not DOMAIN_PATTERN.match(domain):
+            raise ValueError(f"{value!r} is not a DNS name (for example: example.com)")
+        return domain
+
+    @field_validator("router")
+    @classmethod
+    def _no_router(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("routing configuration now lives on services: move `router` to the service")
+        return value
+
+
+def parse_port(value: int | str) -> tuple[int, int]:
+    """`8000` → (80, 8000); `"5001:8000"` → (5001, 8000)."""
+    match = PORT_PATTERN.match(str(value))
+    if match is None:
+        raise ValueError(f'{value!r} is not a port: use 8000 or "<gateway-port>:<app-port>" like "5001:8000"')
+    first, second = int(match.group(1)), match.group(2)
+    gateway_port, app_port = (first, int(second)) if second is not None else (DEFAULT_GATEWAY_PORT, first)
+    for port in (gateway_port, app_port):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range: use 1-65535")
+    return gateway_port, app_port
+
+
+def parse_duration(value: int | str) -> int:
+    """Seconds from `90`, `"90s"`, `"5m"` or `"1h"`."""
+    match = DURATION_PATTERN.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration: use seconds (90) or 90s, 5m, 1h")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def parse_replicas(value: int | str) -> tuple[int, int]:
+    """`2` → (2, 2); `"1..4"` → (1, 4)."""
+    if isinstance(value, int) or str(value).strip().isdigit():
+        count = int(value)
+        low, high = count, count
+    else:
+        match = RANGE_PATTERN.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a replica count: use a number (2) or a range (1..4)")
+        low, high = int(match.group(1)), int(match.group(2))
+        if low > high:
+            raise ValueError(f"replicas {value!r}: the minimum is above the maximum")
+    if high > MAX_REPLICAS:
+        raise ValueError(f"replicas {value!r}: at most {MAX_REPLICAS}")
+    return low, high
+
+
+class ScalingConfig(_Strict):
+    metric: Literal["rps"] = Field(description="What drives scaling: requests per second")
+    target: float = Field(gt=0, description="Requests per second one replica should serve")
+    window: int | str = Field(60, description="Averaging window: 30s, 60s (1m) or 300s (5m)")
+    scale_up_delay: int | str = Field(300, description="How long load must stay high before adding replicas")
+    scale_down_delay: int | str = Field(
+        600, description="How long load must stay low before removing replicas"
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: int | str) -> int:
+        seconds = parse_duration(value)
+        if seconds not in (30, 60, 300):
+            raise ValueError(f"window {value!r}: use 30s, 60s or 300s")
+        return seconds
+
+    @field_validator("scale_up_delay", "scale_down_delay")
+    @classmethod
+    def _valid_delay(cls, value: int | str) -> int:
+        return parse_duration(value)
+
+
+class HeaderKey(_Strict):
+    type: Literal["header"]
+    header: str = Field(description="The request header whose value is limited")
+
+    @field_validator("header")
+    @classmethod
+    def _valid_header(cls, value: str) -> str:
+        if not HEADER_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a header name")
+        return value.lower()
+
+
+class IpAddressKey(_Strict):
+    type: Literal["ip_address"] = "ip_address"
+
+
+class RateLimitConfig(_Strict):
+    prefix: str = Field("/", description="Requests whose path starts with this; the longest prefix wins")
+    rps: float = Field(ge=1 / 60, description="Sustained requests per second (down to 1/60)")
+    burst: int = Field(0, ge=0, description="Extra requests allowed at once")
+    key: IpAddressKey | HeaderKey = Field(
+        default_factory=IpAddressKey, description="ip_address (default) or {type: header, header: NAME}"
+    )
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _short_key(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"prefix {value!r} must start with /")
+        return value
+
+
+class ServiceConfig(_Strict):
+    type: Literal["service"] = "service"
+    name: str | None = Field(None, description="The run name; generated if omitted")
+    gateway: str | bool | None = Field(
+        None, description="A gateway name, `<project>/<name>`, its hostname or IP, true (default), false"
+    )
+    port: int | str = Field(description='The app port, or "<gateway-port>:<app-port>"')
+    https: bool | Literal["auto"] = Field(True, description="true (default), false or auto")
+    auth: bool = Field(True, description="Require a project member's token (default true)")
+    replicas: int | str = Field(1, description="A count (2) or, with `scaling`, a range (1..4)")
+    scaling: ScalingConfig | None = Field(None, description="Autoscaling on requests per second")
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list, description="Per-prefix rate limits")
+    commands: list[str] = Field(default_factory=list, description="Shell commands that start a replica")
+    env: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("replicas")
+    @classmethod
+    def _valid_replicas(cls, value: int | str) -> int | str:
+        parse_replicas(value)
+        return value
+
+    @model_validator(mode="after")
+    def _scaling_rules(self) -> ServiceConfig:
+        low, high = self.replica_range
+        if low != high and self.scaling is None:
+            raise ValueError(f"replicas {self.replicas!r} is a range: add `scaling` (metric: rps, target: N)")
+        if self.scaling is not None and low == high:
+            raise ValueError("`scaling` needs a replica range such as `replicas: 1..4`")
+        prefixes = [limit.prefix for limit in self.rate_limits]
+        duplicates = sorted({prefix for prefix in prefixes if prefixes.count(prefix) > 1})
+        if duplicates:
+            raise ValueError(f"rate_limits: prefix {duplicates[0]!r} appears more than once")
+        return self
+
+    @property
+    def replica_range(self) -> tuple[int, int]:
+        return parse_replicas(self.replicas)
+
+    @field_validator("port")
+    @classmethod
+    def _valid_port(cls, value: int | str) -> int | str:
+        parse_port(value)
+        return value
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return parse_port(self.port)
+
+    @property
+    def maps_port(self) -> bool:
+        """Whether the port says which gateway port to use (`"5001:8000"`)."""
+        return ":" in str(self.port)
+
+
+def _closest(field: str, model: type[BaseModel]) -> str:
+    match = difflib.get_close_matches(field, list(model.model_fields), n=1)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
+    parts: list[str] = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        if not location:
+            parts.append(item["msg"].removeprefix("Value error, "))
+        elif item["type"] == "extra_forbidden":
+            parts.append(f"unknown field `{location}`{_closest(str(item['loc'][-1]), model)}")
+        elif item["type"] == "missing":
+            parts.append(f"`{location}` is required")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            parts.append(f"`{location}`: {message}")
+    return "; ".join(parts)
+
+
+def parse_configuration(data: dict[str, Any]) -> GatewayConfig | ServiceConfig:
+    kind = data.get("type")
+    model: type[GatewayConfig] | type[ServiceConfig]
+    if kind == "gateway":
+        model = GatewayConfig
+    elif kind == "service":
+        model = ServiceConfig
+    else:
+        raise InvalidArgument(f"`type` must be gateway or service, not {kind!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidArgument(f"{kind} configuration: {format_validation_error(error, model)}") from None

@@ -1,0 +1,76 @@
+"""Replica operations: runners register the addresses the gateway routes to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.errors import InvalidArgument, NotFound
+from services.registry import feed
+from services.registry.convert import replica_message
+from services.registry.models import ReplicaRow, ServiceRow, utcnow
+
+
+def check_address(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidArgument(f"replica address {address!r} is not host:port (for example 10.0.0.5:8000)")
+
+
+async def register(
+    session: AsyncSession, service: ServiceRow, replica_id: str, address: str, ready: bool, runner: str
+) -> ReplicaRow:
+    check_address(address)
+    if not replica_id:
+        raise InvalidArgument("a replica needs an id")
+    row = await session.get(ReplicaRow, replica_id)
+    if row is not None and row.service_id != service.id:
+        raise InvalidArgument(f'replica id "{replica_id}" belongs to another service')
+    if row is not None and (row.address, row.ready, row.runner) == (address, ready, runner):
+        row.heartbeat_at = utcnow()
+        return row
+    revision = await feed.next_revision(session)
+    if row is None:
+        row = ReplicaRow(id=replica_id, project_id=service.project_id, service_id=service.id)
+        session.add(row)
+    row.address, row.ready, row.runner = address, ready, runner
+    row.resource_version = revision
+    row.heartbeat_at = utcnow()
+    await session.flush()
+    feed.record(session, revision, feed.PUT, replica_message(row))
+    return row
+
+
+async def get(session: AsyncSession, replica_id: str) -> ReplicaRow:
+    row = await session.get(ReplicaRow, replica_id)
+    if row is None:
+        raise NotFound(f'replica "{replica_id}" is not registered')
+    return row
+
+
+async def heartbeat(session: AsyncSession, row: ReplicaRow, ready: bool) -> None:
+    row.heartbeat_at = utcnow()
+    await set_ready(session, row, ready)
+
+
+async def set_ready(session: AsyncSession, row: ReplicaRow, ready: bool) -> None:
+    if row.ready != ready:
+        revision = await feed.next_revision(session)
+        row.ready = ready
+        row.resource_version = revision
+        feed.record(session, revision, feed.PUT, replica_message(row))
+
+
+async def unregister(session: AsyncSession, row: ReplicaRow) -> None:
+    revision = await feed.next_revision(session)
+    feed.record(session, revision, feed.DELETE, replica_message(row))
+    await session.delete(row)
+
+
+async def list_rows(session: AsyncSession, service_id: str | None = None) -> Sequence[ReplicaRow]:
+    query = select(ReplicaRow).order_by(ReplicaRow.id)
+    if service_id is not None:
+        query = query.where(ReplicaRow.service_id == service_id)
+    return (await session.execute(query)).scalars().all()

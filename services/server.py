@@ -1,0 +1,156 @@
+"""`gatehouse server` (all four services in one process) and each service as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+from gatehouse.client.connection import Stubs
+from gateway_xds.app import XdsApp
+from services.certificates.api import registrations as certificate_registrations
+from services.certificates.app import build_certificates
+from services.common.auth import Authenticator
+from services.common.grpc_server import bind_server, start_server
+from services.common.internal_ca import InternalCA, xds_server_credentials
+from services.common.remote_auth import RegistryAuthenticator
+from services.common.settings import Settings
+from services.provisioner.app import build_provisioner, public_xds_endpoint
+from services.provisioner.app import registrations as provisioner_registrations
+from services.provisioner.hosts.startup import JoinEndpoint
+from services.provisioner.join import JOIN_PATH, JoinServer, JoinSetup, JoinTokens
+from services.registry.app import Registry
+
+log = logging.getLogger("gatehouse")
+
+
+def configure_logging() -> None:
+    level = os.environ.get("GATEHOUSE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("sqlalchemy", "aiosqlite", "alembic", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def local_address(host: str, port: int) -> str:
+    """Where this machine's own clients reach a server listening on host:port."""
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "::", "") else f"{host}:{port}"
+
+
+def system_token(settings: Settings) -> str:
+    token = os.environ.get("GATEHOUSE_SYSTEM_TOKEN")
+    if token:
+        return token
+    path = settings.server_dir / "system-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise SystemExit(
+            f"error: no token for Gatehouse's services: start the registry first (it writes {path}) "
+            "or set GATEHOUSE_SYSTEM_TOKEN"
+        ) from None
+
+
+async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Awaitable[Any]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running = [asyncio.create_task(task) for task in tasks]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*running, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in running:
+        task.cancel()
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
+            log.error("a service stopped: %r", task.exception())
+    await asyncio.gather(*running, return_exceptions=True)
+    stopper.cancel()
+    for item in cleanup:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await item
+
+
+def _write_state(settings: Settings, **state: object) -> None:
+    path = settings.server_dir / "server.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), **state}, indent=2) + "\n")
+
+
+async def serve_all(settings: Settings) -> None:
+    """The embedded default: registry, provisioner, certificates and gateway_xds on one loop."""
+    registry = await Registry.start(settings)
+    # The internal clients need the API's port, so the server is bound before anything is served.
+    server, api_port = bind_server(registry.authenticator, settings.api_address)
+    client_address = local_address(settings.api_host, api_port)
+    await registry.bootstrap(settings, client_address)
+    stubs = Stubs.connect(client_address, system_token(settings))
+    # Envoys reach gateway_xds over mTLS with client certificates of this CA.
+    ca = InternalCA.load_or_create(settings.server_dir / "ca", registry.ctx.cipher)
+    public_host = public_xds_endpoint(settings, settings.xds_port).host
+    credentials = xds_server_credentials(ca, [settings.xds_host, public_host])
+    xds = XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials)
+    # Cloud hosts trade a join token from their startup data for a client certificate here.
+    tokens = JoinTokens(settings.server_dir / "join-tokens.json")
+    join_server = JoinServer(ca, tokens, [settings.xds_host, public_host])
+    await join_server.start(settings.xds_host, settings.join_port)
+    join_url = f"https://{_url_host(public_host)}:{join_server.port}{JOIN_PATH}"
+    join = JoinSetup(tokens, JoinEndpoint(join_url, ca.certificate_pem.decode()))
+    provisioner = build_provisioner(settings, stubs, xds.port, ca, join)
+    certificates = build_certificates(stubs)
+    registrations = (
+        registry.registrations()
+        + provisioner_registrations(provisioner, stubs, settings)
+        + certificate_registrations(certificates)
+    )
+    await start_server(server, registrations)
+    _write_state(settings, api=client_address, xds_port=xds.port)
+    print(
+        f"Gatehouse is running: API {settings.api_host}:{api_port}, xDS {settings.xds_host}:{xds.port}, "
+        f"home {settings.home}. The CLI config is {settings.home / 'config.yml'}.",
+        flush=True,
+    )
+    await _until_stopped(
+        [registry.run(settings), xds.run(), provisioner.run(), certificates.run()],
+        [server.stop(1.0), join_server.stop(), stubs.close(), registry.close()],
+    )
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve_one(settings: Settings, role: str, registry_address: str | None) -> None:
+    """One service as its own process (docker-compose runs them like this)."""
+    if role == "registry":
+        registry = await Registry.start(settings)
+        server, port = bind_server(registry.authenticator, settings.api_address)
+        await registry.bootstrap(settings, local_address(settings.api_host, port))
+        await start_server(server, registry.registrations())
+        print(f"Gatehouse registry is running on {settings.api_host}:{port}", flush=True)
+        await _until_stopped([registry.run(settings)], [server.stop(1.0), registry.close()])
+        return
+    address = registry_address or os.environ.get("GATEHOUSE_REGISTRY") or settings.api_address
+    stubs = Stubs.connect(address, system_token(settings))
+    authenticator: Authenticator = RegistryAuthenticator(address)
+    if role == "xds":
+        xds = XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}")
+        print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port}", flush=True)
+        await _until_stopped([xds.run()], [stubs.close()])
+        return
+    if role == "provisioner":
+        provisioner = build_provisioner(settings, stubs, settings.xds_port)
+        tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run()]
+        extra = provisioner_registrations(provisioner, stubs, settings)
+    else:
+        certificates = build_certificates(stubs)
+        tasks = [certificates.run()]
+        extra = certificate_registrations(certificates)
+    server, port = bind_server(authenticator, settings.api_address)
+    await start_server(server, extra)
+    print(f"Gatehouse {role} is running on {settings.api_host}:{port}", flush=True)
+    await _until_stopped(tasks, [server.stop(1.0), stubs.close()])

@@ -1,0 +1,91 @@
+"""Domain mode as a user runs it: a local gateway with a domain, a service at `<name>.<domain>` reached
+through the local Envoy (configured over Delta xDS) as soon as `apply` returns, and gone after delete."""
+
+from __future__ import annotations
+
+import http.client
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.probes import free_port
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.real
+
+DOMAIN = "apps.test"
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/", headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    except OSError as error:
+        return 0, str(error)
+    finally:
+        connection.close()
+
+
+def _eventually(port: int, host: str, status: int, within: float = 30.0) -> tuple[int, str]:
+    deadline = time.monotonic() + within
+    last = _get(port, host)
+    while last[0] != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+        last = _get(port, host)
+    return last
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_a_domain_service_is_live_when_apply_returns_and_gone_after_delete(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    gateway = _write(
+        tmp_path,
+        "domain-gateway.dstack.yml",
+        f"""
+        type: gateway
+        name: domain-gw
+        backend: local
+        region: local
+        domain: {DOMAIN}
+        certificate: null
+        """,
+    )
+    applied = server.cli("apply", "-f", str(gateway), "-y")
+    assert applied.code == 0, applied.stderr + server.log()
+    host = f"hello.{DOMAIN}"
+    assert _eventually(server.http_port, host, 404)[0] == 404
+    app_port = free_port()
+    service = _write(
+        tmp_path,
+        "hello.dstack.yml",
+        f"""
+        type: service
+        name: hello
+        gateway: domain-gw
+        port: {app_port}
+        https: false
+        auth: false
+        commands:
+          - python -m http.server {app_port}
+        """,
+    )
+    result = server.cli("apply", "-f", str(service), "-y")
+    assert result.code == 0, result.stderr + server.log()
+    assert f"http://{host}" in result.stdout
+    # `apply` returned once every Envoy of the gateway acknowledged the routes: no waiting here.
+    status, body = _get(server.http_port, host)
+    assert status == 200 and "Directory listing" in body, body
+    assert _get(server.http_port, f"other.{DOMAIN}")[0] == 404
+    assert server.cli("delete", "-f", str(service), "-y").code == 0
+    assert _eventually(server.http_port, host, 404)[0] == 404
+    assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0

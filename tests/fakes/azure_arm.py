@@ -1,0 +1,509 @@
+"""A wire-level fake of Azure Resource Manager (resource groups, Microsoft.Network, Microsoft.Compute)
+and of the Microsoft identity platform's token endpoint, served over TLS as the SDKs require.
+
+Writes answer like ARM: 201/200 with `provisioningState` and an `Azure-AsyncOperation` to poll,
+deletes 202 with a `Location`; every operation finishes when the next request arrives (any
+request: time passes whether or not anyone polls). Error bodies are ARM's `{"error": {code,
+message}}`; references between resources are checked, as are resources still in use."""
+
+# ruff: noqa: E501 - error messages are Azure's, verbatim
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import itertools
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
+from tests.fakes.tls import loopback_tls
+
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
+TENANT = "00000000-0000-0000-0000-0000000000bb"
+CLIENT_ID = "00000000-0000-0000-0000-0000000000cc"
+CLIENT_SECRET = "gatehouse-test-secret"
+NO_DELAY = {"Retry-After": "0"}
+
+
+def arm_error(status: int, code: str, message: str) -> HttpError:
+    return HttpError(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass
+class FakeAzure:
+    locations: tuple[str, ...] = ("westeurope", "eastus")
+    vm_sizes: tuple[str, ...] = ("Standard_B1s", "Standard_B1ms", "Standard_B2s", "Standard_D2s_v5")
+    core_quota: int = 20
+    url: str = ""
+    ca_file: Path | None = None
+    router: Router = field(default_factory=Router)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    custom_data: dict[str, str] = field(default_factory=dict)
+    tokens: set[str] = field(default_factory=set)
+    pending: list[Callable[[], None]] = field(default_factory=list)
+    operations: dict[str, str] = field(default_factory=dict)
+    ips: Iterator[ipaddress.IPv4Address] = field(
+        default_factory=lambda: iter(ipaddress.IPv4Network("198.51.100.0/24").hosts())
+    )
+    private_ips: Iterator[ipaddress.IPv4Address] = field(
+        default_factory=lambda: itertools.islice(ipaddress.IPv4Network("10.0.0.0/24").hosts(), 3, None)
+    )
+
+    def __post_init__(self) -> None:
+        self.router.before_each = lambda request: self._tick()
+        self._routes()
+
+    @contextmanager
+    def serve(self, directory: Path) -> Iterator[FakeAzure]:
+        context, self.ca_file = loopback_tls(directory)
+        with serving(self.router, context) as url:
+            self.url = url
+            yield self
+
+    # -- time, operations, auth ---------------------------------------------------------------
+
+    def _tick(self) -> None:
+        pending, self.pending = self.pending, []
+        for finish in pending:
+            finish()
+
+    def _operation(self, namespace: str, location: str, finish: Callable[[], None]) -> dict[str, str]:
+        operation = str(uuid.uuid4())
+        self.operations[operation] = "InProgress"
+
+        def done() -> None:
+            finish()
+            self.operations[operation] = "Succeeded"
+
+        self.pending.append(done)
+        link = f"{self.url}/subscriptions/{SUBSCRIPTION}/providers/{namespace}/locations/{location}/operations/{operation}"
+        return {"Azure-AsyncOperation": f"{link}?api-version=2024-01-01", **NO_DELAY}
+
+    def _authorize(self, request: Request) -> None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in self.tokens:
+            raise arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+
+    def _subscription(self, request: Request) -> None:
+        self._authorize(request)
+        if request.params["sub"] != SUBSCRIPTION:
+            raise arm_error(
+                404, "SubscriptionNotFound", f"The subscription '{request.params['sub']}' could not be found."
+            )
+
+    # -- resources ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(path: str) -> str:
+        return path.lower()
+
+    def _get(self, resource_id: str) -> dict[str, Any]:
+        found = self.resources.get(self._key(resource_id))
+        if found is None:
+            raise arm_error(
+                400,
+                "InvalidResourceReference",
+                f"Resource {resource_id} referenced by resource was not found.",
+            )
+        return found
+
+    def _users(self, resource_id: str) -> list[str]:
+        """Resources whose body refers to `resource_id`."""
+        needle = resource_id.lower()
+        return [
+            other["id"]
+            for key, other in self.resources.items()
+            if key != needle and needle in str(other.get("properties", {})).lower()
+        ]
+
+    def _validate(self, kind: str, body: dict[str, Any]) -> None:
+        properties = body.get("properties", {})
+        if kind == "microsoft.network/networkinterfaces":
+            for config in properties.get("ipConfigurations", []):
+                self._get(config["properties"]["subnet"]["id"])
+                if "publicIPAddress" in config["properties"]:
+                    self._get(config["properties"]["publicIPAddress"]["id"])
+            if "networkSecurityGroup" in properties:
+                self._get(properties["networkSecurityGroup"]["id"])
+        if kind == "microsoft.compute/virtualmachines":
+            size = properties["hardwareProfile"]["vmSize"]
+            if size not in self.vm_sizes:
+                raise arm_error(
+                    409,
+                    "SkuNotAvailable",
+                    f"The requested VM size {size} is not available in the current region.",
+                )
+            for reference in properties["networkProfile"]["networkInterfaces"]:
+                self._get(reference["id"])
+            vms = [r for r in self.resources.values() if r["type"] == "Microsoft.Compute/virtualMachines"]
+            if len(vms) + 1 > self.core_quota:
+                raise arm_error(
+                    409,
+                    "OperationNotAllowed",
+                    "Operation could not be completed as it results in exceeding approved standardBSFamily Cores "
+                    f"quota. Location: {body['location']}, Current Limit: {self.core_quota}, Current Usage: {len(vms)}, "
+                    "Additional Required: 1.",
+                )
+
+    def _accept(
+        self, resource_id: str, kind: str, body: dict[str, Any], group: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What ARM does with a PUT body: fills in ids and read-only properties."""
+        properties = body.setdefault("properties", {})
+        if kind == "microsoft.network/publicipaddresses":
+            previous = self.resources.get(self._key(resource_id), {}).get("properties", {})
+            properties["ipAddress"] = previous.get("ipAddress") or str(next(self.ips))
+        if kind == "microsoft.network/networkinterfaces":
+            previous = self.resources.get(self._key(resource_id), {}).get("properties", {})
+            for index, config in enumerate(properties.get("ipConfigurations", [])):
+                old = previous.get("ipConfigurations", [{}] * (index + 1))[index].get("properties", {})
+                config["properties"]["privateIPAddress"] = old.get("privateIPAddress") or str(
+                    next(self.private_ips)
+                )
+                config.setdefault("id", f"{resource_id}/ipConfigurations/{config['name']}")
+        if kind == "microsoft.network/virtualnetworks":
+            for subnet in properties.get("subnets", []):
+                subnet_id = f"{resource_id}/subnets/{subnet['name']}"
+                subnet["id"] = subnet_id
+                self.resources[self._key(subnet_id)] = {
+                    "id": subnet_id,
+                    "name": subnet["name"],
+                    "type": "Microsoft.Network/virtualNetworks/subnets",
+                    "properties": {**subnet.get("properties", {}), "provisioningState": "Succeeded"},
+                }
+        if kind == "microsoft.compute/virtualmachines":
+            os_profile = properties.get("osProfile", {})
+            if "customData" in os_profile:
+                self.custom_data[body["name"]] = base64.b64decode(os_profile.pop("customData")).decode()
+            disk = properties["storageProfile"]["osDisk"]
+            disk_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group['name']}/providers/Microsoft.Compute/disks/{disk['name']}"
+            disk.setdefault("managedDisk", {})["id"] = disk_id
+            self.resources[self._key(disk_id)] = {
+                "id": disk_id,
+                "name": disk["name"],
+                "type": "Microsoft.Compute/disks",
+                "location": body["location"],
+                "tags": {},
+                "properties": {"provisioningState": "Succeeded", "diskState": "Attached"},
+            }
+            properties["vmId"] = str(uuid.uuid4())
+        return body
+
+    def _delete_cascade(self, resource: dict[str, Any]) -> None:
+        """A VM takes the NIC and OS disk marked `deleteOption: Delete` with it."""
+        self.resources.pop(self._key(resource["id"]), None)
+        if resource["type"] != "Microsoft.Compute/virtualMachines":
+            return
+        properties = resource["properties"]
+        disk = properties["storageProfile"]["osDisk"]
+        if disk.get("deleteOption") == "Delete":
+            self.resources.pop(self._key(disk["managedDisk"]["id"]), None)
+        else:
+            self.resources[self._key(disk["managedDisk"]["id"])]["properties"]["diskState"] = "Unattached"
+        for reference in properties["networkProfile"]["networkInterfaces"]:
+            if reference.get("properties", {}).get("deleteOption") == "Delete":
+                self.resources.pop(self._key(reference["id"]), None)
+
+    def inventory(self) -> dict[str, set[str]]:
+        kinds: dict[str, set[str]] = {"resource groups": set(self.groups)}
+        for resource in self.resources.values():
+            kinds.setdefault(resource["type"], set()).add(resource["name"])
+        return kinds
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [resource for resource in self.resources.values() if resource["type"].lower() == kind.lower()]
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        r = self.router
+
+        @r.route("GET", "/{tenant}/v2.0/.well-known/openid-configuration")
+        def openid(request: Request) -> Response:
+            tenant = request.params["tenant"]
+            base = f"{self.url}/{tenant}"
+            return Response(
+                200,
+                {
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "issuer": f"{base}/v2.0",
+                    "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+                },
+            )
+
+        @r.route("POST", "/{tenant}/oauth2/v2.0/token")
+        def token(request: Request) -> Response:
+            form = request.form
+            if request.params["tenant"] != TENANT:
+                return Response(
+                    400,
+                    {
+                        "error": "invalid_tenant",
+                        "error_description": f"AADSTS90002: Tenant '{request.params['tenant']}' not found.",
+                    },
+                )
+            if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+                return Response(
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": (
+                            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the "
+                            f"request is the client secret value, not the client secret ID, for a secret added to app '{form.get('client_id')}'."
+                        ),
+                        "error_codes": [7000215],
+                    },
+                )
+            issued = secrets.token_urlsafe(24)
+            self.tokens.add(issued)
+            return Response(
+                200,
+                {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": issued},
+            )
+
+        @r.route(
+            "GET", "/subscriptions/{sub}/providers/{namespace}/locations/{location}/operations/{operation}"
+        )
+        def operation(request: Request) -> Response:
+            self._subscription(request)
+            status = self.operations.get(request.params["operation"])
+            if status is None:
+                raise arm_error(404, "NotFound", "Operation not found")
+            return Response(200, {"status": status}, dict(NO_DELAY))
+
+        @r.route("GET", "/subscriptions/{sub}/operationresults/{operation}")
+        def operation_result(request: Request) -> Response:
+            self._subscription(request)
+            if self.operations.get(request.params["operation"]) != "Succeeded":
+                return Response(202, None, {"Location": f"{self.url}{request.path}", **NO_DELAY})
+            return Response(200, None)
+
+        @r.route("GET", "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/vmSizes")
+        def vm_sizes(request: Request) -> Response:
+            self._subscription(request)
+            if request.params["location"] not in self.locations:
+                raise arm_error(
+                    404,
+                    "NoRegisteredProviderFound",
+                    f"No registered resource provider found for location '{request.params['location']}'.",
+                )
+            sizes = [
+                {
+                    "name": size,
+                    "numberOfCores": 1,
+                    "memoryInMB": 1024,
+                    "maxDataDiskCount": 2,
+                    "osDiskSizeInMB": 1047552,
+                    "resourceDiskSizeInMB": 4096,
+                }
+                for size in self.vm_sizes
+            ]
+            return Response(200, {"value": sizes})
+
+        offers_path = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/publishers/{publisher}/artifacttypes/vmimage/offers"
+
+        @r.route("GET", offers_path)
+        def offers(request: Request) -> Response:
+            self._subscription(request)
+            names = [
+                "0001-com-ubuntu-server-jammy",
+                "ubuntu-22_04-lts",
+                "ubuntu-24_04-lts",
+                "ubuntu-24_10",
+                "ubuntu-25_04",
+            ]
+            location = request.params["location"]
+            return Response(
+                200,
+                [
+                    {
+                        "name": name,
+                        "location": location,
+                        "id": f"/Subscriptions/{SUBSCRIPTION}/Providers/Microsoft.Compute/Locations/{location}/Publishers/Canonical/ArtifactTypes/VMImage/Offers/{name}",
+                    }
+                    for name in names
+                ],
+            )
+
+        @r.route("GET", offers_path + "/{offer}/skus")
+        def skus(request: Request) -> Response:
+            self._subscription(request)
+            location = request.params["location"]
+            return Response(
+                200,
+                [
+                    {"name": name, "location": location, "id": f"/Subscriptions/{SUBSCRIPTION}/skus/{name}"}
+                    for name in ("server", "server-arm64", "minimal")
+                ],
+            )
+
+        group_path = "/subscriptions/{sub}/resourcegroups/{group}"
+
+        @r.route("PUT", group_path)
+        def put_group(request: Request) -> Response:
+            self._subscription(request)
+            body = request.body
+            name = request.params["group"]
+            if body["location"] not in self.locations:
+                raise arm_error(
+                    400,
+                    "LocationNotAvailableForResourceGroup",
+                    f"The provided location '{body['location']}' is not available for resource group. List of available regions is '{','.join(self.locations)}'.",
+                )
+            existing = self.groups.get(name.lower())
+            if existing is not None and existing["properties"]["provisioningState"] == "Deleting":
+                raise arm_error(
+                    409,
+                    "ResourceGroupBeingDeleted",
+                    f"The resource group '{name}' is in deprovisioning state and cannot perform this operation.",
+                )
+            group = {
+                "id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}",
+                "name": name,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": body["location"],
+                "tags": body.get("tags", {}),
+                "properties": {"provisioningState": "Succeeded"},
+            }
+            self.groups[name.lower()] = group
+            return Response(201 if existing is None else 200, group)
+
+        @r.route("GET", group_path)
+        def get_group(request: Request) -> Response:
+            self._subscription(request)
+            group = self.groups.get(request.params["group"].lower())
+            if group is None:
+                raise arm_error(
+                    404,
+                    "ResourceGroupNotFound",
+                    f"Resource group '{request.params['group']}' could not be found.",
+                )
+            return Response(200, group)
+
+        @r.route("DELETE", group_path)
+        def delete_group(request: Request) -> Response:
+            self._subscription(request)
+            name = request.params["group"].lower()
+            group = self.groups.get(name)
+            if group is None:
+                return Response(204, None)
+            group["properties"]["provisioningState"] = "Deleting"
+            prefix = f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{name}/".lower()
+
+            def remove() -> None:
+                self.groups.pop(name, None)
+                for key in [key for key in self.resources if key.startswith(prefix)]:
+                    del self.resources[key]
+
+            operation = str(uuid.uuid4())
+            self.operations[operation] = "InProgress"
+
+            def done() -> None:
+                remove()
+                self.operations[operation] = "Succeeded"
+
+            self.pending.append(done)
+            location = (
+                f"{self.url}/subscriptions/{SUBSCRIPTION}/operationresults/{operation}?api-version=2024-01-01"
+            )
+            return Response(202, None, {"Location": location, **NO_DELAY})
+
+        resource_path = "/subscriptions/{sub}/resourceGroups/{group}/providers/{namespace}/{kind}/{name}"
+        collection_path = "/subscriptions/{sub}/resourceGroups/{group}/providers/{namespace}/{kind}"
+
+        def resource_id(request: Request) -> tuple[str, str]:
+            p = request.params
+            kind = f"{p['namespace']}/{p['kind']}"
+            return (
+                f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{p['group']}/providers/{kind}/{p['name']}",
+                kind,
+            )
+
+        def group_of(request: Request) -> dict[str, Any]:
+            self._subscription(request)
+            group = self.groups.get(request.params["group"].lower())
+            if group is None or group["properties"]["provisioningState"] == "Deleting":
+                raise arm_error(
+                    404,
+                    "ResourceGroupNotFound",
+                    f"Resource group '{request.params['group']}' could not be found.",
+                )
+            return group
+
+        @r.route("PUT", resource_path)
+        def put_resource(request: Request) -> Response:
+            group = group_of(request)
+            rid, kind = resource_id(request)
+            body = request.body
+            body.update(id=rid, name=request.params["name"], type=kind)
+            self._validate(kind.lower(), body)
+            existing = self.resources.get(self._key(rid))
+            body = self._accept(rid, kind.lower(), body, group)
+            body["properties"]["provisioningState"] = "Creating" if existing is None else "Updating"
+            self.resources[self._key(rid)] = body
+            headers = self._operation(
+                request.params["namespace"],
+                body.get("location", group["location"]),
+                lambda: body["properties"].update(provisioningState="Succeeded"),
+            )
+            return Response(201 if existing is None else 200, body, headers)
+
+        @r.route("GET", resource_path)
+        def get_resource(request: Request) -> Response:
+            group_of(request)
+            rid, _ = resource_id(request)
+            found = self.resources.get(self._key(rid))
+            if found is None:
+                raise arm_error(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource '{request.params['namespace']}/{request.params['kind']}/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
+                )
+            return Response(200, found)
+
+        @r.route("DELETE", resource_path)
+        def delete_resource(request: Request) -> Response:
+            group = group_of(request)
+            rid, _ = resource_id(request)
+            found = self.resources.get(self._key(rid))
+            if found is None:
+                return Response(204, None)
+            # Subresources (a network's subnets) go with their parent.
+            users = [user for user in self._users(rid) if not user.lower().startswith(rid.lower())]
+            if users:
+                code = {
+                    "networkInterfaces": "NicInUse",
+                    "publicIPAddresses": "PublicIPAddressCannotBeDeleted",
+                }.get(request.params["kind"], "InUseResourceCannotBeDeleted")
+                raise arm_error(
+                    400,
+                    code,
+                    f"{request.params['kind']} {rid} is in use by {users[0]} and cannot be deleted.",
+                )
+            headers = self._operation(
+                request.params["namespace"],
+                found.get("location", group["location"]),
+                lambda: self._delete_cascade(found),
+            )
+            return Response(202, None, {**headers, "Location": headers["Azure-AsyncOperation"]})
+
+        @r.route("GET", collection_path)
+        def list_resources(request: Request) -> Response:
+            group_of(request)
+            p = request.params
+            prefix = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{p['group']}/providers/{p['namespace']}/{p['kind']}/".lower()
+            found = [
+                resource
+                for key, resource in self.resources.items()
+                if key.startswith(prefix) and "/" not in key[len(prefix) :]
+            ]
+            return Response(200, {"value": found})

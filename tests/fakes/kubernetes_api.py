@@ -1,0 +1,322 @@
+"""A wire-level fake of the Kubernetes API server for the objects a gateway needs (namespaces,
+secrets, deployments, services) with the controllers' part played too: deployments become
+available, a LoadBalancer service gets an ingress address from the "cloud" (or never, on a cluster
+without a load balancer provider), a deleted namespace terminates and takes its objects with it.
+
+Bodies are the documented types (kubernetes 37.x validates every response with pydantic); errors
+are `Status` objects with the API server's reasons and messages."""
+
+# ruff: noqa: E501 - messages are the API server's, verbatim
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
+
+KINDS = {
+    "namespaces": ("v1", "Namespace"),
+    "secrets": ("v1", "Secret"),
+    "services": ("v1", "Service"),
+    "deployments": ("apps/v1", "Deployment"),
+}
+GROUPS = {"deployments": "deployments.apps"}
+
+
+def status_error(code: int, reason: str, message: str) -> HttpError:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return HttpError(code, body)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _selected(labels: dict[str, str], selector: str | None) -> bool:
+    for term in filter(None, (selector or "").split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+@dataclass
+class FakeKubernetes:
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    # What the cluster's load balancer provider hands out: an IP, a hostname, or nothing at all.
+    load_balancer: str | None = "ip"
+    load_balancer_quota: int = 10
+    url: str = ""
+    router: Router = field(default_factory=Router)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    addresses: Iterator[int] = field(default_factory=lambda: itertools.count(10))
+
+    def __post_init__(self) -> None:
+        self.router.before_each = lambda request: self._controllers()
+        self._routes()
+
+    @contextmanager
+    def serve(self) -> Iterator[FakeKubernetes]:
+        with serving(self.router) as url:
+            self.url = url
+            yield self
+
+    def kubeconfig(self, token: str | None = None) -> str:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "gatehouse", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "gatehouse"}}],
+            "current-context": "fake",
+        }
+        return yaml.safe_dump(config)
+
+    def of(self, resource: str, namespace: str = "") -> list[dict[str, Any]]:
+        return [
+            obj
+            for (kind, ns, _), obj in self.objects.items()
+            if kind == resource and (not namespace or ns == namespace)
+        ]
+
+    def inventory(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {resource: set() for resource in KINDS}
+        for kind, namespace, name in self.objects:
+            found[kind].add(f"{namespace}/{name}" if namespace else name)
+        return found
+
+    # -- the controllers ----------------------------------------------------------------------
+
+    def _controllers(self) -> None:
+        """One step of every controller, run before each request: time passes."""
+        for (kind, namespace, name), obj in list(self.objects.items()):
+            if kind == "deployments":
+                replicas = obj["spec"].get("replicas", 1)
+                obj["status"] = {
+                    "observedGeneration": obj["metadata"]["generation"],
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                }
+            balancer = kind == "services" and obj["spec"].get("type") == "LoadBalancer"
+            if balancer and self.load_balancer and not obj["status"]["loadBalancer"].get("ingress"):
+                number = next(self.addresses)
+                address = (
+                    {"ip": f"192.0.2.{number}"}
+                    if self.load_balancer == "ip"
+                    else {"hostname": f"a{number}.elb.eu-west-1.amazonaws.com"}
+                )
+                obj["status"]["loadBalancer"]["ingress"] = [address]
+            if kind == "namespaces" and obj["status"]["phase"] == "Terminating":
+                inside = [key for key in self.objects if key[1] == name]
+                # The load balancer's finalizer holds its service (and so the namespace) one step longer.
+                balancers = [
+                    key
+                    for key in inside
+                    if key[0] == "services" and self.objects[key]["metadata"].get("deletionTimestamp")
+                ]
+                for key in inside:
+                    if key[0] == "services" and key not in balancers:
+                        self.objects[key]["metadata"]["deletionTimestamp"] = _now()
+                    elif key[0] != "services" or key in balancers:
+                        del self.objects[key]
+                if not [key for key in self.objects if key[1] == name]:
+                    del self.objects[(kind, namespace, name)]
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            raise status_error(401, "Unauthorized", "Unauthorized")
+
+    def _meta(
+        self, resource: str, namespace: str, body: dict[str, Any], existing: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        api_version, kind = KINDS[resource]
+        body["apiVersion"], body["kind"] = api_version, kind
+        meta = body.setdefault("metadata", {})
+        meta.pop("resourceVersion", None)
+        meta["resourceVersion"] = str(next(self.versions))
+        if existing is None:
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+            if resource == "deployments":
+                meta["generation"] = 1
+        else:
+            meta.update(
+                uid=existing["metadata"]["uid"], creationTimestamp=existing["metadata"]["creationTimestamp"]
+            )
+            if resource == "deployments":
+                meta["generation"] = existing["metadata"]["generation"] + (body["spec"] != existing["spec"])
+        if namespace:
+            meta["namespace"] = namespace
+        return body
+
+    def _namespace_usable(self, namespace: str, name: str, resource: str) -> None:
+        found = self.objects.get(("namespaces", "", namespace))
+        if found is None:
+            raise status_error(404, "NotFound", f'namespaces "{namespace}" not found')
+        if found["status"]["phase"] == "Terminating":
+            raise status_error(
+                403,
+                "Forbidden",
+                f'{GROUPS.get(resource, resource)} "{name}" is forbidden: unable to create new content in namespace {namespace} because it is being terminated',
+            )
+
+    def _create(self, resource: str, namespace: str, request: Request) -> Response:
+        self._authorize(request)
+        body = request.body
+        name = body["metadata"]["name"]
+        if namespace:
+            self._namespace_usable(namespace, name, resource)
+        if (resource, namespace, name) in self.objects:
+            raise status_error(
+                409, "AlreadyExists", f'{GROUPS.get(resource, resource)} "{name}" already exists'
+            )
+        if resource == "services" and body["spec"].get("type") == "LoadBalancer":
+            used = sum(
+                1 for obj in self.of("services", namespace) if obj["spec"].get("type") == "LoadBalancer"
+            )
+            if used >= self.load_balancer_quota:
+                raise status_error(
+                    403,
+                    "Forbidden",
+                    f'services "{name}" is forbidden: exceeded quota: gateways, requested: services.loadbalancers=1, used: services.loadbalancers={used}, limited: services.loadbalancers={self.load_balancer_quota}',
+                )
+            body["spec"].setdefault("clusterIP", f"10.96.0.{next(self.addresses)}")
+            for port in body["spec"]["ports"]:
+                port.setdefault("protocol", "TCP")
+                port.setdefault("nodePort", 30000 + port["port"] % 2000)
+        body.setdefault("status", {})
+        if resource == "namespaces":
+            body["spec"] = {"finalizers": ["kubernetes"]}
+            body["status"] = {"phase": "Active"}
+        if resource == "services":
+            body["status"] = {"loadBalancer": {}}
+        self.objects[(resource, namespace, name)] = self._meta(resource, namespace, body, None)
+        return Response(201, body)
+
+    def _found(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        found = self.objects.get((resource, namespace, name))
+        if found is None:
+            raise status_error(404, "NotFound", f'{GROUPS.get(resource, resource)} "{name}" not found')
+        return found
+
+    def _routes(self) -> None:
+        r = self.router
+        prefixes = {
+            "namespaces": "/api/v1",
+            "secrets": "/api/v1",
+            "services": "/api/v1",
+            "deployments": "/apis/apps/v1",
+        }
+
+        @r.route("POST", "/api/v1/namespaces")
+        def create_namespace(request: Request) -> Response:
+            return self._create("namespaces", "", request)
+
+        @r.route("GET", "/api/v1/namespaces/{name}")
+        def read_namespace(request: Request) -> Response:
+            self._authorize(request)
+            return Response(200, self._found("namespaces", "", request.params["name"]))
+
+        @r.route("DELETE", "/api/v1/namespaces/{name}")
+        def delete_namespace(request: Request) -> Response:
+            self._authorize(request)
+            found = self._found("namespaces", "", request.params["name"])
+            found["status"]["phase"] = "Terminating"
+            found["metadata"]["deletionTimestamp"] = _now()
+            return Response(200, found)
+
+        for resource in ("secrets", "services", "deployments"):
+
+            def handlers(resource: str = resource) -> None:
+                base = prefixes[resource] + "/namespaces/{namespace}/" + resource
+
+                @r.route("POST", base)
+                def create(request: Request) -> Response:
+                    return self._create(resource, request.params["namespace"], request)
+
+                @r.route("GET", base)
+                def list_(request: Request) -> Response:
+                    self._authorize(request)
+                    api_version, kind = KINDS[resource]
+                    items = [
+                        obj
+                        for obj in self.of(resource, request.params["namespace"])
+                        if _selected(obj["metadata"].get("labels", {}), request.query.get("labelSelector"))
+                    ]
+                    return Response(
+                        200,
+                        {
+                            "kind": f"{kind}List",
+                            "apiVersion": api_version,
+                            "metadata": {"resourceVersion": str(next(self.versions))},
+                            "items": items,
+                        },
+                    )
+
+                @r.route("GET", base + "/{name}")
+                def read(request: Request) -> Response:
+                    self._authorize(request)
+                    return Response(
+                        200, self._found(resource, request.params["namespace"], request.params["name"])
+                    )
+
+                @r.route("PUT", base + "/{name}")
+                def replace(request: Request) -> Response:
+                    self._authorize(request)
+                    namespace, name = request.params["namespace"], request.params["name"]
+                    existing = self._found(resource, namespace, name)
+                    body = request.body
+                    sent = body.get("metadata", {}).get("resourceVersion")
+                    if sent and sent != existing["metadata"]["resourceVersion"]:
+                        raise status_error(
+                            409,
+                            "Conflict",
+                            f'Operation cannot be fulfilled on {GROUPS.get(resource, resource)} "{name}": the object has been modified; please apply your changes to the latest version and try again',
+                        )
+                    body["status"] = existing.get("status", {})
+                    if resource == "services":
+                        body["spec"].setdefault("clusterIP", existing["spec"].get("clusterIP"))
+                    self.objects[(resource, namespace, name)] = self._meta(
+                        resource, namespace, body, existing
+                    )
+                    return Response(200, body)
+
+                @r.route("DELETE", base + "/{name}")
+                def delete(request: Request) -> Response:
+                    self._authorize(request)
+                    namespace, name = request.params["namespace"], request.params["name"]
+                    found = self._found(resource, namespace, name)
+                    del self.objects[(resource, namespace, name)]
+                    return Response(
+                        200,
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "metadata": {},
+                            "status": "Success",
+                            "details": {"name": name, "kind": resource, "uid": found["metadata"]["uid"]},
+                        },
+                    )
+
+            handlers()

@@ -1,0 +1,226 @@
+"""Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
+by the control plane's ext_authz server, local rate limits counted per client, CORS preflights."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2, resources_pb2
+from gateway_xds.app import XdsApp
+from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.upstream import Upstream
+from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
+from tests.support.real import require_real
+from tests.support.registry import LiveRegistry, live_registry
+
+pytestmark = pytest.mark.real
+
+DOMAIN = "policies.test"
+DEADLINE_SECONDS = 20.0
+ONE_A_MINUTE = 1 / 60
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Gateway:
+    registry: LiveRegistry
+    envoy: EnvoyProcess
+    port: int
+    upstream: Upstream
+    tokens: dict[str, str]
+
+    async def request(
+        self,
+        service: str,
+        path: str = "/",
+        token: str | None = None,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        source: str = "127.0.0.1",
+    ) -> Answer:
+        sent = {"Host": f"{service}.{DOMAIN}", **(headers or {})}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        return await asyncio.to_thread(self._request, method, path, sent, source)
+
+    def _request(self, method: str, path: str, headers: dict[str, str], source: str) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5, source_address=(source, 0))
+        try:
+            connection.request(method, path, headers=headers)
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace")
+            return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+        finally:
+            connection.close()
+
+    async def until(self, check: Callable[[], Awaitable[Answer]], status: int, what: str) -> Answer:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_SECONDS
+        answer = await check()
+        while answer.status != status and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            answer = await check()
+        assert answer.status == status, f"{what}: {answer}\nEnvoy log:\n{self.envoy.log()[-3000:]}"
+        return answer
+
+    async def service(self, name: str, **spec: Any) -> resources_pb2.Service:
+        """A service with one replica, live at the gateway once this returns."""
+        driver = self.registry.driver
+        service = await driver.service(name, "pol", 8000, **spec)
+        await driver.replica(name, f"{name}-0", f"127.0.0.1:{self.upstream.port}")
+        token = self.tokens["admin"] if spec.get("auth") else None
+        await self.until(lambda: self.request(name, "/", token), 200, f"service {name} live")
+        return service
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    with Upstream(b"hello from a replica") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> AsyncIterator[Gateway]:
+    binary = envoy_binary()
+    if binary is None:
+        require_real("no envoy binary beside the interpreter nor on PATH")
+    async with live_registry(tmp_path_factory.mktemp("policies-registry")) as registry:
+        stubs = Stubs.connect(registry.address, registry.system_token)
+        app = XdsApp.build(stubs, "127.0.0.1:0")
+        running = asyncio.create_task(app.run())
+        port = free_port()
+        reported = await registry.driver.running_gateway("pol", "127.0.0.1", port, domain=DOMAIN)
+        params = BootstrapParams(reported.id, 0, "127.0.0.1", app.port, admin_port=free_port())
+        envoy = EnvoyProcess(binary, tmp_path_factory.mktemp("policies-envoy"), render_bootstrap(params))
+        envoy.start()
+        try:
+            await asyncio.to_thread(envoy.wait_ready)
+            yield Gateway(registry, envoy, port, upstream, {"admin": registry.admin_token})
+        finally:
+            envoy.stop()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await stubs.close()
+
+
+async def user_token(registry: LiveRegistry, name: str, member: bool) -> str:
+    created = await registry.admin.users.Create(registry_pb2.CreateUserRequest(name=name))
+    if member:
+        await registry.admin.projects.SetMember(registry_pb2.SetMemberRequest(project="main", user=name))
+    return str(created.token)
+
+
+async def test_auth_needs_a_members_token_or_the_services_own_key(gateway: Gateway) -> None:
+    await gateway.service("secure", auth=True)
+    await gateway.service("other", auth=True)
+    member = await user_token(gateway.registry, "ann", member=True)
+    outsider = await user_token(gateway.registry, "bob", member=False)
+    key = await gateway.registry.admin.service_keys.Create(
+        registry_pb2.CreateServiceKeyRequest(project="main", service="secure")
+    )
+    missing = await gateway.request("secure")
+    assert missing.status == 401 and json.loads(missing.body)["error"] == "unauthorized"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert (await gateway.request("secure", token="not-a-token")).status == 401
+    assert (await gateway.until(lambda: gateway.request("secure", token=outsider), 401, "outsider")).status
+    allowed = await gateway.until(lambda: gateway.request("secure", "/headers", member), 200, "member")
+    # The Gatehouse credential never reaches the replicas.
+    assert "authorization" not in json.loads(allowed.body)
+    await gateway.until(lambda: gateway.request("secure", token=key.key), 200, "the service's key")
+    assert (await gateway.request("other", token=key.key)).status == 401
+
+
+async def test_a_revoked_token_stops_working(gateway: Gateway) -> None:
+    await gateway.service("revocable", auth=True)
+    token = await user_token(gateway.registry, "carl", member=True)
+    await gateway.until(lambda: gateway.request("revocable", token=token), 200, "before revocation")
+    await gateway.registry.admin.users.RevokeTokens(registry_pb2.RevokeTokensRequest(user="carl"))
+    await gateway.until(lambda: gateway.request("revocable", token=token), 401, "after revocation")
+
+
+async def test_open_services_and_acme_answers_need_no_token(gateway: Gateway) -> None:
+    open_service = await gateway.service("public")
+    assert (await gateway.request("public")).status == 200
+    secured = await gateway.service("guarded", auth=True)
+    challenge = resources_pb2.AcmeChallenge(
+        token="tok_1", key_authorization="tok_1.thumb", gateway_id=secured.spec.gateway_id,
+        hostname=secured.spec.hostname,
+    )  # fmt: skip
+    await gateway.registry.system.tls_certificates.PutChallenge(challenge)
+    path = "/.well-known/acme-challenge/tok_1"
+    answer = await gateway.until(lambda: gateway.request("guarded", path), 200, "the ACME answer")
+    assert answer.body == "tok_1.thumb"
+    assert (await gateway.request("guarded")).status == 401
+    # A policy changes in place: the open service now needs a token.
+    await gateway.registry.driver.service("public", "pol", 8000, auth=True)
+    await gateway.until(lambda: gateway.request("public"), 401, "auth turned on")
+    assert open_service.spec.hostname == f"public.{DOMAIN}"
+
+
+async def test_model_services_answer_cors_preflights_without_a_token(gateway: Gateway) -> None:
+    await gateway.service("chat", auth=True, model="tiny-llm")
+    origin = "https://chat.example"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    answer = await gateway.request("chat", "/v1/chat/completions", method="OPTIONS", headers=preflight)
+    assert answer.status == 200, answer
+    assert answer.headers["access-control-allow-origin"] == origin
+    assert "authorization" in answer.headers["access-control-allow-headers"]
+    assert (await gateway.request("chat", "/v1/models", headers={"Origin": origin})).status == 401
+
+
+async def burst(gateway: Gateway, count: int, path: str, **options: Any) -> list[Answer]:
+    return [await gateway.request("limited", path, **options) for _ in range(count)]
+
+
+def statuses(answers: list[Answer]) -> list[int]:
+    return [answer.status for answer in answers]
+
+
+async def test_rate_limits_count_each_client_against_its_prefix(gateway: Gateway) -> None:
+    limits = [
+        {"prefix": "/", "rps": ONE_A_MINUTE, "burst": 4},
+        {
+            "prefix": "/keyed",
+            "rps": ONE_A_MINUTE,
+            "burst": 1,
+            "key": {"type": "header", "header": "X-Client"},
+        },
+        {"prefix": "/keyed/more", "rps": ONE_A_MINUTE, "burst": 2},
+    ]
+    await gateway.registry.driver.service("limited", "pol", 8000, rate_limits=limits)
+    await gateway.registry.driver.replica("limited", "limited-0", f"127.0.0.1:{gateway.upstream.port}")
+
+    async def from_elsewhere() -> Answer:
+        # Waiting for the service spends another client's allowance (503s before the replica count).
+        return await gateway.request("limited", "/probe", source="127.0.0.3")
+
+    await gateway.until(from_elsewhere, 200, "the limited service")
+    # burst + 1 at once per client IP, then 429 with the time to the next token (one a minute).
+    answers = await burst(gateway, 10, "/probe")
+    assert statuses(answers) == [200] * 5 + [429] * 5
+    assert all(a.headers["retry-after"] == "60" for a in answers[5:])
+    assert statuses(await burst(gateway, 6, "/probe", source="127.0.0.2")) == [200] * 5 + [429]
+    # Per header value; requests without the header share one allowance.
+    for client in ("a", "b"):
+        assert statuses(await burst(gateway, 3, "/keyed/x", headers={"X-Client": client})) == [200, 200, 429]
+    assert statuses(await burst(gateway, 3, "/keyed/x")) == [200, 200, 429]
+    # The longest prefix wins.
+    assert statuses(await burst(gateway, 4, "/keyed/more/x")) == [200] * 3 + [429]

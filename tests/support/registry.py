@@ -1,0 +1,51 @@
+"""An in-process registry (SQLite) on a free loopback port, with stubs for its admin and system tokens."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from gatehouse.client.connection import Stubs
+from gateway_xds.testing.registry_driver import RegistryDriver
+from services.common.grpc_server import bind_server, start_server
+from services.common.settings import Settings
+from services.registry.app import Registry
+
+
+@dataclass
+class LiveRegistry:
+    address: str
+    admin_token: str
+    system_token: str
+    admin: Stubs  # the first admin's token (the CLI config's)
+    system: Stubs
+
+    @property
+    def driver(self) -> RegistryDriver:
+        return RegistryDriver(self.admin, self.system)
+
+
+@contextlib.asynccontextmanager
+async def live_registry(home: Path) -> AsyncIterator[LiveRegistry]:
+    settings = replace(
+        Settings.from_env(), home=home, db_url=f"sqlite+aiosqlite:///{home / 'registry.sqlite'}"
+    )
+    registry = await Registry.start(settings)
+    server, port = bind_server(registry.authenticator, "127.0.0.1:0")
+    address = f"127.0.0.1:{port}"
+    await registry.bootstrap(settings, address)
+    await start_server(server, registry.registrations())
+    admin_token = yaml.safe_load((home / "config.yml").read_text())["token"]
+    system_token = (home / "server" / "system-token").read_text().strip()
+    admin, system = Stubs.connect(address, admin_token), Stubs.connect(address, system_token)
+    try:
+        yield LiveRegistry(address, admin_token, system_token, admin, system)
+    finally:
+        await admin.close()
+        await system.close()
+        await server.stop(None)
+        await registry.close()

@@ -1,0 +1,73 @@
+"""Picking a backend per (project, backend) with the project's credentials."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatehouse.v1 import resources_pb2
+from services.provisioner.backends.base import BackendError, GatewayBackend, HostInfo
+from services.provisioner.backends.factory import BackendFactory
+from services.provisioner.credentials import AWSBackendConfig, BackendConfig, StaticCredentials
+
+
+class Named:
+    def __init__(self, name: str, config: BackendConfig | None = None) -> None:
+        self.name = name
+        self.config = config
+
+    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+        return HostInfo(hostname=self.name)
+
+    async def delete(self, gateway: resources_pb2.Gateway) -> None:
+        return None
+
+
+def aws(secret: str) -> AWSBackendConfig:
+    return AWSBackendConfig.model_validate(
+        {"type": "aws", "creds": {"type": "access_key", "access_key": "AKIA", "secret_key": secret}}
+    )
+
+
+def factory(configs: dict[tuple[str, str], BackendConfig]) -> tuple[BackendFactory, list[BackendConfig]]:
+    built: list[BackendConfig] = []
+
+    def build(config: BackendConfig) -> GatewayBackend:
+        built.append(config)
+        return Named("aws", config)
+
+    credentials = StaticCredentials(configs)
+    return BackendFactory({"local": Named("local")}, credentials, {"aws": build}, ": add it"), built
+
+
+def test_local_needs_no_credentials() -> None:
+    backends, _ = factory({})
+    assert backends.get("local", "main").name == "local"
+
+
+def test_a_cloud_backend_is_built_per_project_from_its_credentials_and_kept() -> None:
+    configs: dict[tuple[str, str], BackendConfig] = {
+        ("main", "aws"): aws("one"),
+        ("research", "aws"): aws("two"),
+    }
+    backends, built = factory(configs)
+    main = backends.get("aws", "main")
+    assert backends.get("aws", "main") is main
+    assert backends.get("aws", "research") is not main
+    assert len(built) == 2
+
+
+def test_changed_credentials_build_the_backend_again() -> None:
+    configs: dict[tuple[str, str], BackendConfig] = {("main", "aws"): aws("one")}
+    backends, built = factory(configs)
+    first = backends.get("aws", "main")
+    configs[("main", "aws")] = aws("rotated")
+    assert backends.get("aws", "main") is not first
+    assert len(built) == 2
+
+
+def test_a_project_without_the_backend_fails_saying_where_to_add_it() -> None:
+    backends, _ = factory({})
+    with pytest.raises(BackendError, match=r"^project main has no aws backend configured: add it$"):
+        backends.get("aws", "main")
+    with pytest.raises(BackendError, match="the gcp backend is not configured on this server"):
+        backends.get("gcp", "main")
