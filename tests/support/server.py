@@ -43,7 +43,7 @@ class ServerProcess:
             GATEHOUSE_LOCAL_HTTP_PORT=str(self.http_port),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(self.https_port),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
-            GATEHOUSE_APPLY_TIMEOUT="60",
+            GATEHOUSE_APPLY_TIMEOUT="100",
         )
         env.pop("GATEHOUSE_SERVER", None)
         env.pop("GATEHOUSE_TOKEN", None)
