@@ -14,7 +14,9 @@ from gateway_xds.authz.server import authorization_service
 from gateway_xds.autoscale.autoscaler import Autoscaler
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.autoscale.wake import Waker
 from gateway_xds.cache.snapshot_cache import SnapshotCache
+from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
@@ -53,9 +55,13 @@ class XdsApp:
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
+        sync = EnvoySync(reporter)
         # Envoys check credentials here (ext_authz) and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()
+        provider = RegistryProvider(stubs, cache, hook, credentials=credentials_index)
         rates = RequestRates()
+        autoscaler = Autoscaler(stubs, provider.mirror, rates)
+        waker = Waker(provider.mirror, sync, autoscaler)
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
             lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
@@ -67,19 +73,17 @@ class XdsApp:
             server = build_xds_server(
                 cache,
                 authorizer,
-                reporter,
+                sync,
                 address,
                 credentials=credentials,
                 push_window=push_window,
-                services=(authorization_service(credentials_index), metrics),
+                services=(authorization_service(credentials_index, waker), metrics),
             )
         except RuntimeError:
             raise SystemExit(
                 f"error: cannot listen for Envoys on {address}: the address is in use "
                 "(set GATEHOUSE_XDS_PORT)"
             ) from None
-        provider = RegistryProvider(stubs, cache, hook, credentials=credentials_index)
-        autoscaler = Autoscaler(stubs, provider.mirror, rates)
         return cls(server=server, provider=provider, reporter=reporter, cache=cache, autoscaler=autoscaler)
 
     async def run(self) -> None:

@@ -11,6 +11,8 @@ from gatehouse.v1 import resources_pb2
 # The per-route context Envoy sends with each check names the service it is for.
 SERVICE_ID = "service_id"
 PROJECT = "project"
+# ... or, for the wake check, the service to bring up.
+WAKE_SERVICE_ID = "wake_service_id"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Envoy's ext_authz check, answered from memory: no registry round trip per request.
-
-The Gatehouse credential is removed before the request reaches the service's replicas."""
+"""Envoy's ext_authz checks: auth, answered from memory (no registry round trip per request; the
+Gatehouse credential is removed before the request reaches the service's replicas), and the wake
+check of services scaled to zero, answered once a replica can take the request."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, CredentialIndex
+from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, WAKE_SERVICE_ID, CredentialIndex
+from gateway_xds.autoscale.wake import Waker
+from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
 
 
@@ -39,14 +41,24 @@ def _allowed() -> external_auth_pb2.CheckResponse:
     )
 
 
+def _passed() -> external_auth_pb2.CheckResponse:
+    """The request goes on unchanged (whether or not a replica came up: without one, Envoy's 503)."""
+    return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, index: CredentialIndex) -> None:
+    def __init__(self, index: CredentialIndex, waker: Waker | None = None) -> None:
         self._index = index
+        self._waker = waker
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         extensions = request.attributes.context_extensions
+        if WAKE_SERVICE_ID in extensions:
+            if self._waker is not None:
+                await self._waker.hold(extensions[WAKE_SERVICE_ID], peer_gateway(context))
+            return _passed()
         http = request.attributes.request.http
         decision = self._index.decide(
             http.headers.get("authorization", ""), extensions.get(PROJECT, ""), extensions.get(SERVICE_ID, "")
@@ -57,9 +69,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 
-def authorization_service(index: CredentialIndex) -> ExtraService:
-    """The check, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
-    servicer = AuthorizationServicer(index)
+def authorization_service(index: CredentialIndex, waker: Waker | None = None) -> ExtraService:
+    """The checks, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
+    servicer = AuthorizationServicer(index, waker)
     return ExtraService(
         AUTHORIZATION_SERVICE,
         lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server),

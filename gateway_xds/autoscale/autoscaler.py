@@ -11,7 +11,7 @@ import grpc
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
-from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide
+from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wake
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.provider.build import backend_name
 
@@ -39,6 +39,7 @@ class Autoscaler:
         self._mirror = mirror
         self._rates = rates
         self._states: dict[str, ScalingState] = {}
+        self._waking: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         while True:
@@ -60,8 +61,29 @@ class Autoscaler:
             wanted = decide(policy, state, rps, now)
             if wanted != service.status.desired_replicas:
                 log.info("service %s/%s: %.2f rps -> %d replicas", service.project, service.name, rps, wanted)
-                await self._stubs.services.Scale(
-                    registry_pb2.ScaleServiceRequest(id=service.id, replicas=wanted)
-                )
+                await self._scale(service.id, wanted)
         for gone in self._states.keys() - seen:
             del self._states[gone]
+
+    def wake(self, service: resources_pb2.Service) -> None:
+        """Requests wait for `service`, which has no replica: scale it to one now, without waiting
+        for its stats; once per service however many requests wait."""
+        policy = policy_of(service)
+        if policy is None or service.status.desired_replicas > 0 or service.id in self._waking:
+            return
+        state = self._states.setdefault(service.id, ScalingState(current=0))
+        wanted = wake(state, time.monotonic(), service.spec.scaling.window_seconds or 60)
+        log.info(
+            "service %s/%s: requests are waiting -> %d replica(s)", service.project, service.name, wanted
+        )
+        task = asyncio.get_running_loop().create_task(self._scale(service.id, wanted))
+        self._waking[service.id] = task
+        task.add_done_callback(lambda _: self._waking.pop(service.id, None))
+
+    async def _scale(self, service_id: str, replicas: int) -> None:
+        try:
+            await self._stubs.services.Scale(
+                registry_pb2.ScaleServiceRequest(id=service_id, replicas=replicas)
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("autoscaler: %s", error.details())

@@ -24,6 +24,8 @@ class ScalingState:
     current: int
     wants_more_since: float | None = None
     wants_fewer_since: float | None = None
+    # Woken by requests before any stats showed them: no scaling down before this.
+    awake_until: float = 0.0
 
 
 def wanted(policy: ScalingPolicy, rps: float) -> int:
@@ -44,7 +46,7 @@ def decide(policy: ScalingPolicy, state: ScalingState, rps: float, now: float) -
             state.wants_more_since = now
         if now - state.wants_more_since >= policy.scale_up_delay:
             state.current, state.wants_more_since = target, None
-    elif target < state.current:
+    elif target < state.current and now >= state.awake_until:
         state.wants_more_since = None
         if state.wants_fewer_since is None:
             state.wants_fewer_since = now
@@ -52,4 +54,13 @@ def decide(policy: ScalingPolicy, state: ScalingState, rps: float, now: float) -
             state.current, state.wants_fewer_since = target, None
     else:
         state.wants_more_since = state.wants_fewer_since = None
+    return state.current
+
+
+def wake(state: ScalingState, now: float, window: float) -> int:
+    """Requests are waiting for a service with no replica: one at once, kept for at least one window
+    (until the rate over the window sees those requests)."""
+    state.current = max(state.current, 1)
+    state.wants_more_since = state.wants_fewer_since = None
+    state.awake_until = now + window
     return state.current

@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener
-from gateway_xds.ir.policies import Authorization, RateLimit
+from gateway_xds.ir.policies import Authorization, RateLimit, ScaleFromZero
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret
 
@@ -32,6 +32,7 @@ _WHAT: dict[type, str] = {
     AcmeChallenge: "ACME challenge",
     Authorization: "authorization",
     RateLimit: "rate limit",
+    ScaleFromZero: "scale from zero",
 }
 
 

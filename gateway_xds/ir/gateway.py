@@ -110,6 +110,8 @@ def validate_virtual_host(listener: HTTPListener, vhost: VirtualHost) -> list[st
     errors += validate_rate_limits(where, vhost.rate_limits)
     if vhost.authorization is not None and not listener.authorization_cluster:
         errors.append(f"{where}: needs authorization but the listener has no authorization server")
+    if vhost.scale_from_zero is not None and not listener.authorization_cluster:
+        errors.append(f"{where}: scales from zero but the listener has no server to wake it")
     for field in ("request_timeout_ms", "idle_timeout_ms", "max_request_body_bytes", "connect_retries"):
         if getattr(vhost, field) < 0:
             errors.append(f"{where}: {field} must not be negative")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# How long a request to a service scaled to zero waits for its first replica before the 503.
+WAKE_HOLD_SECONDS = 60.0
 # `rps` down to one request a minute.
 MIN_REQUESTS_PER_SECOND = 1 / 60
 
@@ -13,6 +15,16 @@ MIN_REQUESTS_PER_SECOND = 1 / 60
 class Authorization:
     """Requests need a credential that opens this service; checked by the gateway's ext_authz server,
     which is told the service by these two values."""
+
+    project: str
+    service_id: str
+
+
+@dataclass(frozen=True)
+class ScaleFromZero:
+    """The service has no ready replica but may scale from zero: the listener's wake server is told
+    about each request, brings a replica up and holds the request (bounded) until this gateway's
+    Envoys can route to it, instead of answering 503 at once."""
 
     project: str
     service_id: str

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from gateway_xds.ir.policies import Authorization, RateLimit
+from gateway_xds.ir.policies import Authorization, RateLimit, ScaleFromZero
 from gateway_xds.ir.tls import AcmeChallenge
 
 # Generous enough for streaming (SSE, long generations, WebSockets): a stream is cut only after
@@ -41,3 +41,5 @@ class VirtualHost:
     rate_limits: tuple[RateLimit, ...] = ()
     # Browsers may call it from any origin; preflight requests are answered without auth.
     cors: bool = False
+    # Set while the backend has no endpoint and the service may scale from zero.
+    scale_from_zero: ScaleFromZero | None = None

@@ -80,6 +80,7 @@ def service_route(
     if port is None:
         return None
     name = backend_name(service)
+    endpoints = _endpoints(replicas)
     domains = (service.spec.hostname.lower(),) if service.spec.hostname else ("*",)
     vhost = VirtualHost(
         name=name,
@@ -91,8 +92,9 @@ def service_route(
         authorization=policies.authorization(service),
         rate_limits=policies.rate_limits(service),
         cors=policies.cors(service),
+        scale_from_zero=policies.scale_from_zero(service, bool(endpoints)),
     )
-    return ServiceRoute(listener_name(port), vhost, Backend(name=name, endpoints=_endpoints(replicas)))
+    return ServiceRoute(listener_name(port), vhost, Backend(name=name, endpoints=endpoints))
 
 
 def gateway_listeners(

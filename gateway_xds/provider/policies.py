@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gatehouse.v1 import resources_pb2
-from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey
+from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey, ScaleFromZero
 
 # Every gateway's bootstrap has this cluster: gateway_xds itself, which also answers ext_authz
 # (services/provisioner/envoy_bootstrap.py).
@@ -34,3 +34,11 @@ def rate_limits(service: resources_pb2.Service) -> tuple[RateLimit, ...]:
 def cors(service: resources_pb2.Service) -> bool:
     """Model services are called from browsers (chat front ends)."""
     return bool(service.spec.model)
+
+
+def scale_from_zero(service: resources_pb2.Service, has_endpoints: bool) -> ScaleFromZero | None:
+    """Requests to a service with no ready replica wait for one where the autoscaler may start one."""
+    spec = service.spec
+    if has_endpoints or spec.replicas_min != 0 or spec.replicas_max == 0 or spec.scaling.metric != "rps":
+        return None
+    return ScaleFromZero(project=service.project, service_id=service.id)

@@ -5,7 +5,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 
 from gateway_xds.ir.tls import AcmeChallenge
-from gateway_xds.translate.authz import without_authorization
+from gateway_xds.translate.authz import without_checks
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
@@ -23,5 +23,5 @@ def challenge_route(challenge: AcmeChallenge) -> route_components_pb2.Route:
             )
         ],
         # The CA has no credential.
-        typed_per_filter_config=without_authorization(),
+        typed_per_filter_config=without_checks(),
     )

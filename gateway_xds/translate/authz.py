@@ -1,6 +1,11 @@
-"""Auth at the gateway: for a virtual host that needs it, Envoy asks the control plane's ext_authz
-server about each request (answered from memory, see gateway_xds/authz), telling it which service the
-request is for. Everything else (ACME answers, redirects to HTTPS, services without auth) skips it.
+"""Checks Envoy asks the control plane about, on the cluster it fetches xDS from (ext_authz):
+
+* auth: for a virtual host that needs it, each request (answered from memory, see gateway_xds/authz),
+  telling it which service the request is for. Everything else (ACME answers, redirects to HTTPS,
+  services without auth) skips it.
+* wake: a second ext_authz instance, off unless a virtual host turns it on, for services scaled to
+  zero: the answer comes once a replica is up and routable, so the request waits instead of getting
+  503. If the control plane cannot be asked, the request goes on (and meets the 503).
 """
 
 from typing import Any
@@ -10,13 +15,16 @@ from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import http_status_pb2
 
-from gateway_xds.authz.credentials import PROJECT, SERVICE_ID
-from gateway_xds.ir.policies import Authorization
+from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, WAKE_SERVICE_ID
+from gateway_xds.ir.policies import WAKE_HOLD_SECONDS, Authorization, ScaleFromZero
 from gateway_xds.translate.config_source import milliseconds, pack
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+WAKE_FILTER = "gatehouse.scale_from_zero"
 # The check is a dictionary look-up at the control plane; this bounds a slow network.
 CHECK_TIMEOUT_MS = 1000
+# The control plane answers when the hold runs out; this is only in case it does not.
+WAKE_CHECK_TIMEOUT_MS = int(WAKE_HOLD_SECONDS * 1000) + 5000
 
 
 def ext_authz_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
@@ -36,15 +44,40 @@ def ext_authz_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
     )
 
 
-def authorization_config(authorization: Authorization | None) -> dict[str, Any]:
-    """A virtual host's per-filter config: checked as its service, or not at all."""
-    if authorization is None:
-        return without_authorization()
-    settings = ext_authz_pb2.CheckSettings(
-        context_extensions={PROJECT: authorization.project, SERVICE_ID: authorization.service_id}
+def wake_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
+    return ext_authz_pb2.ExtAuthz(
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster),
+            timeout=milliseconds(WAKE_CHECK_TIMEOUT_MS),
+        ),
+        transport_api_version=config_source_pb2.V3,
+        failure_mode_allow=True,
+        # The service is all the wake server needs to know.
+        allowed_headers=string_pb2.ListStringMatcher(
+            patterns=[string_pb2.StringMatcher(exact="x-gatehouse-wake")]
+        ),
     )
-    return {EXT_AUTHZ_FILTER: pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))}
 
 
-def without_authorization() -> dict[str, Any]:
-    return {EXT_AUTHZ_FILTER: pack(ext_authz_pb2.ExtAuthzPerRoute(disabled=True))}
+def check_config(
+    authorization: Authorization | None, scale_from_zero: ScaleFromZero | None
+) -> dict[str, Any]:
+    """A virtual host's per-filter config: checked as its service or not at all, and woken or not."""
+    config = without_checks()
+    if authorization is not None:
+        settings = ext_authz_pb2.CheckSettings(
+            context_extensions={PROJECT: authorization.project, SERVICE_ID: authorization.service_id}
+        )
+        config[EXT_AUTHZ_FILTER] = pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))
+    if scale_from_zero is not None:
+        settings = ext_authz_pb2.CheckSettings(
+            context_extensions={PROJECT: scale_from_zero.project, WAKE_SERVICE_ID: scale_from_zero.service_id}
+        )
+        config[WAKE_FILTER] = pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))
+    return config
+
+
+def without_checks() -> dict[str, Any]:
+    """Neither auth nor wake: for ACME answers, redirects, and services open to anyone."""
+    disabled = pack(ext_authz_pb2.ExtAuthzPerRoute(disabled=True))
+    return {EXT_AUTHZ_FILTER: disabled, WAKE_FILTER: disabled}

@@ -1,6 +1,6 @@
 """The HTTP filters of every connection manager, in order: CORS (preflights are answered before
-anything else), local rate limiting, ext_authz (where the listener has an authorization server),
-the router.
+anything else), local rate limiting, ext_authz and the wake check (where the listener has an
+authorization server; the wake check is off unless a virtual host turns it on), the router.
 
 CORS and rate limiting act only where a virtual host or route configures them, and ext_authz is
 switched off per virtual host, so a listener's filters never depend on its services: a policy
@@ -14,7 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.message import Message
 
 from gateway_xds.ir.listeners import HTTPListener
-from gateway_xds.translate.authz import EXT_AUTHZ_FILTER, ext_authz_filter
+from gateway_xds.translate.authz import EXT_AUTHZ_FILTER, WAKE_FILTER, ext_authz_filter, wake_filter
 from gateway_xds.translate.config_source import pack
 from gateway_xds.translate.cors import CORS_FILTER
 from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, STAT_PREFIX
@@ -29,9 +29,10 @@ def http_filters(li: HTTPListener) -> list[hcm.HttpFilter]:
     ]
     if li.authorization_cluster:
         filters.append(_filter(EXT_AUTHZ_FILTER, ext_authz_filter(li.authorization_cluster)))
+        filters.append(_filter(WAKE_FILTER, wake_filter(li.authorization_cluster), disabled=True))
     filters.append(_filter(ROUTER_FILTER, router_pb2.Router()))
     return filters
 
 
-def _filter(name: str, config: Message) -> hcm.HttpFilter:
-    return hcm.HttpFilter(name=name, typed_config=pack(config))
+def _filter(name: str, config: Message, disabled: bool = False) -> hcm.HttpFilter:
+    return hcm.HttpFilter(name=name, typed_config=pack(config), disabled=disabled)

@@ -20,7 +20,7 @@ from gateway_xds.ir.listeners import RouteTable
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.resources import ROUTE, Resources
 from gateway_xds.translate.acme import CHALLENGE_PREFIX, challenge_route
-from gateway_xds.translate.authz import authorization_config, without_authorization
+from gateway_xds.translate.authz import check_config, without_checks
 from gateway_xds.translate.config_source import milliseconds, pack
 from gateway_xds.translate.cors import CORS_FILTER, cors_policy
 from gateway_xds.translate.headers import forwarded_headers
@@ -73,7 +73,7 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
                 match=route_components_pb2.RouteMatch(prefix="/"), route=_forward(vhost)
             )
         )
-    policies = authorization_config(vhost.authorization)
+    policies = check_config(vhost.authorization, vhost.scale_from_zero)
     if vhost.cors:
         policies[CORS_FILTER] = pack(cors_policy())
     return route_components_pb2.VirtualHost(
@@ -101,7 +101,7 @@ def _https_redirect(https_port: int) -> route_components_pb2.Route:
         match=route_components_pb2.RouteMatch(prefix="/", headers=[plain, not_a_challenge]),
         redirect=redirect,
         # The HTTPS request it leads to is checked.
-        typed_per_filter_config=without_authorization(),
+        typed_per_filter_config=without_checks(),
     )
 
 

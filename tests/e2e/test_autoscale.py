@@ -77,3 +77,51 @@ commands: ["python -m http.server $PORT"]
     assert _until(lambda: _service(server)["status"].get("ready_replicas") == 1, within=30)
     assert fetch(f"http://127.0.0.1:{gateway_port}/")[0] == 200
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def test_first_requests_to_a_service_scaled_to_zero_wait_for_its_replica(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    gateway = tmp_path / "gw.dstack.yml"
+    gateway.write_text("type: gateway\nname: zero-gw\nbackend: local\nregion: local\n")
+    assert server.cli("apply", "-f", str(gateway), "-y").code == 0
+    gateway_port, app_port = free_port(), free_port()
+    service = tmp_path / "sleepy.dstack.yml"
+    service.write_text(
+        f"""type: service
+name: sleepy
+gateway: zero-gw
+port: "{gateway_port}:{app_port}"
+replicas: 0..2
+scaling: {{metric: rps, target: 50, window: 30s}}
+commands: ["python -m http.server $PORT"]
+"""
+    )
+    assert server.cli("apply", "-f", str(service), "-y").code == 0
+    sleepy = json.loads(server.cli("service", "get", "sleepy", "--json").stdout)
+    assert sleepy["status"].get("desired_replicas", 0) == 0
+    assert server.cli("replica", "list", "sleepy").stdout.strip().count("\n") == 0  # the header only
+
+    url = f"http://127.0.0.1:{gateway_port}/"
+    # Auth comes first: a request without a credential neither waits nor wakes the service.
+    assert fetch(url)[0] == 401
+    assert (
+        json.loads(server.cli("service", "get", "sleepy", "--json").stdout)["status"].get(
+            "desired_replicas", 0
+        )
+        == 0
+    )
+
+    answers: list[int] = []
+
+    def first_request() -> None:
+        answers.append(fetch(url, timeout=60, token=server.token)[0])
+
+    waiting = [threading.Thread(target=first_request) for _ in range(4)]
+    for thread in waiting:
+        thread.start()
+    for thread in waiting:
+        thread.join()
+    assert answers == [200] * 4, (answers, server.log()[-2000:])
+    assert len(server.cli("replica", "list", "sleepy").stdout.strip().splitlines()) == 2  # header + 1
+    assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0

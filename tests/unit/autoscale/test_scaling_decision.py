@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wanted
+from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wake, wanted
 from gateway_xds.autoscale.rates import RequestRates
 
 POLICY = ScalingPolicy(minimum=1, maximum=3, target_rps=10, scale_up_delay=20, scale_down_delay=60)
@@ -61,3 +61,14 @@ def test_requests_to_a_service_at_zero_bring_one_up_at_once() -> None:
     state = ScalingState(current=0)
     assert decide(policy, state, rps=0, now=0) == 0
     assert decide(policy, state, rps=0.5, now=1) == 1
+
+
+def test_a_service_woken_by_waiting_requests_stays_up_for_a_window() -> None:
+    policy = ScalingPolicy(minimum=0, maximum=4, target_rps=10, scale_up_delay=300, scale_down_delay=5)
+    state = ScalingState(current=0)
+    assert wake(state, now=100, window=30) == 1
+    # The stats do not show the held requests yet: no scaling down until the window has seen them.
+    assert decide(policy, state, rps=0, now=101) == 1
+    assert decide(policy, state, rps=0, now=129) == 1
+    assert decide(policy, state, rps=0, now=130) == 1  # the scale-down delay starts now
+    assert decide(policy, state, rps=0, now=135) == 0
