@@ -20,16 +20,35 @@ ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].
 # Envoy's side is raised to the same in the bootstrap (envoy_grpc.max_receive_message_length).
 MESSAGE_LIMIT_BYTES = 64 << 20
 
+# Envoys ping us: the bootstrap's connection_keepalive (services/provisioner/envoy_bootstrap.py) sends
+# an HTTP/2 PING every 15 s, on a connection that can stay without any data for hours (an idle
+# gateway's ADS stream). gRPC core counts a received ping as a strike when it comes sooner than this
+# after the previous one with no data sent in between, and after `grpc.http2.max_ping_strikes`
+# (default 2) answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings", which cancels every stream of the
+# connection (every xDS stream of that Envoy). The default is 5 minutes: without this option an idle
+# Envoy would lose its streams at its 4th ping, about once a minute. The knob's C name is
+# GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, but its string is the one below; a
+# "grpc.http2.min_recv_ping_interval_without_data_ms" would be silently ignored. Far below Envoy's
+# interval, so that a late ping followed by a prompt one never adds strikes that nothing resets; a
+# flood (many pings a second) is still answered with GOAWAY.
+MIN_RECV_PING_INTERVAL_MS = 500
+# Our own pings, to notice an Envoy that went away without closing its connection: every 30 s, dead
+# after 10 s without the answer, and go on pinging a connection that carries no data (0: no limit).
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
     ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
     # Without this a second server silently shares an address already in use.
     ("grpc.so_reuseport", 0),
-    # Envoys keep their stream open for as long as they run; ping to notice dead peers.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_RECV_PING_INTERVAL_MS),
+    # A connection with no call open (an Envoy's ext_authz or stats connection between calls) may be
+    # pinged too; without this gRPC core allows one ping per 2 hours there.
+    ("grpc.keepalive_permit_without_calls", 1),
 )
 
 
