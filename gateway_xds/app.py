@@ -20,6 +20,8 @@ from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
+from gateway_xds.ratelimit.buckets import SharedBuckets
+from gateway_xds.ratelimit.server import rate_limit_service
 from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.server import ExtraService, XdsServer, build_xds_server
 from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
@@ -56,7 +58,7 @@ class XdsApp:
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
         sync = EnvoySync(reporter)
-        # Envoys check credentials here (ext_authz) and push their stats (OTLP), for autoscaling.
+        # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()
         provider = RegistryProvider(stubs, cache, hook, credentials=credentials_index)
         rates = RequestRates()
@@ -77,7 +79,11 @@ class XdsApp:
                 address,
                 credentials=credentials,
                 push_window=push_window,
-                services=(authorization_service(credentials_index, waker), metrics),
+                services=(
+                    authorization_service(credentials_index, waker),
+                    rate_limit_service(SharedBuckets()),
+                    metrics,
+                ),
             )
         except RuntimeError:
             raise SystemExit(

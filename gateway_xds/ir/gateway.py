@@ -110,6 +110,8 @@ def validate_virtual_host(listener: HTTPListener, vhost: VirtualHost) -> list[st
     errors += validate_rate_limits(where, vhost.rate_limits)
     if vhost.authorization is not None and not listener.authorization_cluster:
         errors.append(f"{where}: needs authorization but the listener has no authorization server")
+    if any(limit.shared for limit in vhost.rate_limits) and not listener.authorization_cluster:
+        errors.append(f"{where}: shares rate limits but the listener has no server to count them")
     if vhost.scale_from_zero is not None and not listener.authorization_cluster:
         errors.append(f"{where}: scales from zero but the listener has no server to wake it")
     for field in ("request_timeout_ms", "idle_timeout_ms", "max_request_body_bytes", "connect_retries"):

@@ -46,6 +46,8 @@ class RateLimit:
     burst: int = 0
     key: RateLimitKey = RateLimitKey.IP_ADDRESS
     header: str = ""
+    # Counted by the listener's rate limit server for all of the gateway's Envoys, not by each.
+    shared: bool = False
 
 
 def validate_rate_limits(where: str, limits: tuple[RateLimit, ...]) -> list[str]:

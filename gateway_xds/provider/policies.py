@@ -26,6 +26,7 @@ def rate_limits(service: resources_pb2.Service) -> tuple[RateLimit, ...]:
             burst=limit.burst,
             key=RateLimitKey.HEADER if limit.key == RateLimitKey.HEADER else RateLimitKey.IP_ADDRESS,
             header=limit.header.lower() if limit.key == RateLimitKey.HEADER else "",
+            shared=limit.scope == "global",
         )
         for limit in service.spec.rate_limits
     )

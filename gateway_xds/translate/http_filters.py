@@ -1,6 +1,7 @@
 """The HTTP filters of every connection manager, in order: CORS (preflights are answered before
-anything else), local rate limiting, ext_authz and the wake check (where the listener has an
-authorization server; the wake check is off unless a virtual host turns it on), the router.
+anything else), local rate limiting, and where the listener has a control-plane cluster the shared
+rate limits (asked only on routes that have some), ext_authz and the wake check (off unless a
+virtual host turns it on); the router.
 
 CORS and rate limiting act only where a virtual host or route configures them, and ext_authz is
 switched off per virtual host, so a listener's filters never depend on its services: a policy
@@ -17,7 +18,12 @@ from gateway_xds.ir.listeners import HTTPListener
 from gateway_xds.translate.authz import EXT_AUTHZ_FILTER, WAKE_FILTER, ext_authz_filter, wake_filter
 from gateway_xds.translate.config_source import pack
 from gateway_xds.translate.cors import CORS_FILTER
-from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, STAT_PREFIX
+from gateway_xds.translate.rate_limits import (
+    GLOBAL_RATE_LIMIT_FILTER,
+    RATE_LIMIT_FILTER,
+    STAT_PREFIX,
+    global_rate_limit_filter,
+)
 
 ROUTER_FILTER = "envoy.filters.http.router"
 
@@ -28,6 +34,7 @@ def http_filters(li: HTTPListener) -> list[hcm.HttpFilter]:
         _filter(RATE_LIMIT_FILTER, local_rate_limit_pb2.LocalRateLimit(stat_prefix=STAT_PREFIX)),
     ]
     if li.authorization_cluster:
+        filters.append(_filter(GLOBAL_RATE_LIMIT_FILTER, global_rate_limit_filter(li.authorization_cluster)))
         filters.append(_filter(EXT_AUTHZ_FILTER, ext_authz_filter(li.authorization_cluster)))
         filters.append(_filter(WAKE_FILTER, wake_filter(li.authorization_cluster), disabled=True))
     filters.append(_filter(ROUTER_FILTER, router_pb2.Router()))

@@ -1,18 +1,23 @@
-"""Rate limits as Envoy's local token buckets: one route per limited prefix (longest first, so the
-longest prefix wins), and on it one bucket per client IP or header value, created as clients appear.
-A refused request gets 429 with Retry-After.
+"""Rate limits: one route per limited prefix (longest first, so the longest prefix wins), and on it
+one token bucket per client IP or header value, created as clients appear. A refused request gets
+429 with Retry-After.
 
-Buckets live in each Envoy: a gateway with N hosts lets a client through up to N times the rate if
-its requests are spread over all of them.
+Local limits (the default) are Envoy's local token buckets: they live in each Envoy, so a gateway
+with N hosts lets a client through up to N times the rate if its requests are spread over all of
+them. Shared limits (`scope: global`) are counted by the control plane for all of the gateway's
+Envoys (Envoy's global rate limit filter, answered by gateway_xds/ratelimit), at the price of a
+round trip per request.
 """
 
 import math
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.ratelimit.v3 import rls_pb2 as rls_config_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as global_rate_limit_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
@@ -92,4 +97,61 @@ def _action(limit: RateLimit) -> route_components_pb2.RateLimit.Action:
     # The client's address as Envoy sees it at the edge (use_remote_address).
     return route_components_pb2.RateLimit.Action(
         remote_address=route_components_pb2.RateLimit.Action.RemoteAddress()
+    )
+
+
+# -- limits shared by the gateway's Envoys ---------------------------------------------------------
+
+GLOBAL_RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit"
+GLOBAL_DOMAIN = "gatehouse"
+# Asked on every request under a shared limit; a control plane that does not answer in time lets the
+# request through rather than holding up traffic.
+GLOBAL_CHECK_TIMEOUT_MS = 500
+# Descriptor entries Envoy sends for a shared limit; gateway_xds/ratelimit reads the rule from them.
+RULE_KEY, RPS_KEY, BURST_KEY, NO_HEADER_KEY = "rule", "rps", "burst", "no_header"
+
+
+def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
+    """The filter asks the control plane only on routes that carry shared limits."""
+    return global_rate_limit_pb2.RateLimit(
+        domain=GLOBAL_DOMAIN,
+        timeout=milliseconds(GLOBAL_CHECK_TIMEOUT_MS),
+        failure_mode_deny=False,
+        rate_limit_service=rls_config_pb2.RateLimitServiceConfig(
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)
+            ),
+            transport_api_version=config_source_pb2.V3,
+        ),
+    )
+
+
+def shared_rate_limits(backend: str, limit: RateLimit) -> list[route_components_pb2.RateLimit]:
+    """The descriptors of one shared rule: the rule itself (service, prefix, rate, burst) and the
+    client (its IP, or its header value; requests without the header are one client)."""
+    rule = [
+        _generic(RULE_KEY, f"{backend}|{limit.prefix}"),
+        _generic(RPS_KEY, repr(limit.requests_per_second)),
+        _generic(BURST_KEY, str(limit.burst)),
+    ]
+    descriptors = [route_components_pb2.RateLimit(actions=[*rule, _action(limit)])]
+    if limit.key is RateLimitKey.HEADER:
+        absent = route_components_pb2.HeaderMatcher(name=limit.header, present_match=False)
+        without_header = route_components_pb2.RateLimit.Action(
+            header_value_match=route_components_pb2.RateLimit.Action.HeaderValueMatch(
+                descriptor_key=NO_HEADER_KEY,
+                descriptor_value="1",
+                expect_match=wrappers_pb2.BoolValue(value=True),
+                headers=[absent],
+            )
+        )
+        descriptors.append(route_components_pb2.RateLimit(actions=[*rule, without_header]))
+    return descriptors
+
+
+def _generic(key: str, value: str) -> route_components_pb2.RateLimit.Action:
+    return route_components_pb2.RateLimit.Action(
+        generic_key=route_components_pb2.RateLimit.Action.GenericKey(
+            descriptor_key=key, descriptor_value=value
+        )
     )

@@ -17,6 +17,7 @@ from google.protobuf import wrappers_pb2
 
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import RouteTable
+from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.resources import ROUTE, Resources
 from gateway_xds.translate.acme import CHALLENGE_PREFIX, challenge_route
@@ -24,7 +25,7 @@ from gateway_xds.translate.authz import check_config, without_checks
 from gateway_xds.translate.config_source import milliseconds, pack
 from gateway_xds.translate.cors import CORS_FILTER, cors_policy
 from gateway_xds.translate.headers import forwarded_headers
-from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, local_rate_limit
+from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, local_rate_limit, shared_rate_limits
 
 BODY_TOO_LARGE_BODY = "request body too large\n"
 # Only failures before the request reached a replica are retried, so no request runs twice.
@@ -60,13 +61,7 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
     if vhost.max_request_body_bytes:
         routes.append(_body_too_large(vhost.max_request_body_bytes))
     for limit in sorted(vhost.rate_limits, key=lambda limit: (-len(limit.prefix), limit.prefix)):
-        routes.append(
-            route_components_pb2.Route(
-                match=route_components_pb2.RouteMatch(prefix=limit.prefix),
-                route=_forward(vhost),
-                typed_per_filter_config={RATE_LIMIT_FILTER: pack(local_rate_limit(limit))},
-            )
-        )
+        routes.append(_limited(vhost, limit))
     if all(limit.prefix != "/" for limit in vhost.rate_limits):
         routes.append(
             route_components_pb2.Route(
@@ -127,6 +122,16 @@ def _forward(vhost: VirtualHost) -> route_components_pb2.RouteAction:
             )
         )
     return action
+
+
+def _limited(vhost: VirtualHost, limit: RateLimit) -> route_components_pb2.Route:
+    match = route_components_pb2.RouteMatch(prefix=limit.prefix)
+    action = _forward(vhost)
+    if limit.shared:
+        action.rate_limits.extend(shared_rate_limits(vhost.backend, limit))
+        return route_components_pb2.Route(match=match, route=action)
+    local = {RATE_LIMIT_FILTER: pack(local_rate_limit(limit))}
+    return route_components_pb2.Route(match=match, route=action, typed_per_filter_config=local)
 
 
 def _body_too_large(limit: int) -> route_components_pb2.Route:

@@ -201,6 +201,10 @@ class RateLimitConfig(_Strict):
     key: IpAddressKey | HeaderKey = Field(
         default_factory=IpAddressKey, description="ip_address (default) or {type: header, header: NAME}"
     )
+    scope: Literal["local", "global"] = Field(
+        "local",
+        description="local: each gateway host counts on its own (default); global: shared by all hosts",
+    )
 
     @field_validator("key", mode="before")
     @classmethod

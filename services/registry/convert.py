@@ -121,6 +121,7 @@ def service_message(
                 burst=limit.burst,
                 key=limit.key.type,
                 header=getattr(limit.key, "header", ""),
+                scope=limit.scope,
             )
             for limit in config.rate_limits
         ],

@@ -1,5 +1,6 @@
 """Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
-by the control plane's ext_authz server, local rate limits counted per client, CORS preflights."""
+by the control plane's ext_authz server, rate limits counted per client (by each Envoy, or shared by
+two Envoys of one gateway), CORS preflights."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class Gateway:
     port: int
     upstream: Upstream
     tokens: dict[str, str]
+    gateway_id: str
+    xds_port: int
 
     async def request(
         self,
@@ -109,7 +112,8 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) 
         envoy.start()
         try:
             await asyncio.to_thread(envoy.wait_ready)
-            yield Gateway(registry, envoy, port, upstream, {"admin": registry.admin_token})
+            tokens = {"admin": registry.admin_token}
+            yield Gateway(registry, envoy, port, upstream, tokens, reported.id, app.port)
         finally:
             envoy.stop()
             running.cancel()
@@ -186,8 +190,10 @@ async def test_model_services_answer_cors_preflights_without_a_token(gateway: Ga
     assert (await gateway.request("chat", "/v1/models", headers={"Origin": origin})).status == 401
 
 
-async def burst(gateway: Gateway, count: int, path: str, **options: Any) -> list[Answer]:
-    return [await gateway.request("limited", path, **options) for _ in range(count)]
+async def burst(
+    gateway: Gateway, count: int, path: str, service: str = "limited", **options: Any
+) -> list[Answer]:
+    return [await gateway.request(service, path, **options) for _ in range(count)]
 
 
 def statuses(answers: list[Answer]) -> list[int]:
@@ -224,3 +230,53 @@ async def test_rate_limits_count_each_client_against_its_prefix(gateway: Gateway
     assert statuses(await burst(gateway, 3, "/keyed/x")) == [200, 200, 429]
     # The longest prefix wins.
     assert statuses(await burst(gateway, 4, "/keyed/more/x")) == [200] * 3 + [429]
+
+
+async def test_shared_rate_limits_hold_across_the_gateways_envoys(
+    gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    limits = [
+        {"prefix": "/", "rps": ONE_A_MINUTE, "burst": 5, "scope": "global"},
+        {
+            "prefix": "/keyed",
+            "rps": ONE_A_MINUTE,
+            "burst": 1,
+            "key": {"type": "header", "header": "X-Client"},
+            "scope": "global",
+        },
+    ]
+    await gateway.registry.driver.service("shared", "pol", 8000, rate_limits=limits)
+    await gateway.registry.driver.replica("shared", "shared-0", f"127.0.0.1:{gateway.upstream.port}")
+
+    async def from_elsewhere() -> Answer:
+        return await gateway.request("shared", "/probe", source="127.0.0.3")
+
+    await gateway.until(from_elsewhere, 200, "the service with shared limits")
+    # A second Envoy of the gateway on the same port: the kernel spreads connections over both
+    # (SO_REUSEPORT, Envoy's default), and each new connection may land on either.
+    binary = envoy_binary()
+    assert binary is not None
+    params = BootstrapParams(gateway.gateway_id, 1, "127.0.0.1", gateway.xds_port, admin_port=free_port())
+    second = EnvoyProcess(binary, tmp_path_factory.mktemp("policies-envoy-1"), render_bootstrap(params))
+    second.start()
+    try:
+        await asyncio.to_thread(second.wait_ready)
+        await gateway.until(lambda: gateway.request("shared", "/probe", source="127.0.0.4"), 200, "2nd Envoy")
+
+        def served(envoy: EnvoyProcess) -> int:
+            return sum(v for k, v in envoy.stats("cluster.svc_main_shared.upstream_rq_total").items())
+
+        before = (served(gateway.envoy), served(second))
+        answers = await burst(gateway, 24, "/probe", "shared")
+        # burst + 1 for the client whichever Envoy it reached, then 429 with the time to the next token.
+        assert statuses(answers) == [200] * 6 + [429] * 18, (statuses(answers), second.log()[-2000:])
+        assert all(a.headers["retry-after"] in ("59", "60") for a in answers[6:])
+        after = (served(gateway.envoy), served(second))
+        assert after[0] > before[0] and after[1] > before[1], "both Envoys took requests"
+        # Per header value, and requests without it as one client, across both Envoys.
+        for client in ("a", "b"):
+            keyed = await burst(gateway, 8, "/keyed/x", "shared", headers={"X-Client": client})
+            assert statuses(keyed) == [200, 200] + [429] * 6
+        assert statuses(await burst(gateway, 8, "/keyed/x", "shared")) == [200, 200] + [429] * 6
+    finally:
+        second.stop()

@@ -150,6 +150,10 @@ async def test_a_nameless_configuration_is_found_again_by_its_source(tenant: Ten
             "more than once",
         ),
         ({"type": "service", "name": "svc-rps", "port": 80, "rate_limits": [{"rps": 0.001}]}, "rps"),
+        (
+            {"type": "service", "name": "svc-rs", "port": 80, "rate_limits": [{"rps": 1, "scope": "all"}]},
+            "'local' or 'global'",
+        ),
         (local_gateway("gw-acm", certificate={"type": "acm", "arn": "arn:x"}), "aws backend only"),
         (local_gateway("gw-it", instance_type="t3.large"), "no instance types"),
         ({"type": "service", "name": "svc-port", "port": "80:80:80"}, "is not a port"),
