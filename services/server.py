@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gatehouse.client.connection import Stubs
@@ -16,14 +16,16 @@ from gateway_xds.app import XdsApp
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.common.auth import Authenticator
+from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import InternalCA, xds_server_credentials
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
 from services.provisioner.app import build_provisioner, public_xds_endpoint
 from services.provisioner.app import registrations as provisioner_registrations
-from services.provisioner.hosts.startup import JoinEndpoint
-from services.provisioner.join import JOIN_PATH, JoinServer, JoinSetup, JoinTokens
+from services.provisioner.hosts.identity import JoinEndpoint
+from services.provisioner.join import JoinServer, JoinSetup, JoinTokens
+from services.provisioner.reconciler import Provisioner
 from services.registry.app import Registry
 
 log = logging.getLogger("gatehouse")
@@ -91,16 +93,10 @@ async def serve_all(settings: Settings) -> None:
     stubs = Stubs.connect(client_address, system_token(settings))
     # Envoys reach gateway_xds over mTLS with client certificates of this CA.
     ca = InternalCA.load_or_create(settings.server_dir / "ca", registry.ctx.cipher)
-    public_host = public_xds_endpoint(settings, settings.xds_port).host
-    credentials = xds_server_credentials(ca, [settings.xds_host, public_host])
-    xds = XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials)
-    # Cloud hosts trade a join token from their startup data for a client certificate here.
-    tokens = JoinTokens(settings.server_dir / "join-tokens.json")
-    join_server = JoinServer(ca, tokens, [settings.xds_host, public_host])
-    await join_server.start(settings.xds_host, settings.join_port)
-    join_url = f"https://{_url_host(public_host)}:{join_server.port}{JOIN_PATH}"
-    join = JoinSetup(tokens, JoinEndpoint(join_url, ca.certificate_pem.decode()))
+    xds = _xds_app(settings, stubs, ca)
+    join_server, join = await _start_join(settings, ca)
     provisioner = build_provisioner(settings, stubs, xds.port, ca, join)
+    join_server.renewable = _renewable(provisioner)
     certificates = build_certificates(stubs)
     registrations = (
         registry.registrations()
@@ -124,6 +120,36 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _internal_ca(settings: Settings) -> InternalCA:
+    """The CA every process of a split deployment shares: `$GATEHOUSE_HOME/server/ca`, its key
+    encrypted with the registry's key (`GATEHOUSE_ENCRYPTION_KEY`, or the registry's key file)."""
+    cipher = Cipher(load_or_create_key(settings.server_dir / "encryption.key"))
+    return InternalCA.load_or_create(settings.server_dir / "ca", cipher)
+
+
+def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
+    """gateway_xds over TLS requiring a client certificate of `ca` naming the caller's gateway."""
+    public_host = public_xds_endpoint(settings, settings.xds_port).host
+    credentials = xds_server_credentials(ca, [settings.xds_host, public_host])
+    return XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials)
+
+
+async def _start_join(settings: Settings, ca: InternalCA) -> tuple[JoinServer, JoinSetup]:
+    """Where gateway hosts trade the join token from their startup data for a client certificate,
+    and renew it: on the xDS host, at `GATEHOUSE_JOIN_PORT`."""
+    public_host = public_xds_endpoint(settings, settings.xds_port).host
+    tokens = JoinTokens(settings.server_dir / "join-tokens.json")
+    join_server = JoinServer(ca, tokens, [settings.xds_host, public_host])
+    await join_server.start(settings.xds_host, settings.join_port)
+    join_url = f"https://{_url_host(public_host)}:{join_server.port}"
+    return join_server, JoinSetup(tokens, JoinEndpoint(join_url, ca.certificate_pem.decode()))
+
+
+def _renewable(provisioner: Provisioner) -> Callable[[str], bool]:
+    """A host renews its certificate only while its gateway exists."""
+    return lambda gateway_id: gateway_id in provisioner.mirror.gateways
+
+
 async def serve_one(settings: Settings, role: str, registry_address: str | None) -> None:
     """One service as its own process (docker-compose runs them like this)."""
     if role == "registry":
@@ -137,13 +163,20 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     address = registry_address or os.environ.get("GATEHOUSE_REGISTRY") or settings.api_address
     stubs = Stubs.connect(address, system_token(settings))
     authenticator: Authenticator = RegistryAuthenticator(address)
+    # gateway_xds and the provisioner share the internal CA, as in `gatehouse server`: Envoys connect
+    # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
-        xds = XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}")
-        print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port}", flush=True)
+        xds = _xds_app(settings, stubs, _internal_ca(settings))
+        print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS)", flush=True)
         await _until_stopped([xds.run()], [stubs.close()])
         return
+    cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":
-        provisioner = build_provisioner(settings, stubs, settings.xds_port)
+        ca = _internal_ca(settings)
+        join_server, join = await _start_join(settings, ca)
+        cleanup.append(join_server.stop())
+        provisioner = build_provisioner(settings, stubs, settings.xds_port, ca, join)
+        join_server.renewable = _renewable(provisioner)
         tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run()]
         extra = provisioner_registrations(provisioner, stubs, settings)
     else:
@@ -153,4 +186,4 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     server, port = bind_server(authenticator, settings.api_address)
     await start_server(server, extra)
     print(f"Gatehouse {role} is running on {settings.api_host}:{port}", flush=True)
-    await _until_stopped(tasks, [server.stop(1.0), stubs.close()])
+    await _until_stopped(tasks, [server.stop(1.0), *cleanup, stubs.close()])

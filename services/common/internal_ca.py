@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
+import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +32,19 @@ CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=30)
 # Back-dated a little so a host whose clock lags still accepts a fresh certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+# How long a process waits for the CA another process is writing at the same time.
+CREATION_WAIT_SECONDS = 10.0
 
 
 def gateway_uri(gateway_id: str) -> str:
     return GATEWAY_URI_PREFIX + gateway_id
+
+
+def gateway_of_uri(uri: str) -> str | None:
+    """The gateway a certificate's URI SAN names, None for any other URI."""
+    if uri.startswith(GATEWAY_URI_PREFIX) and len(uri) > len(GATEWAY_URI_PREFIX):
+        return uri[len(GATEWAY_URI_PREFIX) :]
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,28 +80,62 @@ def _subject_alt_name(name: str) -> x509.GeneralName:
 
 
 class InternalCA:
-    def __init__(self, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(
+        self,
+        certificate: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        leaf_validity: datetime.timedelta = LEAF_VALIDITY,
+    ) -> None:
+        """`leaf_validity`: how long the certificates it issues last (tests make short-lived ones)."""
         self._certificate = certificate
         self._key = key
+        self._leaf_validity = leaf_validity
 
     @classmethod
     def load_or_create(cls, directory: Path, cipher: Cipher) -> InternalCA:
+        """The CA kept in `directory`, made there first if there is none.
+
+        Every process of a split deployment (gateway_xds, provisioner) calls this on the same
+        directory, possibly at the same moment: the key is published with an exclusive link, so one
+        CA wins and the others load it.
+        """
         certificate_file, key_file = directory / "ca.pem", directory / "ca.key.enc"
-        if certificate_file.exists() and key_file.exists():
-            certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
-            key = serialization.load_pem_private_key(cipher.decrypt(key_file.read_bytes()).encode(), None)
-            assert isinstance(key, ec.EllipticCurvePrivateKey)
-            return cls(certificate, key)
-        ca = cls.create()
-        directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(cipher.encrypt(_key_pem(ca._key).decode()))
-        certificate_file.write_bytes(ca.certificate_pem)
-        return ca
+        if not key_file.exists():
+            cls._create_in(directory, cipher)
+        deadline = time.monotonic() + CREATION_WAIT_SECONDS
+        while not certificate_file.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"error: the internal CA in {directory} has a key but no certificate (ca.pem): "
+                    "restore it, or remove the directory to make a new CA (every gateway then gets "
+                    "new client certificates)"
+                )
+            time.sleep(0.05)
+        certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
+        key = serialization.load_pem_private_key(cipher.decrypt(key_file.read_bytes()).encode(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return cls(certificate, key)
 
     @classmethod
-    def create(cls) -> InternalCA:
+    def _create_in(cls, directory: Path, cipher: Cipher) -> None:
+        ca = cls.create()
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=directory))
+        try:
+            descriptor = os.open(staging / "ca.key.enc", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(cipher.encrypt(_key_pem(ca._key).decode()))
+            (staging / "ca.pem").write_bytes(ca.certificate_pem)
+            try:
+                os.link(staging / "ca.key.enc", directory / "ca.key.enc")
+            except FileExistsError:
+                return  # another process made the CA first: its certificate follows its key
+            os.replace(staging / "ca.pem", directory / "ca.pem")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    def create(cls, leaf_validity: datetime.timedelta = LEAF_VALIDITY) -> InternalCA:
         key = _new_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Gatehouse internal CA")])
         certificate = (
@@ -107,7 +153,7 @@ class InternalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        return cls(certificate, key)
+        return cls(certificate, key, leaf_validity)
 
     @property
     def certificate_pem(self) -> bytes:
@@ -168,7 +214,7 @@ class InternalCA:
             .public_key(public_key)
             .serial_number(int(uuid.uuid4()))
             .not_valid_before(_now() - CLOCK_SKEW)
-            .not_valid_after(_now() + LEAF_VALIDITY)
+            .not_valid_after(_now() + self._leaf_validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
 
+# Where gateway hosts join and renew their xDS client certificate: fixed, since a host keeps the
+# address it was given for as long as it lives (API 50051, xDS 50052).
+DEFAULT_JOIN_PORT = 50055
+
 
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -41,8 +45,9 @@ class Settings:
     replica_ttl: float = 30.0
     # host:port where cloud gateway hosts reach gateway_xds; empty: the xDS listen address.
     xds_public_address: str = ""
-    # Where cloud hosts exchange their join token (HTTPS, on the xDS host; 0 picks a free port).
-    join_port: int = 0
+    # Where gateway hosts exchange their join token and renew (HTTPS, on the xDS host; 0 picks a free
+    # port, which only suits tests: a host cannot follow it across restarts).
+    join_port: int = DEFAULT_JOIN_PORT
 
     @property
     def server_dir(self) -> Path:
@@ -70,5 +75,5 @@ class Settings:
             watch_history=_int_env("GATEHOUSE_WATCH_HISTORY", 100_000),
             replica_ttl=float(_int_env("GATEHOUSE_REPLICA_TTL", 30)),
             xds_public_address=os.environ.get("GATEHOUSE_XDS_PUBLIC_ADDRESS", ""),
-            join_port=_int_env("GATEHOUSE_JOIN_PORT", 0),
+            join_port=_int_env("GATEHOUSE_JOIN_PORT", DEFAULT_JOIN_PORT),
         )

@@ -32,6 +32,9 @@ class XdsTls:
     key_file: str
     ca_file: str
     server_name: str
+    # A file-based SDS resource naming the certificate and key files (`sds_resource`): Envoy then
+    # watches them and takes a renewed certificate without a restart. None: read once at start.
+    sds_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,30 +52,44 @@ class BootstrapParams:
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 UPSTREAM_TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+TLS_SECRET = "envoy.extensions.transport_sockets.tls.v3.Secret"
+CLIENT_SECRET_NAME = "gatehouse_xds_client"
+
+
+def _tls_certificate(tls: XdsTls) -> dict[str, Any]:
+    return {
+        "certificate_chain": {"filename": tls.certificate_file},
+        "private_key": {"filename": tls.key_file},
+    }
+
+
+def sds_resource(tls: XdsTls) -> dict[str, Any]:
+    """The content of `tls.sds_file`: the client certificate as an SDS secret made of file names.
+
+    Envoy watches the files' directory, so replacing them (one rename) rotates the certificate.
+    """
+    secret = {"@type": f"type.googleapis.com/{TLS_SECRET}", "name": CLIENT_SECRET_NAME}
+    return {"resources": [{**secret, "tls_certificate": _tls_certificate(tls)}]}
 
 
 def _transport_socket(tls: XdsTls) -> dict[str, Any]:
     """mTLS to gateway_xds: present the gateway's certificate, accept only the CA's server name."""
+    common: dict[str, Any] = {"alpn_protocols": ["h2"]}
+    if tls.sds_file is None:
+        common["tls_certificates"] = [_tls_certificate(tls)]
+    else:
+        source = {"path_config_source": {"path": tls.sds_file}, "resource_api_version": "V3"}
+        common["tls_certificate_sds_secret_configs"] = [{"name": CLIENT_SECRET_NAME, "sds_config": source}]
+    common["validation_context"] = {
+        "trusted_ca": {"filename": tls.ca_file},
+        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.server_name}}],
+    }
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": f"type.googleapis.com/{UPSTREAM_TLS_CONTEXT}",
             "sni": tls.server_name,
-            "common_tls_context": {
-                "alpn_protocols": ["h2"],
-                "tls_certificates": [
-                    {
-                        "certificate_chain": {"filename": tls.certificate_file},
-                        "private_key": {"filename": tls.key_file},
-                    }
-                ],
-                "validation_context": {
-                    "trusted_ca": {"filename": tls.ca_file},
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
-                    ],
-                },
-            },
+            "common_tls_context": common,
         },
     }
 

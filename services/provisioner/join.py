@@ -1,10 +1,12 @@
-"""Join tokens: how a cloud gateway host gets its xDS client certificate without a long-lived key in
-its instance metadata.
+"""Join tokens: how a gateway host (cloud VM or Kubernetes pod) gets its xDS client certificate
+without a long-lived key in its instance metadata, and renews it.
 
 The provisioner issues one single-use, expiring token per host and puts it in the host's startup
-data; at first boot the host makes its own key and POSTs a certificate request with the token to
-`/v1/join` over HTTPS (the internal CA's server certificate), and gets back a client certificate
-naming its gateway. Only the tokens' SHA-256 is stored.
+data (or its pod's Secret); at first boot the host makes its own key and POSTs a certificate request
+with the token to `/v1/join` over HTTPS (the internal CA's server certificate), and gets back a
+client certificate naming its gateway. Before that certificate ends, the host POSTs a request for a
+new key to `/v1/renew`, presenting the current certificate (mTLS) as its proof. Only the tokens'
+SHA-256 is stored. The host's side is `hosts/identity.py`.
 """
 
 from __future__ import annotations
@@ -12,20 +14,24 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import secrets
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from services.common.internal_ca import InternalCA
-from services.provisioner.hosts.startup import JoinEndpoint
+from services.common.internal_ca import InternalCA, gateway_of_uri
+from services.provisioner.hosts.identity import JOIN_PATH, RENEW_PATH, JoinEndpoint
 
-JOIN_PATH = "/v1/join"
+log = logging.getLogger(__name__)
+
 TOKEN_LIFETIME = datetime.timedelta(hours=2)
 # Certificate requests are a few hundred bytes.
 MAX_REQUEST_BYTES = 16 << 10
@@ -50,7 +56,11 @@ def _now() -> datetime.datetime:
 
 
 class JoinTokens:
-    """Kept in a file readable by its owner only: token hash → the host it is for and its expiry."""
+    """Kept in a file readable by its owner only: token hash → the host it is for and its expiry.
+
+    Backends issue tokens from worker threads while the join endpoint redeems them on the event
+    loop: every read-modify-write holds one lock.
+    """
 
     def __init__(
         self,
@@ -61,23 +71,35 @@ class JoinTokens:
         self._path = path
         self._lifetime = lifetime
         self._clock = clock
+        self._lock = threading.Lock()
 
     def issue(self, gateway_id: str, host_index: int) -> str:
         token = secrets.token_urlsafe(32)
-        entries = self._live_entries()
-        expires = self._clock() + self._lifetime
-        entries[_digest(token)] = {"gateway": gateway_id, "host": host_index, "expires": expires.isoformat()}
-        self._save(entries)
+        with self._lock:
+            entries = self._live_entries()
+            expires = self._clock() + self._lifetime
+            entries[_digest(token)] = {
+                "gateway": gateway_id,
+                "host": host_index,
+                "expires": expires.isoformat(),
+            }
+            self._save(entries)
         return token
+
+    def is_live(self, token: str) -> bool:
+        """Whether the token can still be redeemed (not used, not expired)."""
+        with self._lock:
+            return _digest(token) in self._live_entries()
 
     def redeem(self, token: str) -> JoinClaim:
         """The host the token was issued for; the token cannot be used again."""
-        entries = self._live_entries()
-        entry = entries.pop(_digest(token), None)
-        self._save(entries)
+        with self._lock:
+            entries = self._live_entries()
+            entry = entries.pop(_digest(token), None)
+            self._save(entries)
         if entry is None:
             raise JoinRefusedError("the join token is unknown, used or expired")
-        return JoinClaim(gateway_id=str(entry["gateway"]), host_index=int(entry["host"]))
+        return JoinClaim(gateway_id=str(entry["gateway"]), host_index=int(str(entry["host"])))
 
     def _live_entries(self) -> dict[str, dict[str, object]]:
         try:
@@ -109,7 +131,11 @@ class JoinSetup:
 
 
 def server_ssl_context(ca: InternalCA, hosts: list[str]) -> ssl.SSLContext:
-    """TLS with the internal CA's server certificate (hosts trust the CA, which is public)."""
+    """TLS with the internal CA's server certificate (hosts trust the CA, which is public).
+
+    A client certificate is asked for but optional: joining hosts have none yet (their token is the
+    proof), renewing hosts present theirs, verified against the CA.
+    """
     issued = ca.server_certificate(hosts)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # ssl loads keys from files only: the key lives in a private temporary file for the call.
@@ -120,10 +146,34 @@ def server_ssl_context(ca: InternalCA, hosts: list[str]) -> ssl.SSLContext:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(issued.key_pem)
         context.load_cert_chain(certificate_file, key_file)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cadata=ca.certificate_pem.decode())
     return context
 
 
-def join_application(ca: InternalCA, tokens: JoinTokens) -> web.Application:
+def _peer_gateway(request: web.Request) -> str | None:
+    """The gateway named by the verified client certificate, if the client presented one."""
+    transport = request.transport
+    peer: dict[str, Any] | None = transport.get_extra_info("peercert") if transport else None
+    for kind, value in (peer or {}).get("subjectAltName", ()):
+        if kind == "URI" and (gateway_id := gateway_of_uri(value)) is not None:
+            return gateway_id
+    return None
+
+
+def _sign(ca: InternalCA, csr: bytes, gateway_id: str) -> web.Response:
+    try:
+        certificate = ca.sign_request(csr, gateway_id)
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=f"not a certificate request: {error}\n") from None
+    return web.Response(body=certificate, content_type="application/x-pem-file")
+
+
+def join_application(
+    ca: InternalCA, tokens: JoinTokens, renewable: Callable[[str], bool] | None = None
+) -> web.Application:
+    """`renewable(gateway_id)`: whether the gateway still exists (None: every gateway of the CA)."""
+
     async def join(request: web.Request) -> web.Response:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -133,29 +183,54 @@ def join_application(ca: InternalCA, tokens: JoinTokens) -> web.Application:
             claim = tokens.redeem(token.strip())
         except JoinRefusedError as error:
             raise web.HTTPUnauthorized(text=f"{error}\n") from None
-        try:
-            certificate = ca.sign_request(csr, claim.gateway_id)
-        except ValueError as error:
-            raise web.HTTPBadRequest(text=f"not a certificate request: {error}\n") from None
-        return web.Response(body=certificate, content_type="application/x-pem-file")
+        log.info("gateway %s host %d joined", claim.gateway_id, claim.host_index)
+        return _sign(ca, csr, claim.gateway_id)
+
+    async def renew(request: web.Request) -> web.Response:
+        gateway_id = _peer_gateway(request)
+        if gateway_id is None:
+            raise web.HTTPUnauthorized(text="renewing needs the current client certificate of a gateway\n")
+        if renewable is not None and not renewable(gateway_id):
+            raise web.HTTPForbidden(text=f"gateway {gateway_id} does not exist\n")
+        return _sign(ca, await request.read(), gateway_id)
 
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.router.add_post(JOIN_PATH, join)
+    app.router.add_post(RENEW_PATH, renew)
     return app
 
 
 class JoinServer:
-    """The HTTPS endpoint hosts exchange their join token at."""
+    """The HTTPS endpoint hosts exchange their join token at, and renew their certificate at."""
 
-    def __init__(self, ca: InternalCA, tokens: JoinTokens, hosts: list[str]) -> None:
-        self._runner = web.AppRunner(join_application(ca, tokens), access_log=None)
+    def __init__(
+        self,
+        ca: InternalCA,
+        tokens: JoinTokens,
+        hosts: list[str],
+        renewable: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`renewable` may be set later (the provisioner that knows the gateways is built after)."""
+        self.renewable = renewable
+        app = join_application(ca, tokens, lambda gateway_id: self._renewable(gateway_id))
+        self._runner = web.AppRunner(app, access_log=None)
         self._ssl = server_ssl_context(ca, hosts)
         self.port = 0
+
+    def _renewable(self, gateway_id: str) -> bool:
+        return self.renewable is None or self.renewable(gateway_id)
 
     async def start(self, host: str, port: int) -> None:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl, reuse_port=False)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self._runner.cleanup()
+            raise SystemExit(
+                f"error: cannot listen for joining gateway hosts on {host}:{port}: {error.strerror} "
+                "(set GATEHOUSE_JOIN_PORT)"
+            ) from None
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:

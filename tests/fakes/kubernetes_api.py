@@ -1,17 +1,23 @@
 """A wire-level fake of the Kubernetes API server for the objects a gateway needs (namespaces,
 secrets, deployments, services) with the controllers' part played too: deployments become
-available, a LoadBalancer service gets an ingress address from the "cloud" (or never, on a cluster
-without a load balancer provider), a deleted namespace terminates and takes its objects with it.
+available (or not, when `pods_available` is off: pods that cannot start), a LoadBalancer service
+gets an ingress address from the "cloud" (or never, on a cluster without a load balancer provider),
+a deleted namespace terminates and takes its objects with it.
 
 Bodies are the documented types (kubernetes 37.x validates every response with pydantic); errors
-are `Status` objects with the API server's reasons and messages."""
+are `Status` objects with the API server's reasons and messages. Secrets and Deployments are checked
+the way the API server validates them (`validate`), for what a gateway's manifests use: a manifest
+the client's models accept but a cluster would refuse is refused here too (422 Invalid)."""
 
 # ruff: noqa: E501 - messages are the API server's, verbatim
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import itertools
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -49,6 +55,140 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?")
+_VOLUME_SOURCES = ("secret", "emptyDir", "configMap", "projected", "hostPath", "persistentVolumeClaim")
+_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _quantity(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(\D*)", value).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def _invalid(kind: str, name: str, problems: list[str]) -> HttpError:
+    return status_error(422, "Invalid", f'{kind} "{name}" is invalid: ' + ", ".join(problems))
+
+
+def _validate_secret(body: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, value in (body.get("data") or {}).items():
+        if not _SECRET_KEY.fullmatch(key):
+            problems.append(
+                f'data[{key}]: Invalid value: "{key}": a valid config key must consist of '
+                "alphanumeric characters, '-', '_' or '.'"
+            )
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"data[{key}]: Invalid value: illegal base64 data")
+    return problems
+
+
+def _validate_container(path: str, container: dict[str, Any], volumes: set[str]) -> list[str]:
+    problems = []
+    name = container.get("name", "")
+    if not _DNS_LABEL.fullmatch(name):
+        problems.append(
+            f"{path}.name: Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+        )
+    if not container.get("image"):
+        problems.append(f"{path}.image: Required value")
+    mount_paths: set[str] = set()
+    for index, mount in enumerate(container.get("volumeMounts") or []):
+        if mount.get("name") not in volumes:
+            problems.append(f'{path}.volumeMounts[{index}].name: Not found: "{mount.get("name")}"')
+        if mount.get("mountPath") in mount_paths:
+            problems.append(
+                f'{path}.volumeMounts[{index}].mountPath: Invalid value: "{mount.get("mountPath")}": must be unique'
+            )
+        mount_paths.add(mount.get("mountPath", ""))
+    for index, port in enumerate(container.get("ports") or []):
+        if not 0 < port.get("containerPort", 0) < 65536:
+            problems.append(
+                f"{path}.ports[{index}].containerPort: Invalid value: {port.get('containerPort')}: must be between 1 and 65535, inclusive"
+            )
+    resources = container.get("resources") or {}
+    for resource, limit in (resources.get("limits") or {}).items():
+        request = (resources.get("requests") or {}).get(resource)
+        if request is not None and _quantity(request) > _quantity(limit):
+            problems.append(
+                f'{path}.resources.requests: Invalid value: "{request}": must be less than or equal to {resource} limit of {limit}'
+            )
+    return problems
+
+
+def _validate_deployment(body: dict[str, Any]) -> list[str]:
+    spec = body.get("spec") or {}
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
+    problems = []
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not selector:
+        problems.append("spec.selector: Required value")
+    elif any(labels.get(key) != value for key, value in selector.items()):
+        problems.append(
+            "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"
+        )
+    volumes: set[str] = set()
+    for index, volume in enumerate(pod.get("volumes") or []):
+        path, name = f"spec.template.spec.volumes[{index}]", volume.get("name", "")
+        if not _DNS_LABEL.fullmatch(name):
+            problems.append(
+                f"{path}.name: Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
+            )
+        if name in volumes:
+            problems.append(f'{path}.name: Duplicate value: "{name}"')
+        volumes.add(name)
+        sources = [source for source in _VOLUME_SOURCES if source in volume]
+        if len(sources) != 1:
+            problems.append(f"{path}: Invalid value: must specify exactly 1 volume type")
+        mode = (volume.get("secret") or {}).get("defaultMode")
+        if mode is not None and not 0 <= mode <= 0o777:
+            problems.append(
+                f"{path}.secret.defaultMode: Invalid value: {mode}: must be a number between 0 and 0777 (octal), both inclusive"
+            )
+        empty_dir = volume.get("emptyDir")
+        if empty_dir is not None:
+            if empty_dir.get("medium", "") not in ("", "Memory", "HugePages"):
+                problems.append(f'{path}.emptyDir.medium: Unsupported value: "{empty_dir["medium"]}"')
+            limit = empty_dir.get("sizeLimit")
+            if limit is not None and not _QUANTITY.fullmatch(str(limit)):
+                problems.append(
+                    f'{path}.emptyDir.sizeLimit: Invalid value: "{limit}": quantities must match the regular expression'
+                )
+    names: set[str] = set()
+    if not pod.get("containers"):
+        problems.append("spec.template.spec.containers: Required value")
+    for field_name in ("initContainers", "containers"):
+        for index, container in enumerate(pod.get(field_name) or []):
+            path = f"spec.template.spec.{field_name}[{index}]"
+            problems += _validate_container(path, container, volumes)
+            if container.get("name") in names:
+                problems.append(f'{path}.name: Duplicate value: "{container.get("name")}"')
+            names.add(container.get("name", ""))
+    if pod.get("restartPolicy", "Always") != "Always":
+        problems.append(
+            f'spec.template.spec.restartPolicy: Unsupported value: "{pod["restartPolicy"]}": supported values: "Always"'
+        )
+    return problems
+
+
+def validate(resource: str, body: dict[str, Any]) -> None:
+    """What the API server checks on create and replace, for the fields a gateway's objects use."""
+    name = (body.get("metadata") or {}).get("name", "")
+    if resource == "secrets":
+        problems = _validate_secret(body)
+    elif resource == "deployments":
+        problems = _validate_deployment(body)
+    else:
+        problems = []
+    if problems:
+        raise _invalid(KINDS[resource][1] + (".apps" if resource == "deployments" else ""), name, problems)
+
+
 def _selected(labels: dict[str, str], selector: str | None) -> bool:
     for term in filter(None, (selector or "").split(",")):
         key, _, value = term.partition("=")
@@ -63,6 +203,8 @@ class FakeKubernetes:
     # What the cluster's load balancer provider hands out: an IP, a hostname, or nothing at all.
     load_balancer: str | None = "ip"
     load_balancer_quota: int = 10
+    # Off: deployments' pods never become available (an image that cannot be pulled, a node lost).
+    pods_available: bool = True
     url: str = ""
     router: Router = field(default_factory=Router)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -114,9 +256,11 @@ class FakeKubernetes:
                     "observedGeneration": obj["metadata"]["generation"],
                     "replicas": replicas,
                     "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
                 }
+                if self.pods_available:
+                    obj["status"].update(readyReplicas=replicas, availableReplicas=replicas)
+                else:
+                    obj["status"]["unavailableReplicas"] = replicas
             balancer = kind == "services" and obj["spec"].get("type") == "LoadBalancer"
             if balancer and self.load_balancer and not obj["status"]["loadBalancer"].get("ingress"):
                 number = next(self.addresses)
@@ -185,6 +329,7 @@ class FakeKubernetes:
         self._authorize(request)
         body = request.body
         name = body["metadata"]["name"]
+        validate(resource, body)
         if namespace:
             self._namespace_usable(namespace, name, resource)
         if (resource, namespace, name) in self.objects:
@@ -287,6 +432,7 @@ class FakeKubernetes:
                     namespace, name = request.params["namespace"], request.params["name"]
                     existing = self._found(resource, namespace, name)
                     body = request.body
+                    validate(resource, body)
                     sent = body.get("metadata", {}).get("resourceVersion")
                     if sent and sent != existing["metadata"]["resourceVersion"]:
                         raise status_error(

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import signal
+import ssl
 import subprocess
 import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.crypto import Cipher, load_or_create_key
+from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.probes import free_port
+from services.provisioner.hosts.identity import JOIN_PATH
 from tests.support.databases import database_url
 from tests.support.http import fetch
 from tests.support.server import GATEHOUSE
@@ -28,13 +35,14 @@ pytestmark = pytest.mark.real
 async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("split-home")
     async with database_url("postgresql", home) as url:
-        registry_port, xds_port = free_port(), free_port()
+        registry_port, xds_port, join_port = free_port(), free_port(), free_port()
         env = dict(os.environ)
         env.update(
             GATEHOUSE_HOME=str(home),
             GATEHOUSE_DB_URL=url,
             GATEHOUSE_REGISTRY=f"127.0.0.1:{registry_port}",
             GATEHOUSE_XDS_PORT=str(xds_port),
+            GATEHOUSE_JOIN_PORT=str(join_port),
             GATEHOUSE_LOCAL_HTTP_PORT=str(free_port()),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
@@ -60,6 +68,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
                     while not (home / "config.yml").exists() and time.monotonic() < deadline:
                         await asyncio.sleep(0.05)
             env["_HOME"] = str(home)
+            env["_JOIN_PORT"] = str(join_port)
             yield env
         finally:
             for process in processes:
@@ -102,3 +111,52 @@ def test_skeleton_scenario_across_four_processes(split: dict[str, str], tmp_path
     assert fetch(f"http://127.0.0.1:{gateway_port}/")[0] == 401  # auth: true is the default
     assert _cli(split, "delete", "-f", str(service), "-y").returncode == 0
     assert _cli(split, "delete", "-f", str(gateway), "-y").returncode == 0
+
+
+def _health(port: int, credentials: grpc.ChannelCredentials | None) -> str:
+    """gateway_xds's health check answer over plain text (None) or TLS, else the error's code."""
+    options = [("grpc.ssl_target_name_override", XDS_SERVER_NAME)]
+    address = f"127.0.0.1:{port}"
+    channel = (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(address, credentials, options)
+    )
+    with channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError as error:
+            return str(error.code())  # type: ignore[attr-defined]
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+
+def test_split_xds_requires_client_certificates_of_the_ca_the_provisioner_signs_with(
+    split: dict[str, str],
+) -> None:
+    """As in `gatehouse server`: gateway_xds serves mTLS with the internal CA, which the provisioner
+    shares (local Envoys get certificates of it, cloud hosts join at its join endpoint)."""
+    home = Path(split["_HOME"])
+    xds_port = int(split["GATEHOUSE_XDS_PORT"])
+    cipher = Cipher(load_or_create_key(home / "server" / "encryption.key"))
+    ca = InternalCA.load_or_create(home / "server" / "ca", cipher)
+    gateway = ca.client_certificate("split-health")
+    assert _health(xds_port, gateway_channel_credentials(gateway)) == "SERVING"
+    assert _health(xds_port, None) == "StatusCode.UNAVAILABLE"
+    without_certificate = grpc.ssl_channel_credentials(ca.certificate_pem)
+    assert _health(xds_port, without_certificate) == "StatusCode.UNAVAILABLE"
+    other = InternalCA.create().client_certificate("split-health")
+    other_credentials = grpc.ssl_channel_credentials(ca.certificate_pem, other.key_pem, other.certificate_pem)
+    assert _health(xds_port, other_credentials) == "StatusCode.UNAVAILABLE"
+
+    # The provisioner's join endpoint answers with a certificate of the same CA.
+    context = ssl.create_default_context(cadata=ca.certificate_pem.decode())
+    context.check_hostname = False
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", int(split["_JOIN_PORT"]), context=context, timeout=10
+    )
+    try:
+        connection.request("POST", JOIN_PATH, body=b"", headers={"Authorization": "Bearer not-a-token"})
+        answer = connection.getresponse()
+        assert (answer.status, answer.read()) == (401, b"the join token is unknown, used or expired\n")
+    finally:
+        connection.close()

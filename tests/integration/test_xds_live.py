@@ -39,9 +39,11 @@ from gateway_xds.testing.load import LoadLoop
 from gateway_xds.testing.registry_driver import RegistryDriver
 from gateway_xds.testing.upstream import Upstream
 from gateway_xds.translate.local_replies import NO_SERVICE_BODY
+from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
+from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.settings import Settings
-from services.provisioner.envoy_bootstrap import BootstrapParams, node_id, render_bootstrap
+from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, node_id, render_bootstrap
 from services.registry.app import Registry
 from tests.support.real import require_real
 
@@ -120,8 +122,19 @@ class XdsProcess:
     def log(self) -> str:
         return (self._home / "xds.log").read_text(errors="replace")
 
+    async def ca(self) -> InternalCA:
+        """The internal CA `gatehouse xds` makes in its home on first start: it serves mTLS with it."""
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            while not (self._home / "server" / "ca" / "ca.pem").exists():
+                assert self.process is not None and self.process.poll() is None, self.log()
+                await asyncio.sleep(0.05)
+        cipher = Cipher(load_or_create_key(self._home / "server" / "encryption.key"))
+        return InternalCA.load_or_create(self._home / "server" / "ca", cipher)
+
     async def wait_serving(self) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+        credentials = gateway_channel_credentials((await self.ca()).client_certificate("health"))
+        options = [("grpc.ssl_target_name_override", XDS_SERVER_NAME)]
+        async with grpc.aio.secure_channel(f"127.0.0.1:{self.port}", credentials, options) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=ADS_SERVICE)
             async with asyncio.timeout(DEADLINE_SECONDS):
@@ -158,12 +171,29 @@ class Gateway:
         return node_id(self.id, 0)
 
 
+def client_files(ca: InternalCA, gateway_id: str, workdir: Path) -> XdsTls:
+    """The gateway's client certificate for gateway_xds, as files its Envoy reads."""
+    issued = ca.client_certificate(gateway_id)
+    for name, content in (("xds-client.pem", issued.certificate_pem), ("xds-client.key", issued.key_pem)):
+        (workdir / name).write_bytes(content)
+    (workdir / "xds-ca.pem").write_bytes(issued.ca_pem)
+    files = [str(workdir / name) for name in ("xds-client.pem", "xds-client.key", "xds-ca.pem")]
+    return XdsTls(*files, server_name=XDS_SERVER_NAME)
+
+
 async def start_gateway(
-    registry: LiveRegistry, xds_port: int, name: str, domain: str | None, workdir: Path
+    registry: LiveRegistry,
+    xds_port: int,
+    name: str,
+    domain: str | None,
+    workdir: Path,
+    ca: InternalCA | None = None,
 ) -> Gateway:
+    """With `ca`, the Envoy connects over mTLS (as to `gatehouse xds`), else in plain text."""
     port = free_port()
     gateway = await registry.driver.running_gateway(name, "127.0.0.1", port, domain=domain)
-    params = BootstrapParams(gateway.id, 0, "127.0.0.1", xds_port, admin_port=free_port())
+    tls = None if ca is None else client_files(ca, gateway.id, workdir)
+    params = BootstrapParams(gateway.id, 0, "127.0.0.1", xds_port, admin_port=free_port(), tls=tls)
     binary = envoy_binary()
     assert binary is not None
     envoy = EnvoyProcess(binary, workdir, render_bootstrap(params))
@@ -176,7 +206,8 @@ async def start_gateway(
 async def domain_gateway(
     registry: LiveRegistry, xds: XdsProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Gateway]:
-    gateway = await start_gateway(registry, xds.port, "edge", DOMAIN, tmp_path_factory.mktemp("envoy-edge"))
+    workdir = tmp_path_factory.mktemp("envoy-edge")
+    gateway = await start_gateway(registry, xds.port, "edge", DOMAIN, workdir, await xds.ca())
     yield gateway
     gateway.envoy.stop()
 
@@ -185,7 +216,8 @@ async def domain_gateway(
 async def port_gateway(
     registry: LiveRegistry, xds: XdsProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Gateway]:
-    gateway = await start_gateway(registry, xds.port, "ports", None, tmp_path_factory.mktemp("envoy-ports"))
+    workdir = tmp_path_factory.mktemp("envoy-ports")
+    gateway = await start_gateway(registry, xds.port, "ports", None, workdir, await xds.ca())
     yield gateway
     gateway.envoy.stop()
 

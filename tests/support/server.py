@@ -40,6 +40,8 @@ class ServerProcess:
         env.update(
             GATEHOUSE_HOME=str(self.home),
             GATEHOUSE_XDS_PORT=str(self.xds_port),
+            # The join endpoint's fixed default would collide between servers side by side.
+            GATEHOUSE_JOIN_PORT="0",
             GATEHOUSE_LOCAL_HTTP_PORT=str(self.http_port),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(self.https_port),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",

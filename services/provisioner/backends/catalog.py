@@ -56,8 +56,7 @@ def cloud_builders(
         if isinstance(config, KubernetesBackendConfig):
             from services.provisioner.backends.kubernetes.driver import KubernetesDriver
 
-            # Its Deployment has no step that exchanges a join token yet: its Envoy connects in plain text.
-            return CloudGatewayBackend("kubernetes", KubernetesDriver(config), xds, mapped_ports)
+            return CloudGatewayBackend("kubernetes", KubernetesDriver(config), xds, mapped_ports, join)
         raise AssertionError(config)
 
     return {name: build for name in ("aws", "gcp", "azure", "kubernetes")}

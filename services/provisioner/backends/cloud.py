@@ -111,7 +111,7 @@ class CloudGatewayBackend:
         plan = GatewayPlan.of(gateway, self._xds, self._mapped_ports(gateway.id))
         if self._join is None:
             return plan
-        return dataclasses.replace(plan, join=self._join.endpoint, join_issuer=self._join.tokens.issue)
+        return dataclasses.replace(plan, join=self._join.endpoint, join_tokens=self._join.tokens)
 
     async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
         return await asyncio.to_thread(self._translated, self.ensure, self.plan(gateway))

@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gatehouse.v1 import resources_pb2
-from services.common.internal_ca import XDS_SERVER_NAME
-from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
-from services.provisioner.hosts.startup import (
-    CA_PATH,
-    CLIENT_CERTIFICATE_PATH,
-    CLIENT_KEY_PATH,
-    ENVOY_IMAGE,
-    HostStartup,
-    JoinEndpoint,
-    render_startup_script,
-)
+from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
+from services.provisioner.hosts.identity import HostFile, JoinEndpoint, host_files, xds_tls
+from services.provisioner.hosts.startup import ENVOY_IMAGE, render_startup_script
 
 # Tag (label) keys every backend writes. Lowercase letters and dashes only, so the same keys are valid
 # AWS tags, GCP labels, Azure tags and Kubernetes labels.
@@ -45,6 +36,16 @@ class XdsEndpoint:
     port: int
 
 
+class JoinTokenSource(Protocol):
+    """Single-use, expiring join tokens (`join.JoinTokens`)."""
+
+    def issue(self, gateway_id: str, host_index: int) -> str: ...
+
+    def is_live(self, token: str) -> bool:
+        """Not used yet and not expired."""
+        ...
+
+
 @dataclass(frozen=True)
 class GatewayPlan:
     gateway_id: str
@@ -62,11 +63,11 @@ class GatewayPlan:
     xds: XdsEndpoint
     user_tags: tuple[tuple[str, str], ...] = ()
     envoy_image: str = ENVOY_IMAGE
-    # The join token the host exchanges at `join` for its client certificate (mTLS to gateway_xds).
-    join_token: str | None = field(default=None, repr=False)
+    # Where hosts trade a join token for their client certificate (mTLS to gateway_xds) and renew it;
+    # None: plain-text xDS.
     join: JoinEndpoint | None = None
-    # Issues a token per host as its startup script is rendered (wins over `join_token`).
-    join_issuer: Callable[[str, int], str] | None = field(default=None, repr=False, compare=False)
+    # Issues each host its token as its files are made.
+    join_tokens: JoinTokenSource | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -111,25 +112,35 @@ class GatewayPlan:
 
         The image is left out on purpose: a new Ubuntu release does not replace running hosts.
         """
-        basis = [instance_type, self.public_ip, self.xds.host, self.xds.port, self.envoy_image]
+        basis: list[object] = [instance_type, self.public_ip, self.xds.host, self.xds.port, self.envoy_image]
+        if self.join is not None:
+            # Hosts keep the join endpoint for renewals; plain-text hosts are replaced when mTLS comes.
+            basis.append(self.join.url)
         return hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:12]
 
     def bootstrap(self, index: int) -> dict[str, Any]:
-        tls = None
-        if self.join is not None:
-            tls = XdsTls(CLIENT_CERTIFICATE_PATH, CLIENT_KEY_PATH, CA_PATH, XDS_SERVER_NAME)
         params = BootstrapParams(
             gateway_id=self.gateway_id,
             host_index=index,
             xds_host=self.xds.host,
             xds_port=self.xds.port,
-            tls=tls,
+            tls=None if self.join is None else xds_tls(),
         )
         return render_bootstrap(params)
 
+    def issue_join_token(self, index: int) -> str | None:
+        if self.join is None or self.join_tokens is None:
+            return None
+        return self.join_tokens.issue(self.gateway_id, index)
+
+    def join_token_live(self, token: str) -> bool:
+        return self.join_tokens is not None and self.join_tokens.is_live(token)
+
+    def host_files(self, index: int, token: str | None) -> list[HostFile]:
+        """What host `index` finds in its configuration directory, whatever the backend."""
+        return host_files(self.bootstrap(index), self.join, token)
+
     def startup_script(self, index: int) -> str:
-        token = self.join_token if self.join_issuer is None else self.join_issuer(self.gateway_id, index)
-        startup = HostStartup(
-            self.bootstrap(index), envoy_image=self.envoy_image, join_token=token, join=self.join
-        )
-        return render_startup_script(startup)
+        """A cloud host's first-boot script, with a new join token."""
+        files = self.host_files(index, self.issue_join_token(index))
+        return render_startup_script(files, self.envoy_image, self.join)

@@ -6,16 +6,23 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client
 
 from gatehouse.v1 import resources_pb2
-from services.provisioner.backends.base import BackendError
+from services.common.internal_ca import InternalCA
+from services.provisioner.backends.base import BackendError, NotReady
 from services.provisioner.backends.cloud import CloudGatewayBackend
+from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.backends.kubernetes.driver import KubernetesDriver
 from services.provisioner.credentials import KubernetesBackendConfig
+from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE
+from services.provisioner.join import JoinSetup, JoinTokens
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
 
@@ -31,12 +38,33 @@ def cluster() -> Iterator[FakeKubernetes]:
 
 
 def backend(
-    cluster: FakeKubernetes, ports: frozenset[int] = frozenset(), token: str | None = None
+    cluster: FakeKubernetes,
+    ports: frozenset[int] = frozenset(),
+    token: str | None = None,
+    join: JoinSetup | None = None,
 ) -> CloudGatewayBackend:
     config = KubernetesBackendConfig.model_validate(
         {"type": "kubernetes", "kubeconfig": {"data": cluster.kubeconfig(token)}}
     )
-    return CloudGatewayBackend("kubernetes", KubernetesDriver(config), XDS, lambda _: ports)
+    return CloudGatewayBackend("kubernetes", KubernetesDriver(config), XDS, lambda _: ports, join)
+
+
+@pytest.fixture
+def join(tmp_path: Path) -> JoinSetup:
+    """Join tokens and an endpoint; nothing answers there: the pods' side is test_kubernetes_pod."""
+    endpoint = JoinEndpoint(
+        "https://xds.gatehouse.example:50055", InternalCA.create().certificate_pem.decode()
+    )
+    return JoinSetup(JoinTokens(tmp_path / "join-tokens.json"), endpoint)
+
+
+def files_of(secret: dict[str, Any]) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def secret_of(cluster: FakeKubernetes, index: int) -> dict[str, Any]:
+    [secret] = [s for s in cluster.of("secrets", NAMESPACE) if s["metadata"]["name"] == f"envoy-{index}"]
+    return secret
 
 
 async def test_a_gateway_is_envoy_deployments_behind_a_load_balancer_service(cluster: FakeKubernetes) -> None:
@@ -159,3 +187,116 @@ async def test_quota_and_wrong_credentials_fail_in_one_line_with_the_clusters_wo
     cluster.load_balancer_quota = 0
     with pytest.raises(BackendError, match=r'^kubernetes: services "gateway" is forbidden: exceeded quota'):
         await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID))
+
+
+async def test_with_mtls_a_pod_joins_before_envoy_starts_and_renews_beside_it(
+    cluster: FakeKubernetes, join: JoinSetup
+) -> None:
+    gw = gateway("kubernetes", "any", GATEWAY_ID, replicas=2)
+    k8s = backend(cluster, join=join)
+    await converge(k8s, gw)
+    plan = k8s.plan(gw)
+    url = join.endpoint.url
+    tokens = set()
+    for index in range(2):
+        [deployment] = [
+            d for d in cluster.of("deployments", NAMESPACE) if d["metadata"]["name"] == f"envoy-{index}"
+        ]
+        pod = deployment["spec"]["template"]["spec"]
+        [init] = pod["initContainers"]
+        envoy, renew = pod["containers"]
+        # One image for all three: the official Envoy image has sh and openssl.
+        assert init["image"] == envoy["image"] == renew["image"] == ENVOY_IMAGE
+        assert init["command"] == ["/bin/sh", "/etc/gatehouse/join.sh", "join", url]
+        assert renew["command"] == ["/bin/sh", "/etc/gatehouse/join.sh", "renew-loop", url]
+        assert envoy["args"][:2] == ["-c", "/etc/gatehouse/envoy.json"]
+        mounts = {
+            c["name"]: {m["mountPath"]: m["readOnly"] for m in c["volumeMounts"]}
+            for c in (init, envoy, renew)
+        }
+        assert mounts == {
+            "join": {"/etc/gatehouse": True, "/var/lib/gatehouse": False},
+            "envoy": {"/etc/gatehouse": True, "/var/lib/gatehouse": True},
+            "renew": {"/etc/gatehouse": True, "/var/lib/gatehouse": False},
+        }
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes["identity"]["emptyDir"]["medium"] == "Memory"
+        assert volumes["config"]["secret"] == {"secretName": f"envoy-{index}", "defaultMode": 0o440}
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 101
+
+        # The Secret holds what a cloud host's startup script writes, and a token of its own.
+        files = files_of(secret_of(cluster, index))
+        token = files.pop("join-token")
+        assert plan.join_token_live(token)
+        tokens.add(token)
+        assert files == {file.name: file.content for file in plan.host_files(index, None)}
+        cluster_config = json.loads(files["envoy.json"])["static_resources"]["clusters"][0]
+        tls = cluster_config["transport_socket"]["typed_config"]["common_tls_context"]
+        [sds] = tls["tls_certificate_sds_secret_configs"]
+        assert sds["sds_config"]["path_config_source"]["path"] == "/etc/gatehouse/xds-client-sds.json"
+    assert len(tokens) == 2
+
+
+async def test_a_pod_made_again_gets_a_new_token_once_its_own_is_used(
+    cluster: FakeKubernetes, join: JoinSetup
+) -> None:
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    k8s = backend(cluster, join=join)
+    await converge(k8s, gw)
+    first = manifests.secret_join_token(secret_of(cluster, 0)["data"])
+    assert first is not None
+    join.tokens.redeem(first)  # the pod's init container joined
+    # A running host keeps its Secret as it is.
+    await converge(k8s, gw)
+    assert manifests.secret_join_token(secret_of(cluster, 0)["data"]) == first
+
+    # The node is drained: the pod made again has an empty emptyDir and a used token.
+    cluster.pods_available = False
+    deployment = cluster.of("deployments", NAMESPACE)[0]
+    with pytest.raises(NotReady, match="waiting for 1 host"):
+        await k8s.create_or_update(gw)
+    second = manifests.secret_join_token(secret_of(cluster, 0)["data"])
+    assert second is not None and second != first and join.tokens.is_live(second)
+    # While that token can still be redeemed, the pod is joining with it: it stays.
+    with pytest.raises(NotReady):
+        await k8s.create_or_update(gw)
+    assert manifests.secret_join_token(secret_of(cluster, 0)["data"]) == second
+    # Nothing else changed: the Deployment is the same one (no rollout), the files the same.
+    assert cluster.of("deployments", NAMESPACE)[0]["metadata"]["uid"] == deployment["metadata"]["uid"]
+    assert cluster.of("deployments", NAMESPACE)[0]["metadata"]["generation"] == 1
+    cluster.pods_available = True
+    await converge(k8s, gw)
+
+
+async def test_the_fake_cluster_refuses_manifests_the_api_server_would(
+    cluster: FakeKubernetes, join: JoinSetup
+) -> None:
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    k8s = backend(cluster, join=join)
+    await converge(k8s, gw)
+    plan = k8s.plan(gw)
+    broken = manifests.deployment(plan, 1, "f")
+    pod = broken["spec"]["template"]["spec"]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "identity"]
+    pod["containers"][1]["name"] = "join"
+    pod["containers"][1]["resources"]["requests"]["memory"] = "128Mi"
+    broken["spec"]["selector"]["matchLabels"]["gatehouse-host"] = "7"
+    apps = k8s.driver.apps  # type: ignore[attr-defined]
+    with pytest.raises(client.ApiException) as refused:
+        apps.create_namespaced_deployment(NAMESPACE, client.V1Deployment.model_validate(broken))
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert message.startswith('Deployment.apps "envoy-1" is invalid: ')
+    for problem in (
+        "`selector` does not match template `labels`",
+        'spec.template.spec.initContainers[0].volumeMounts[1].name: Not found: "identity"',
+        'spec.template.spec.containers[1].name: Duplicate value: "join"',
+        'spec.template.spec.containers[1].resources.requests: Invalid value: "128Mi": must be less than '
+        "or equal to memory limit of 64Mi",
+    ):
+        assert problem in message
+    secret = manifests.secret(plan, 1, "f", None)
+    secret["data"]["not/a key"] = "!!"
+    with pytest.raises(client.ApiException) as refused:
+        k8s.driver.core.create_namespaced_secret(NAMESPACE, client.V1Secret.model_validate(secret))  # type: ignore[attr-defined]
+    assert refused.value.status == 422 and "illegal base64 data" in refused.value.body

@@ -1,6 +1,13 @@
 """The kubernetes backend: a namespace per gateway, a Deployment of the official Envoy image per host
-with its bootstrap in a Secret, and a Service of type LoadBalancer whose ingress IP or hostname is the
-gateway's address. Deleting the gateway deletes its namespace, which takes everything in it."""
+with its files (bootstrap, join token) in a Secret, and a Service of type LoadBalancer whose ingress
+IP or hostname is the gateway's address. Deleting the gateway deletes its namespace, which takes
+everything in it.
+
+A pod keeps its key and certificate in an emptyDir, which goes with the pod: when the cluster makes
+the pod again (a node drained or lost, an eviction), the new pod must join again, and the token in
+the Secret has been used. So a host whose Deployment is not available and whose Secret holds no
+token that can still be redeemed gets a new one (the kubelet updates the mounted Secret, and the
+init container, retried with back-off, joins with it)."""
 
 from __future__ import annotations
 
@@ -139,26 +146,48 @@ class KubernetesDriver:
         for item in found.items:
             labels = item.metadata.labels or {}
             available = (item.status.available_replicas or 0) if item.status else 0
-            hosts.append(
-                CloudHost(
-                    index=int(labels.get(TAG_HOST, "-1")),
-                    id=item.metadata.name,
-                    fingerprint=labels.get(TAG_FINGERPRINT, ""),
-                    running=available >= 1,
-                )
+            host = CloudHost(
+                index=int(labels.get(TAG_HOST, "-1")),
+                id=item.metadata.name,
+                fingerprint=labels.get(TAG_FINGERPRINT, ""),
+                running=available >= 1,
             )
+            if not host.running and 0 <= host.index < plan.replicas:
+                self._rearm(plan, host)
+            hosts.append(host)
         return hosts
 
-    def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
+    def _rearm(self, plan: GatewayPlan, host: CloudHost) -> None:
+        """A new join token in the host's Secret if the one there cannot be redeemed any more."""
+        if plan.join is None:
+            return
         namespace = manifests.namespace_name(plan)
-        secret = client.V1Secret.model_validate(manifests.secret(plan, index, fingerprint))
+        try:
+            found = self.core.read_namespaced_secret(host.id, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        token = manifests.secret_join_token(found.data)
+        if token is not None and plan.join_token_live(token):
+            return
+        self._write_secret(plan, host.index, host.fingerprint)
+
+    def _write_secret(self, plan: GatewayPlan, index: int, fingerprint: str) -> None:
+        namespace = manifests.namespace_name(plan)
+        wanted = manifests.secret(plan, index, fingerprint, plan.issue_join_token(index))
+        secret = client.V1Secret.model_validate(wanted)
         try:
             self.core.create_namespaced_secret(namespace, secret)
         except ApiException as error:
             if error.status != 409:
                 raise
             self.core.replace_namespaced_secret(manifests.host_name(index), namespace, secret)
+
+    def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
+        self._write_secret(plan, index, fingerprint)
         deployment = client.V1Deployment.model_validate(manifests.deployment(plan, index, fingerprint))
+        namespace = manifests.namespace_name(plan)
         self._create(lambda: self.apps.create_namespaced_deployment(namespace, deployment))
 
     def delete_host(self, plan: GatewayPlan, host: CloudHost) -> None:

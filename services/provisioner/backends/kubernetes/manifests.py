@@ -1,12 +1,26 @@
 """The Kubernetes objects of a gateway, as manifests: a namespace per gateway, and per host a Secret
-with its Envoy bootstrap and a Deployment of the official Envoy image; one LoadBalancer Service."""
+with its files (`identity.host_files`, the ones a cloud host's startup script writes) and a Deployment
+of the official Envoy image; one LoadBalancer Service.
+
+With mTLS to gateway_xds, the pod joins the way a cloud host does, with the same `join.sh`: an init
+container trades the Secret's join token for a key and client certificate in a memory-backed
+emptyDir before Envoy starts, and a sidecar renews the certificate there, which Envoy picks up
+through file-based SDS. Both run the Envoy image itself (it has sh and openssl), so a pod pulls one
+image only.
+"""
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
+from services.provisioner.hosts.identity import (
+    BOOTSTRAP_PATH,
+    CONFIG_DIR,
+    IDENTITY_DIR,
+    JOIN_TOKEN_PATH,
+    join_command,
+)
 from services.provisioner.hosts.plan import (
     HTTP_PORT,
     HTTPS_PORT,
@@ -15,15 +29,18 @@ from services.provisioner.hosts.plan import (
     TAG_HOST,
     GatewayPlan,
 )
-from services.provisioner.hosts.startup import CONFIG_DIR, envoy_args
+from services.provisioner.hosts.startup import envoy_args
 
 # Envoy runs unprivileged in the pod, so it listens above 1024; the Service maps 80 and 443 onto these.
 POD_HTTP_PORT = 8080
 POD_HTTPS_PORT = 8443
 ENVOY_UID = 101  # the official image's `envoy` user
 SERVICE_NAME = "gateway"
-BOOTSTRAP_KEY = "envoy.json"
-JOIN_TOKEN_KEY = "join-token"
+JOIN_TOKEN_KEY = JOIN_TOKEN_PATH.rsplit("/", 1)[1]
+CONFIG_VOLUME = "config"
+IDENTITY_VOLUME = "identity"
+# The Secret's files: readable by the pod's user (through its group), by nobody else.
+CONFIG_MODE = 0o440
 
 
 def namespace_name(plan: GatewayPlan) -> str:
@@ -74,23 +91,78 @@ def service(plan: GatewayPlan) -> dict[str, Any]:
     }
 
 
-def secret(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any]:
-    data = {BOOTSTRAP_KEY: json.dumps(plan.bootstrap(index), indent=2, sort_keys=True)}
-    if plan.join_token is not None:
-        # The seam for the certificates issue: the pod trades this for its xDS client certificate.
-        data[JOIN_TOKEN_KEY] = plan.join_token
+def secret(plan: GatewayPlan, index: int, fingerprint: str, join_token: str | None) -> dict[str, Any]:
+    """The host's files, each a key, mounted at CONFIG_DIR (the token under JOIN_TOKEN_KEY)."""
+    files = plan.host_files(index, join_token)
+    assert all(file.path == f"{CONFIG_DIR}/{file.name}" for file in files)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": _metadata(plan, host_name(index), index, fingerprint),
-        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        "data": {file.name: base64.b64encode(file.content.encode()).decode() for file in files},
+    }
+
+
+def secret_join_token(data: dict[str, str] | None) -> str | None:
+    """The join token in a Secret's `data`, as the API returns it."""
+    encoded = (data or {}).get(JOIN_TOKEN_KEY)
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
+def _mounts(identity_writable: bool) -> list[dict[str, Any]]:
+    return [
+        {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": IDENTITY_VOLUME, "mountPath": IDENTITY_DIR, "readOnly": not identity_writable},
+    ]
+
+
+def _identity_container(name: str, plan: GatewayPlan, mode: str) -> dict[str, Any]:
+    """join.sh in the Envoy image, writing the key and certificate into the shared emptyDir."""
+    assert plan.join is not None
+    return {
+        "name": name,
+        "image": plan.envoy_image,
+        "command": join_command(mode, plan.join),
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": _mounts(identity_writable=True),
     }
 
 
 def deployment(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any]:
     labels = _labels(plan, index, fingerprint)
     ports = sorted({pod_port(port) for port in plan.inbound_ports})
+    envoy: dict[str, Any] = {
+        "name": "envoy",
+        "image": plan.envoy_image,
+        "args": envoy_args(BOOTSTRAP_PATH),
+        "ports": [{"containerPort": port, "protocol": "TCP"} for port in ports],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False},
+        "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}],
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": ENVOY_UID, "fsGroup": ENVOY_UID},
+        "containers": [envoy],
+        "volumes": [
+            {
+                "name": CONFIG_VOLUME,
+                "secret": {"secretName": host_name(index), "defaultMode": CONFIG_MODE},
+            }
+        ],
+    }
+    if plan.join is not None:
+        envoy["volumeMounts"] = _mounts(identity_writable=False)
+        pod["initContainers"] = [_identity_container("join", plan, "join")]
+        pod["containers"].append(_identity_container("renew", plan, "renew-loop"))
+        # In memory: the key never touches the node's disk.
+        pod["volumes"].append({"name": IDENTITY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -100,26 +172,6 @@ def deployment(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any
             # Never two Envoys with one node id.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {TAG_GATEWAY: plan.gateway_id, TAG_HOST: str(index)}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": ENVOY_UID},
-                    "containers": [
-                        {
-                            "name": "envoy",
-                            "image": plan.envoy_image,
-                            "args": envoy_args(f"{CONFIG_DIR}/{BOOTSTRAP_KEY}"),
-                            "ports": [{"containerPort": port, "protocol": "TCP"} for port in ports],
-                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                            "securityContext": {"allowPrivilegeEscalation": False},
-                            "volumeMounts": [
-                                {"name": "bootstrap", "mountPath": CONFIG_DIR, "readOnly": True}
-                            ],
-                        }
-                    ],
-                    "volumes": [{"name": "bootstrap", "secret": {"secretName": host_name(index)}}],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
