@@ -9,6 +9,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from gateway_xds.server.delta_state import DeltaStreamState
+from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.reporter import SyncReporter
 from gateway_xds.server.sotw_state import SotwStreamState
 from gateway_xds.server.stats import ServerStats
@@ -48,15 +49,17 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         )  # fmt: skip
         async for response in stream.run(request_iterator):
             yield response
+            del response  # not kept while the stream waits for its next response
 
     async def DeltaAggregatedResources(
         self,
         request_iterator: AsyncIterable[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> AsyncIterator[EncodedDeltaResponse]:
         stream = AdsStream(
             "delta", DeltaStreamState, self._watcher, self._authorizer, self._reporter, self.stats,
             PushThrottle(self._push_window), self._bulk_gate, context,
         )  # fmt: skip
         async for response in stream.run(request_iterator):
             yield response
+            del response  # not kept while the stream waits for its next response

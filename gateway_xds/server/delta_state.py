@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from gateway_xds.cache.resource import Resource
 from gateway_xds.cache.snapshot import Changes
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTING_TYPES, WILDCARD_TYPES
+from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.node_state import NodeNames, NodeVersions
 from gateway_xds.server.protocol import StreamProtocol
 from gateway_xds.server.reporter import SyncReporter
@@ -57,9 +59,7 @@ class DeltaTypeState:
         return self.wildcard or name in self.names
 
 
-class DeltaStreamState(
-    StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]
-):
+class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, EncodedDeltaResponse]):
     def __init__(self, node_id: str, gateway_id: str, reporter: SyncReporter) -> None:
         super().__init__(node_id, gateway_id, reporter)
         self.types: dict[str, DeltaTypeState] = {t: DeltaTypeState() for t in PUSH_ORDER}
@@ -82,9 +82,7 @@ class DeltaStreamState(
             and len(view.snapshot.entries(request.type_url)) > BULK_RESOURCES
         )
 
-    def _handle(
-        self, request: discovery_pb2.DeltaDiscoveryRequest
-    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[EncodedDeltaResponse]:
         type_url = request.type_url
         state = self.types.get(type_url)
         if state is None:
@@ -139,7 +137,7 @@ class DeltaStreamState(
             responses += self._respond_rewarm()
         return responses
 
-    def _respond_rewarm(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    def _respond_rewarm(self) -> list[EncodedDeltaResponse]:
         if not self._rewarm or not self.types[ENDPOINT].requested:
             return []
         names = set(self._rewarm)
@@ -170,10 +168,8 @@ class DeltaStreamState(
 
     # -- pushes ------------------------------------------------------------------------------------
 
-    def _push(
-        self, changes: Changes | None, old: DesiredView | None
-    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        responses: list[discovery_pb2.DeltaDiscoveryResponse] = []
+    def _push(self, changes: Changes | None, old: DesiredView | None) -> list[EncodedDeltaResponse]:
+        responses: list[EncodedDeltaResponse] = []
         for type_url in PUSH_ORDER:
             state = self.types[type_url]
             if not state.requested:
@@ -197,7 +193,7 @@ class DeltaStreamState(
         force: Set[str] = frozenset(),
         newly_named: Set[str] = frozenset(),
         piggyback: Set[str] = frozenset(),
-    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> list[EncodedDeltaResponse]:
         """A response for what differs among `candidates` (or an empty one the node is owed).
 
         `force` names are sent even at the version the node has; `piggyback` names (see
@@ -209,7 +205,7 @@ class DeltaStreamState(
         if type_url == ENDPOINT:
             # Endpoints the node does not ask for need no warming.
             self._rewarm = {n for n in self._rewarm if state.subscribed(n)}
-        resources: list[discovery_pb2.Resource] = []
+        resources: list[Resource] = []
         removed: list[str] = []
         answered: dict[str, str | None] = {}
         for name in sorted(set(candidates)):
@@ -219,9 +215,7 @@ class DeltaStreamState(
             if desired is not None:
                 previous = state.sent.get(name)
                 if previous != desired.version or name in force:
-                    resources.append(
-                        discovery_pb2.Resource(name=name, version=desired.version, resource=desired.packed)
-                    )
+                    resources.append(desired)
                     answered[name] = desired.version
                     state.sent.set(name, desired.version)
                     if type_url == CLUSTER and previous is not None:
@@ -237,9 +231,7 @@ class DeltaStreamState(
             for name in sorted(piggyback - answered.keys()):
                 desired = view.get(type_url, name)
                 if desired is not None and state.subscribed(name):
-                    resources.append(
-                        discovery_pb2.Resource(name=name, version=desired.version, resource=desired.packed)
-                    )
+                    resources.append(desired)
                     answered[name] = desired.version
                     state.sent.set(name, desired.version)
                 elif desired is None and not view.keeps(type_url, name) and state.acked.has(name):
@@ -250,7 +242,7 @@ class DeltaStreamState(
         if not resources and not removed and not state.answer_owed:
             return []
         state.answer_owed = False
-        response = discovery_pb2.DeltaDiscoveryResponse(
+        response = EncodedDeltaResponse(
             system_version_info=str(view.snapshot.revision),
             type_url=type_url,
             resources=resources,

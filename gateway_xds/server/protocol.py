@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -25,8 +25,17 @@ from gateway_xds.server.view import DesiredView
 
 log = logging.getLogger(__name__)
 
+
+class Encodable(Protocol):
+    """What the stream needs of a response: a message, or one encoded already (encoding.py)."""
+
+    def ByteSize(self) -> int: ...
+
+    def SerializeToString(self) -> bytes: ...
+
+
 Request = TypeVar("Request", bound=Message)
-Response = TypeVar("Response", bound=Message)
+Response = TypeVar("Response", bound=Encodable)
 
 
 @dataclass

@@ -5,11 +5,13 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway_xds.server.ads import AggregatedDiscoveryServicer
+from gateway_xds.server.encoding import EncodedDeltaResponse
+from gateway_xds.server.protocol import Encodable
 from gateway_xds.server.reporter import SyncReporter
 from gateway_xds.server.stats import ServerStats
 from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
@@ -36,6 +38,7 @@ MIN_RECV_PING_INTERVAL_MS = 500
 # after 10 s without the answer, and go on pinging a connection that carries no data (0: no limit).
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
+UNREQUESTED_CALL_SECONDS = 600
 
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
@@ -49,7 +52,36 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     # A connection with no call open (an Envoy's ext_authz or stats connection between calls) may be
     # pinged too; without this gRPC core allows one ping per 2 hours there.
     ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC core cancels a call that the application has not picked up within 30 s. When many Envoys
+    # connect at once (a new fleet, a control plane restart) the event loop takes new streams only
+    # between other nodes' first syncs, and an Envoy would rather wait than start again at the back.
+    ("grpc.server_max_unrequested_time_in_server", UNREQUESTED_CALL_SECONDS),
 )
+
+
+def _serialize(response: Encodable) -> bytes:
+    if isinstance(response, EncodedDeltaResponse):
+        return response.take()
+    return response.SerializeToString()
+
+
+def _add_ads(ads: AggregatedDiscoveryServicer, server: grpc.aio.Server) -> None:
+    """What ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server does, with a serializer that
+    also takes responses encoded already (Delta responses are, see encoding.py)."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            ads.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(ADS_SERVICE, handlers)
 
 
 class ExtraService(NamedTuple):
@@ -89,7 +121,7 @@ def build_xds_server(
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     ads = AggregatedDiscoveryServicer(watcher, authorizer, reporter, push_window=push_window)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    _add_ads(ads, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

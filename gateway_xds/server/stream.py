@@ -84,9 +84,8 @@ class AdsStream(Generic[Request, Response]):
                         async with self._bulk_gate:
                             responses = state.on_request(event)
                             self._count(state, responses)
-                            for response in responses:
-                                yield response
-                        responses = []
+                            while responses:
+                                yield responses.pop(0)
                     else:
                         responses = state.on_request(event)
                         self._count(state, responses)
@@ -94,8 +93,11 @@ class AdsStream(Generic[Request, Response]):
                     pushed = self._maybe_push(state)
                     self._count(state, pushed)
                     responses += pushed
-                for response in responses:
-                    yield response
+                    del pushed
+                # Popped, not iterated: the generator's frame lives as long as the stream, and a
+                # loop variable would keep the last response (megabytes for a first sync) alive.
+                while responses:
+                    yield responses.pop(0)
         except BaseException as error:
             log.debug("xDS stream of %s ended: %r", state.node_id if state else "an unknown node", error)
             raise

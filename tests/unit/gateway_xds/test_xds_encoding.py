@@ -1,0 +1,74 @@
+"""Delta responses encoded from the cache's bytes decode to the message protobuf would have built."""
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from gateway_xds.cache.resource import Resource, make_resource
+from gateway_xds.publish import snapshot_from_ir
+from gateway_xds.resources import CLUSTER, ENDPOINT, SCOPED_ROUTE
+from gateway_xds.server.encoding import EncodedDeltaResponse
+from gateway_xds.server.server import _serialize
+from gateway_xds.testing.builders import domain_gateway
+
+
+def built(
+    type_url: str, resources: list[Resource], removed: list[str]
+) -> discovery_pb2.DeltaDiscoveryResponse:
+    """The response as a message, the way protobuf builds it."""
+    entries = [discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed) for r in resources]
+    return discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info="7", type_url=type_url, resources=entries, removed_resources=removed, nonce="12"
+    )
+
+
+@pytest.mark.parametrize("type_url", [CLUSTER, ENDPOINT, SCOPED_ROUTE])
+def test_a_gateways_resources_decode_as_built(type_url: str) -> None:
+    snapshot = snapshot_from_ir(domain_gateway(20), 1)
+    resources = [snapshot.get(type_url, name) for name in sorted(snapshot.entries(type_url))]
+    encoded = EncodedDeltaResponse(
+        system_version_info="7", type_url=type_url, resources=resources, removed_resources=["x"], nonce="12"
+    )
+    expected = built(type_url, resources, ["x"])
+    assert discovery_pb2.DeltaDiscoveryResponse.FromString(encoded.SerializeToString()) == expected
+    assert encoded.ByteSize() == expected.ByteSize()
+    assert encoded.resource_names == [r.name for r in resources]
+    # Fields that are not kept apart come from the bytes.
+    assert [r.version for r in encoded.resources] == [r.version for r in resources]
+
+
+def test_long_fields_and_non_ascii_names() -> None:
+    # Lengths of 128 bytes and more take several bytes to encode, at every level.
+    name = "ü" * 100
+    resource = make_resource(CLUSTER, name, cluster_pb2.Cluster(name=name, alt_stat_name="x" * 70_000))
+    encoded = EncodedDeltaResponse(
+        system_version_info="7", type_url=CLUSTER, resources=[resource], removed_resources=[], nonce="12"
+    )
+    decoded = discovery_pb2.DeltaDiscoveryResponse.FromString(encoded.SerializeToString())
+    assert decoded == built(CLUSTER, [resource], [])
+    assert decoded.resources[0].name == name
+
+
+def test_removals_only() -> None:
+    encoded = EncodedDeltaResponse(
+        system_version_info="7", type_url=SCOPED_ROUTE, resources=[], removed_resources=["a", "b"], nonce="12"
+    )
+    assert discovery_pb2.DeltaDiscoveryResponse.FromString(encoded.SerializeToString()) == built(
+        SCOPED_ROUTE, [], ["a", "b"]
+    )
+
+
+def test_sending_releases_the_bytes() -> None:
+    """gRPC holds the last response of a stream until the next one: it must not hold its bytes."""
+    snapshot = snapshot_from_ir(domain_gateway(3), 1)
+    resources = [snapshot.get(CLUSTER, name) for name in sorted(snapshot.entries(CLUSTER))]
+    encoded = EncodedDeltaResponse(
+        system_version_info="1", type_url=CLUSTER, resources=resources, removed_resources=[], nonce="1"
+    )
+    size = encoded.ByteSize()
+    assert len(_serialize(encoded)) == size
+    assert encoded.ByteSize() == size
+    with pytest.raises(RuntimeError):
+        encoded.SerializeToString()
+    message = built(CLUSTER, resources, [])
+    assert _serialize(message) == message.SerializeToString()
