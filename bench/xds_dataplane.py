@@ -2,8 +2,9 @@
 configuration given statically, requests per second with wrk on one route.
 
 Both Envoys get exactly the resources gateway_xds translates for a gateway of N domain-mode services
-(scopes, clusters, endpoints): one over Delta ADS from a running xDS server, the other as static
-resources in its bootstrap (scopes inline, clusters STATIC with the same endpoints). The upstream is
+(scopes, clusters, endpoints) and the provisioner's bootstrap otherwise (its stats sink included):
+one over Delta ADS from a running xDS server, the other as static resources in its bootstrap (scopes
+inline, clusters STATIC with the same endpoints). The upstream is
 an nginx answering 200 "ok". Each round runs both, in alternating order; the medians and the median
 per-round ratio are printed.
 
@@ -44,8 +45,9 @@ def _json(message: Any) -> dict[str, Any]:
     return dict(json.loads(json.dumps(MessageToDict(message, preserving_proto_field_name=True))))
 
 
-def static_bootstrap(ir: GatewayIR, admin_port: int, empty_file: Path) -> dict[str, Any]:
-    """The resources gateway_xds would serve for `ir`, as static resources of a bootstrap."""
+def static_bootstrap(ir: GatewayIR, params: BootstrapParams, empty_file: Path) -> dict[str, Any]:
+    """The provisioner's bootstrap (the same node, stats sink and overload manager) with the resources
+    gateway_xds would serve for `ir` as static resources instead of ADS."""
     resources = translate(ir)
     listeners = []
     for name, listener in sorted(resources[LISTENER].items()):
@@ -73,11 +75,11 @@ def static_bootstrap(ir: GatewayIR, admin_port: int, empty_file: Path) -> dict[s
         rendered.pop("eds_cluster_config")
         rendered["load_assignment"] = _json(resources[ENDPOINT][name])
         clusters.append(rendered)
-    return {
-        "node": {"id": "static/0", "cluster": "static"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    }
+    bootstrap = render_bootstrap(params)
+    del bootstrap["dynamic_resources"]
+    bootstrap["static_resources"]["listeners"] = listeners
+    bootstrap["static_resources"]["clusters"] += clusters
+    return bootstrap
 
 
 def wrk(binary: str, port: int, host: str, seconds: int, connections: int) -> float:
@@ -137,12 +139,11 @@ async def main() -> None:
                 # Alternate the order so that a drift in the machine's load favours neither.
                 order = ("dynamic", "static") if round_index % 2 == 0 else ("static", "dynamic")
                 for kind in order:
-                    admin_port = free_port()
+                    params = BootstrapParams("gw-1", 0, "127.0.0.1", server.port, admin_port=free_port())
                     if kind == "dynamic":
-                        params = BootstrapParams("gw-1", 0, "127.0.0.1", server.port, admin_port=admin_port)
                         bootstrap = render_bootstrap(params)
                     else:
-                        bootstrap = static_bootstrap(ir, admin_port, empty)
+                        bootstrap = static_bootstrap(ir, params, empty)
                     envoy = EnvoyProcess(binary, work / f"envoy-{kind}-{round_index}", bootstrap)
                     envoy.start()
                     try:
@@ -159,11 +160,14 @@ async def main() -> None:
                     rates[kind].append(rate)
                     print(f"  round {round_index + 1} {kind:7}: {rate:9.0f} requests/s", flush=True)
         finally:
-            await server.stop(None)
+            await server.stop(1.0)
             upstream.stop()
     dynamic, static = statistics.median(rates["dynamic"]), statistics.median(rates["static"])
+    per_round = [d / s for d, s in zip(rates["dynamic"], rates["static"], strict=True)]
     print(
         f"\n  median requests/s: gateway_xds {dynamic:.0f}, static {static:.0f}; ratio {dynamic / static:.3f}"
+        f"\n  per-round ratio: median {statistics.median(per_round):.3f}, "
+        f"min {min(per_round):.3f}, max {max(per_round):.3f} ({os.cpu_count()} cores)"
     )
 
 

