@@ -10,14 +10,14 @@
 
 from typing import Any
 
-from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import http_status_pb2
 
 from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, WAKE_SERVICE_ID
 from gateway_xds.ir.policies import WAKE_HOLD_SECONDS, Authorization, ScaleFromZero
-from gateway_xds.translate.config_source import milliseconds, pack
+from gateway_xds.translate.config_source import control_plane_service, pack
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 WAKE_FILTER = "gatehouse.scale_from_zero"
@@ -29,10 +29,7 @@ WAKE_CHECK_TIMEOUT_MS = int(WAKE_HOLD_SECONDS * 1000) + 5000
 
 def ext_authz_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
     return ext_authz_pb2.ExtAuthz(
-        grpc_service=grpc_service_pb2.GrpcService(
-            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster),
-            timeout=milliseconds(CHECK_TIMEOUT_MS),
-        ),
+        grpc_service=control_plane_service(cluster, CHECK_TIMEOUT_MS),
         transport_api_version=config_source_pb2.V3,
         # Closed when the check cannot be made: 503, not a request let through.
         failure_mode_allow=False,
@@ -46,10 +43,7 @@ def ext_authz_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
 
 def wake_filter(cluster: str) -> ext_authz_pb2.ExtAuthz:
     return ext_authz_pb2.ExtAuthz(
-        grpc_service=grpc_service_pb2.GrpcService(
-            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster),
-            timeout=milliseconds(WAKE_CHECK_TIMEOUT_MS),
-        ),
+        grpc_service=control_plane_service(cluster, WAKE_CHECK_TIMEOUT_MS),
         transport_api_version=config_source_pb2.V3,
         failure_mode_allow=True,
         # The service is all the wake server needs to know.

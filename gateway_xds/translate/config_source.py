@@ -1,6 +1,6 @@
 """Helpers shared by the feature translators."""
 
-from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
@@ -28,3 +28,13 @@ def milliseconds(value: int) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromMilliseconds(value)
     return duration
+
+
+def control_plane_service(cluster: str, timeout_ms: int | None = None) -> grpc_service_pb2.GrpcService:
+    """A gRPC service Envoy calls on `cluster` (gateway_xds: checks, shared rate limits)."""
+    service = grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)
+    )
+    if timeout_ms is not None:
+        service.timeout.CopyFrom(milliseconds(timeout_ms))
+    return service

@@ -12,7 +12,7 @@ round trip per request.
 import math
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.ratelimit.v3 import rls_pb2 as rls_config_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
@@ -22,7 +22,7 @@ from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
 from gateway_xds.ir.policies import RateLimit, RateLimitKey
-from gateway_xds.translate.config_source import milliseconds
+from gateway_xds.translate.config_source import control_plane_service, milliseconds
 
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 STAT_PREFIX = "rate_limit"
@@ -118,9 +118,7 @@ def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
         timeout=milliseconds(GLOBAL_CHECK_TIMEOUT_MS),
         failure_mode_deny=False,
         rate_limit_service=rls_config_pb2.RateLimitServiceConfig(
-            grpc_service=grpc_service_pb2.GrpcService(
-                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)
-            ),
+            grpc_service=control_plane_service(cluster),
             transport_api_version=config_source_pb2.V3,
         ),
     )
