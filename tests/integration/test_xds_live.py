@@ -325,6 +325,27 @@ async def test_zero_ready_replicas_answer_503_with_a_short_body(
     await registry.driver.delete_service("idle", "edge", 8000)
 
 
+async def test_a_services_cluster_keeps_only_the_stats_that_are_read(
+    registry: LiveRegistry, domain_gateway: Gateway, upstream: Upstream
+) -> None:
+    host = f"counted.{DOMAIN}"
+    await registry.driver.service("counted", "edge", 8000)
+    await registry.driver.replica("counted", "counted-0", f"127.0.0.1:{upstream.port}")
+
+    async def check() -> tuple[int, str]:
+        return await status_of(domain_gateway, host)
+
+    await eventually(check, 200, "the counted service", domain_gateway.envoy)
+    cluster = "cluster.svc_main_counted."
+    stats = {name.removeprefix(cluster) for name in domain_gateway.envoy.stats(cluster)}
+    assert {"upstream_rq_total", "upstream_rq_2xx", "membership_healthy"} <= stats
+    # Stats Envoy would otherwise keep (and push to the sink) for every service are never made.
+    assert not stats & {"upstream_cx_total", "upstream_rq_completed", "upstream_cx_rx_bytes_total"}
+    assert domain_gateway.envoy.stats("cluster.gatehouse_xds.upstream_cx_total")
+    assert domain_gateway.envoy.stats("listener_manager.listener_added")
+    await registry.driver.delete_service("counted", "edge", 8000)
+
+
 async def test_a_domain_service_gets_forwarded_headers_websockets_and_a_body_limit(
     registry: LiveRegistry, domain_gateway: Gateway, upstream: Upstream
 ) -> None:
