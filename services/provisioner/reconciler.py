@@ -213,7 +213,7 @@ class Provisioner:
                 await self._register(service, replica, ready=False)
             await replica.process.stop()
             await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
-            self._runner.start(replica, run)
+            await self._runner.start(replica, run)
             try:
                 await self._runner.wait_ready(replica, replica.port(service.spec.app_port))
             except ReplicaFailed as error:

@@ -71,6 +71,9 @@ class LocalRunner:
         self._root = root
         self.host = host
         self._replicas: dict[tuple[str, int], LocalReplica] = {}
+        self._stopping = 0
+        self._none_stopping = asyncio.Event()
+        self._none_stopping.set()
 
     def replica(self, service_id: str, index: int) -> LocalReplica:
         key = (service_id, index)
@@ -97,8 +100,11 @@ class LocalRunner:
             return False
         return replica.process.running() and recorded == spec_hash(service)
 
-    def start(self, replica: LocalReplica, service: resources_pb2.Service) -> None:
-        """Starts `service` (its env and commands already resolved) as `replica`."""
+    async def start(self, replica: LocalReplica, service: resources_pb2.Service) -> None:
+        """Starts `service` (its env and commands already resolved) as `replica`, once the replicas
+        being stopped are gone: on this one machine they may hold the port the new one listens on
+        (a deleted service's, right before another service on the same port is applied)."""
+        await self._none_stopping.wait()
         replica.workdir.mkdir(parents=True, exist_ok=True)
         # Only what a shell needs from the server's environment: never its tokens or cloud keys.
         env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
@@ -130,7 +136,14 @@ class LocalRunner:
         return f"replica {replica.index} exited" + (": " + " | ".join(lines) if lines else "")
 
     async def stop(self, replica: LocalReplica) -> None:
-        await replica.process.stop()
+        self._stopping += 1
+        self._none_stopping.clear()
+        try:
+            await replica.process.stop()
+        finally:
+            self._stopping -= 1
+            if self._stopping == 0:
+                self._none_stopping.set()
         shutil.rmtree(replica.process.directory, ignore_errors=True)
         self._replicas.pop((replica.service_id, replica.index), None)
 

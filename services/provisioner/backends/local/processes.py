@@ -16,16 +16,29 @@ from pathlib import Path
 STOP_GRACE_SECONDS = 10.0
 
 
-def _start_time(pid: int) -> str | None:
-    """The process start time in clock ticks since boot, or None if it is gone or a zombie."""
+def _live_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None if the process
+    is gone or a zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path("/proc", str(pid), "stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+    return None if fields[0] in ("Z", "X") else fields
+
+
+def _start_time(pid: int) -> str | None:
+    """The process start time in clock ticks since boot."""
+    fields = _live_stat(pid)
+    return fields[19] if fields is not None else None
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a live process is in process group `group` (a process's children stay in its group:
+    a shell's commands, a server's workers)."""
+    with os.scandir("/proc") as entries:
+        pids = [entry.name for entry in entries if entry.name.isdigit()]
+    return any((fields := _live_stat(pid)) is not None and fields[2] == str(group) for pid in pids)
 
 
 class ManagedProcess:
@@ -65,17 +78,28 @@ class ManagedProcess:
         return self._child.pid
 
     async def stop(self) -> None:
-        pid = self.pid()
-        if pid is not None:
-            self._signal(pid, signal.SIGTERM)
-            deadline = asyncio.get_running_loop().time() + STOP_GRACE_SECONDS
-            while self.pid() is not None and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-            if self.pid() is not None:
-                self._signal(pid, signal.SIGKILL)
-                while self.pid() is not None:
-                    await asyncio.sleep(0.05)
+        """SIGTERM to the process and everything it started, SIGKILL after a grace period; returns
+        once none of them is left (so whatever they listened on is free)."""
+        group = self.pid()
+        if group is not None:
+            self._signal(group, signal.SIGTERM)
+            if not await self._group_gone(group, STOP_GRACE_SECONDS):
+                self._signal(group, signal.SIGKILL)
+                await self._group_gone(group, None)
         self.pid_file.unlink(missing_ok=True)
+
+    async def _group_gone(self, group: int, within: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        while True:
+            alive = _group_alive(group)
+            if self._child is not None:
+                self._child.poll()  # reaps our own child (a zombie counts as gone above)
+            if not alive:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
 
     @staticmethod
     def _signal(pid: int, signum: int) -> None:
