@@ -31,6 +31,7 @@ from bench.xds_harness import (
     Stack,
     machine,
     percentile,
+    process_cpu_seconds,
     process_memory,
     service_host,
     summary_ms,
@@ -182,6 +183,7 @@ async def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=10, help="processes the emulated clients share")
     parser.add_argument("--debug", action="store_true", help="gateway_xds logs at DEBUG level")
     args = parser.parse_args()
     print(f"xDS fan-out benchmark on {machine()}; os.cpu_count()={os.cpu_count()}")
@@ -199,7 +201,9 @@ async def main() -> None:
                 f"  gateway_xds memory, {args.services} services, the real Envoy's stream: {rss:.0f} MB RSS"
             )
             started = time.perf_counter()
-            clients = Clients(stack.xds_port, stack.gateway_id, args.clients, Path(workdir) / "clients.log")
+            clients = Clients(
+                stack.xds_port, stack.gateway_id, args.clients, Path(workdir) / "clients.log", args.processes
+            )
             clients.read(within=1800)
             print(f"  {args.clients} clients in step after {time.perf_counter() - started:.1f}s", flush=True)
             rss, peak = process_memory(stack.xds.pid)
@@ -210,6 +214,10 @@ async def main() -> None:
             envoy_live: list[float] = []
             per_client_bytes: list[float] = []
             probe = HttpProbe(stack.http_port)
+            idle_cpu = await cpu_rate_when_idle(stack.xds.pid)
+            rss, peak = process_memory(stack.xds.pid)
+            print(f"  the same 5 s later: RSS {rss:.0f} MB", flush=True)
+            cpu_before, samples_began = process_cpu_seconds(stack.xds.pid), time.monotonic()
             for index in range(args.samples):
                 name = f"fan-{index}"
                 clients.watch(backend_name_for(name))
@@ -227,11 +235,16 @@ async def main() -> None:
                 per_client_bytes += result["bytes"]
                 await asyncio.sleep(0.2)
             probe.close()
+            cpu_used = process_cpu_seconds(stack.xds.pid) - cpu_before
+            cpu_used -= idle_cpu * (time.monotonic() - samples_began)
+            cpu_per_change = cpu_used / args.samples * 1000
             rss, peak = process_memory(stack.xds.pid)
             print("\n  one new service; every number from the first registry write unless said otherwise")
             print(f"  all {args.clients} clients ACKed:                 {summary_ms(all_acked)}")
             print(f"  all clients ACKed, from the writes' end: {summary_ms(all_acked_after_writes)}")
             print(f"  the real Envoy answers 200:              {summary_ms(envoy_live)}")
+            print(f"  gateway_xds CPU per change, all streams: {cpu_per_change:.1f} ms "
+                  f"(beyond its {idle_cpu * 100:.1f}% when idle: keepalives, Envoy's stats)")  # fmt: skip
             print(f"  bytes per client per change: p50 {percentile(per_client_bytes, 0.5):.0f}  "
                   f"max {max(per_client_bytes):.0f}")  # fmt: skip
             print(f"  gateway_xds memory after the changes: RSS {rss:.0f} MB (peak {peak:.0f} MB)")
@@ -240,6 +253,13 @@ async def main() -> None:
                 clients.stop()
             await stack.stop()
     shutil.rmtree(workdir)  # kept when something failed, for its logs
+
+
+async def cpu_rate_when_idle(pid: int, seconds: float = 5.0) -> float:
+    """CPU seconds per second a process uses while no change is made."""
+    before = process_cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return (process_cpu_seconds(pid) - before) / seconds
 
 
 def backend_name_for(name: str) -> str:

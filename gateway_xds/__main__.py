@@ -39,7 +39,7 @@ def _token() -> str:
 
 async def _serve(registry: str, address: str) -> None:
     stubs = Stubs.connect(registry, _token())
-    app = XdsApp.build(stubs, address)
+    app = XdsApp.build(stubs, address, own_process=True)
     print(f"gateway_xds is running on {address.rsplit(':', 1)[0]}:{app.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

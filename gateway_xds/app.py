@@ -18,6 +18,7 @@ from gateway_xds.autoscale.wake import Waker
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
+from gateway_xds.memory import freeze_long_lived
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
 from gateway_xds.ratelimit.buckets import SharedBuckets
@@ -49,18 +50,27 @@ class XdsApp:
         hook: ResourceHook | None = None,
         push_window: float = DEFAULT_WINDOW_SECONDS,
         credentials: grpc.ServerCredentials | None = None,
+        own_process: bool = False,
     ) -> XdsApp:
         """`hook` rewrites every translated resource: tests use it to make Envoy reject one.
 
         With `credentials` (TLS requiring a client certificate) a node is served only the resources of
         the gateway its certificate names; without, the node id is trusted (plain text).
+        `own_process`: the process is a server's, so its memory may be managed for the long run
+        (memory.freeze_long_lived after each resync), which an embedding test process would not want.
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
         sync = EnvoySync(reporter)
         # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()
-        provider = RegistryProvider(stubs, cache, hook, credentials=credentials_index)
+        provider = RegistryProvider(
+            stubs,
+            cache,
+            hook,
+            credentials=credentials_index,
+            after_resync=freeze_long_lived if own_process else None,
+        )
         rates = RequestRates()
         autoscaler = Autoscaler(stubs, provider.mirror, rates)
         waker = Waker(provider.mirror, sync, autoscaler)

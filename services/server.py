@@ -131,7 +131,9 @@ def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
     """gateway_xds over TLS requiring a client certificate of `ca` naming the caller's gateway."""
     public_host = public_xds_endpoint(settings, settings.xds_port).host
     credentials = xds_server_credentials(ca, [settings.xds_host, public_host])
-    return XdsApp.build(stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials)
+    return XdsApp.build(
+        stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials, own_process=True
+    )
 
 
 async def _start_join(settings: Settings, ca: InternalCA) -> tuple[JoinServer, JoinSetup]:

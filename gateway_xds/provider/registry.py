@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
@@ -40,10 +40,13 @@ class RegistryProvider:
         hook: ResourceHook | None = None,
         keys: KeySource | None = None,
         credentials: CredentialIndex | None = None,
+        after_resync: Callable[[], None] | None = None,
     ) -> None:
         """`keys` gives certificates' private keys (the registry's, through `stubs`, by default);
-        `credentials`, if given, is kept current for the gateways' auth checks."""
+        `credentials`, if given, is kept current for the gateways' auth checks; `after_resync` is
+        called once a whole registry state is published."""
         self._stubs = stubs
+        self._after_resync = after_resync
         self._cache = cache
         self._credentials = credentials
         self._hook = hook
@@ -83,6 +86,8 @@ class RegistryProvider:
         started = time.perf_counter()
         await self._certificates.fetch_keys(self.mirror, self._certificate_ids(change))
         gateways = self.apply(change)
+        if change.resync and self._after_resync is not None:
+            self._after_resync()
         self._retry_keys_later()
         if log.isEnabledFor(logging.DEBUG):
             elapsed = (time.perf_counter() - started) * 1000

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from gateway_xds.server.bulk_gate import BulkGate
 from gateway_xds.server.delta_state import DeltaStreamState
 from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.reporter import SyncReporter
@@ -36,7 +36,7 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
         self.stats = stats if stats is not None else ServerStats()
         self._push_window = push_window
         # Streams building a node's first sync of a large type at once (each holds its responses).
-        self._bulk_gate = asyncio.Semaphore(BULK_STREAMS)
+        self._bulk_gate = BulkGate(BULK_STREAMS)
 
     async def StreamAggregatedResources(
         self,

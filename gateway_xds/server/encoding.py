@@ -4,8 +4,8 @@ Built as a message, a DeltaDiscoveryResponse copies every resource into a new Re
 into the response, then into the bytes gRPC sends: for a node's first sync of 10,000 services that
 is 30,000 small messages and several copies of every byte, made again for every node. A protobuf
 message's encoding is the concatenation of its fields' encodings (repeated fields may come in any
-number of pieces), so a response is encoded here as its scalar fields (a small message) followed by
-one length-delimited field per resource, written from the bytes the cache keeps: one copy, no
+number of pieces), so a response is encoded here field by field: its strings, then one
+length-delimited field per resource, written from the bytes the cache keeps: one copy, no
 intermediate messages.
 """
 
@@ -18,7 +18,11 @@ from envoy.service.discovery.v3 import discovery_pb2
 from gateway_xds.cache.resource import Resource
 
 # Field keys (field number << 3 | wire type 2, length-delimited).
+_RESPONSE_SYSTEM_VERSION = b"\x0a"  # DeltaDiscoveryResponse.system_version_info = 1
 _RESPONSE_RESOURCES = b"\x12"  # DeltaDiscoveryResponse.resources = 2
+_RESPONSE_TYPE_URL = b"\x22"  # DeltaDiscoveryResponse.type_url = 4
+_RESPONSE_NONCE = b"\x2a"  # DeltaDiscoveryResponse.nonce = 5
+_RESPONSE_REMOVED = b"\x32"  # DeltaDiscoveryResponse.removed_resources = 6
 _RESOURCE_VERSION = b"\x0a"  # Resource.version = 1
 _RESOURCE_RESOURCE = b"\x12"  # Resource.resource = 2 (an Any)
 _RESOURCE_NAME = b"\x1a"  # Resource.name = 3
@@ -37,6 +41,13 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _string_field(key: bytes, value: str, parts: list[bytes]) -> None:
+    """Appends a string field to `parts`, or nothing for an empty string (proto3's default)."""
+    if value:
+        encoded = value.encode()
+        parts += (key, _varint(len(encoded)), encoded)
 
 
 def _encode_resources(type_url: str, resources: Iterable[Resource], parts: list[bytes]) -> list[str]:
@@ -94,13 +105,13 @@ class EncodedDeltaResponse:
         self.type_url = type_url
         self.removed_resources = removed_resources
         self.nonce = nonce
-        head = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=system_version_info,
-            type_url=type_url,
-            removed_resources=removed_resources,
-            nonce=nonce,
-        ).SerializeToString()
-        parts = [head]
+        parts: list[bytes] = []
+        _string_field(_RESPONSE_SYSTEM_VERSION, system_version_info, parts)
+        _string_field(_RESPONSE_TYPE_URL, type_url, parts)
+        _string_field(_RESPONSE_NONCE, nonce, parts)
+        for name in removed_resources:
+            encoded = name.encode()
+            parts += (_RESPONSE_REMOVED, _varint(len(encoded)), encoded)
         self.resource_names = _encode_resources(type_url, resources, parts)
         self._data: bytes | None = b"".join(parts)
         self._size = len(self._data)

@@ -11,6 +11,7 @@ from typing import Generic
 import grpc
 
 from gateway_xds.cache.snapshot import Snapshot
+from gateway_xds.server.bulk_gate import BulkGate
 from gateway_xds.server.protocol import Request, Response, StreamProtocol
 from gateway_xds.server.reporter import SyncReporter
 from gateway_xds.server.stats import ServerStats, StreamInfo
@@ -44,7 +45,7 @@ class AdsStream(Generic[Request, Response]):
         reporter: SyncReporter,
         stats: ServerStats,
         throttle: PushThrottle,
-        bulk_gate: asyncio.Semaphore,
+        bulk_gate: BulkGate,
         context: grpc.aio.ServicerContext,
     ) -> None:
         self._protocol = protocol
@@ -57,6 +58,8 @@ class AdsStream(Generic[Request, Response]):
         self._bulk_gate = bulk_gate
         self._context = context
         self._events: asyncio.Queue[Request | _End | _Wake] = asyncio.Queue()
+        # Looked up once: on Python 3.11 each lookup of the running loop is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self._latest: Snapshot | None = None
         self._wake_queued = False
         self._timer: asyncio.TimerHandle | None = None
@@ -117,7 +120,7 @@ class AdsStream(Generic[Request, Response]):
         if latest is None or latest is state.snapshot:
             self._throttle.changed = False
             return []
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         delay = self._throttle.delay(now, state.in_flight)
         if delay is None:
             return []
@@ -143,7 +146,7 @@ class AdsStream(Generic[Request, Response]):
     def _wake_after(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._timer_fired)
+        self._timer = self._loop.call_later(delay, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None

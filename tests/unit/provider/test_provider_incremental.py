@@ -166,3 +166,15 @@ def test_a_resync_rebuilds_and_only_changes_what_differs() -> None:
         ENDPOINT: frozenset({"svc_main_new"}),
         SCOPED_ROUTE: frozenset({"svc_main_new"}),
     }
+
+
+async def test_after_resync_runs_once_a_whole_state_is_published_and_not_for_events() -> None:
+    calls: list[int] = []
+    cache = SnapshotCache()
+    provider = RegistryProvider(None, cache, after_resync=lambda: calls.append(len(cache.gateway_ids())))
+    snapshot = registry_pb2.SnapshotResponse(revision=3, gateways=[gateway()], services=[service("web")])
+    await provider.on_change(provider.mirror.load(snapshot))
+    assert calls == [1]  # the gateway's snapshot was there when it ran
+    event = registry_pb2.WatchEvent(revision=4, type=PUT, replica=replica("web", 9000))
+    await provider.on_change(provider.mirror.apply([event]))
+    assert calls == [1]
