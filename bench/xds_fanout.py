@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import grpc_fanout_floor
 from bench.xds_harness import (
     GATEWAY,
     HttpProbe,
@@ -253,6 +254,12 @@ async def main() -> None:
                 clients.stop()
             await stack.stop()
     shutil.rmtree(workdir)  # kept when something failed, for its logs
+    print("\n  side by side, once the stack has stopped: the same messages with bare grpc.aio")
+    floor = grpc_fanout_floor.measure(args.clients, args.samples, args.processes)
+    grpc_fanout_floor.report(floor, args.clients)
+    ours = percentile(all_acked_after_writes, 0.5)
+    print(f"  gateway_xds / bare grpc.aio: CPU per change {cpu_per_change / floor.cpu_per_change_ms:.2f}x, "
+          f"all ACKed p50 (from the writes' end) {ours / floor.all_acked_p50_ms:.2f}x")  # fmt: skip
 
 
 async def cpu_rate_when_idle(pid: int, seconds: float = 5.0) -> float:
