@@ -3,8 +3,8 @@ back the memory a burst of them leaves behind.
 
 A first sync of 10,000 services is about 1.5 MB per type. Once glibc has freed a chunk that large it
 serves the next ones from its heaps instead of fresh mappings (its mmap threshold rises to the
-largest chunk freed), and keeps the freed pages: after 100 Envoys' first syncs the process held tens
-of megabytes it no longer used. When the last bulk stream is done, `malloc_trim` hands them back.
+largest chunk freed), and keeps freed pages that are not at the top of a heap. When the last bulk
+stream is done, `malloc_trim` hands them back.
 """
 
 from __future__ import annotations
