@@ -157,14 +157,17 @@ def measure(clients: int = 100, changes: int = 100, processes: int = 10) -> Floo
     me = [sys.executable, "-m", "bench.grpc_fanout_floor"]
     server = subprocess.Popen(
         [*me, "--serve", str(port), str(clients), str(changes)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert server.stdin is not None and server.stdout is not None
     assert server.stdout.readline().strip() == "ready"
     base, extra = divmod(clients, processes)
     emulators = [
         subprocess.Popen(
-            [*me, "--clients-of", str(port), str(base + (i < extra))], stdout=subprocess.PIPE, text=True
+            [*me, "--clients-of", str(port), str(base + (i < extra))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # gRPC's notes as the streams are cut at the end
+            text=True,
         )
         for i in range(processes)
     ]
