@@ -267,6 +267,21 @@ async def acked(registry: LiveRegistry, gateway: Gateway, revision: int) -> bool
     return any(e.node_id == gateway.node_id and e.acked_revision >= revision for e in status.envoys)
 
 
+async def serve_domain_service(
+    registry: LiveRegistry, gateway: Gateway, name: str, upstream: Upstream
+) -> str:
+    """Apply a service with one ready replica on `gateway` and wait until Envoy answers 200; its host."""
+    host = f"{name}.{DOMAIN}"
+    await registry.driver.service(name, gateway.name, 8000)
+    await registry.driver.replica(name, f"{name}-0", f"127.0.0.1:{upstream.port}")
+
+    async def check() -> tuple[int, str]:
+        return await status_of(gateway, host)
+
+    await eventually(check, 200, f"service {name}", gateway.envoy)
+    return host
+
+
 # -- 404 → 200 → 404, both modes ---------------------------------------------------------------------
 
 
@@ -328,14 +343,7 @@ async def test_zero_ready_replicas_answer_503_with_a_short_body(
 async def test_a_services_cluster_keeps_only_the_stats_that_are_read(
     registry: LiveRegistry, domain_gateway: Gateway, upstream: Upstream
 ) -> None:
-    host = f"counted.{DOMAIN}"
-    await registry.driver.service("counted", "edge", 8000)
-    await registry.driver.replica("counted", "counted-0", f"127.0.0.1:{upstream.port}")
-
-    async def check() -> tuple[int, str]:
-        return await status_of(domain_gateway, host)
-
-    await eventually(check, 200, "the counted service", domain_gateway.envoy)
+    await serve_domain_service(registry, domain_gateway, "counted", upstream)
     cluster = "cluster.svc_main_counted."
     stats = {name.removeprefix(cluster) for name in domain_gateway.envoy.stats(cluster)}
     assert {"upstream_rq_total", "upstream_rq_2xx", "membership_healthy"} <= stats
@@ -349,14 +357,7 @@ async def test_a_services_cluster_keeps_only_the_stats_that_are_read(
 async def test_a_domain_service_gets_forwarded_headers_websockets_and_a_body_limit(
     registry: LiveRegistry, domain_gateway: Gateway, upstream: Upstream
 ) -> None:
-    host = f"features.{DOMAIN}"
-    await registry.driver.service("features", "edge", 8000)
-    await registry.driver.replica("features", "features-0", f"127.0.0.1:{upstream.port}")
-
-    async def check() -> tuple[int, str]:
-        return await status_of(domain_gateway, host)
-
-    await eventually(check, 200, "the service", domain_gateway.envoy)
+    host = await serve_domain_service(registry, domain_gateway, "features", upstream)
     spoofed = {"X-Real-IP": "203.0.113.9", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "https"}
     status, body = await asyncio.to_thread(_get_headers, domain_gateway.port, host, spoofed)
     headers = json.loads(body)
