@@ -35,7 +35,8 @@ class Settings:
     api_port: int
     xds_host: str
     xds_port: int
-    # The local backend: where local gateways bind and which ports stand for :80 and :443.
+    # The local backend: where gateways without an `address` bound before they had one each, and
+    # which ports stand for :80 and :443.
     local_bind: str
     local_http_port: int
     local_https_port: int
@@ -48,6 +49,11 @@ class Settings:
     # Where gateway hosts exchange their join token and renew (HTTPS, on the xDS host; 0 picks a free
     # port, which only suits tests: a host cannot follow it across restarts).
     join_port: int = DEFAULT_JOIN_PORT
+    # Local replicas: each in a network namespace of its own with an address from this network
+    # ("namespace"), or all on this machine's network ("host"); "auto" picks namespaces where they
+    # can be made.
+    local_replica_network: str = "auto"
+    local_replica_subnet: str = "10.213.0.0/16"
 
     @property
     def server_dir(self) -> Path:
@@ -76,4 +82,6 @@ class Settings:
             replica_ttl=float(_int_env("GATEHOUSE_REPLICA_TTL", 30)),
             xds_public_address=os.environ.get("GATEHOUSE_XDS_PUBLIC_ADDRESS", ""),
             join_port=_int_env("GATEHOUSE_JOIN_PORT", DEFAULT_JOIN_PORT),
+            local_replica_network=os.environ.get("GATEHOUSE_LOCAL_REPLICA_NETWORK") or "auto",
+            local_replica_subnet=os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET") or "10.213.0.0/16",
         )

@@ -6,6 +6,7 @@ Field descriptions double as the reference documentation.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -65,6 +66,16 @@ class GatewayConfig(_Strict):
     instance_type: str | None = Field(None, description="A larger instance for high-traffic services")
     replicas: int = Field(1, ge=1, le=16, description="How many gateway hosts")
     tags: dict[str, str] = Field(default_factory=dict, description="Tags put on every cloud resource")
+    address: str | None = Field(
+        None,
+        description="The local backend: the address Envoy binds on this machine (a LAN address, 0.0.0.0); "
+        "a loopback address of the gateway's own if omitted",
+    )
+    replica_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) that replicas registered by users and agents may be in; "
+        "any private network if omitted",
+    )
     router: Any = Field(None, exclude=True)
 
     _name = field_validator("name")(_check_name)
@@ -91,6 +102,30 @@ class GatewayConfig(_Strict):
                 "set `certificate: null` (or acm on aws)"
             )
         return self
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            address = ipaddress.ip_address(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (for example: 127.0.0.2 or 0.0.0.0)") from None
+        if address.is_multicast or (address.is_link_local and address.version == 6):
+            raise ValueError(f"{value!r} cannot be bound by a gateway: use a loopback, LAN or 0.0.0.0 one")
+        return str(address)
+
+    @field_validator("replica_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for text in value:
+            try:
+                networks.append(str(ipaddress.ip_network(str(text).strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network: use CIDR like 10.0.0.0/16") from None
+        return networks
 
     @field_validator("backend")
     @classmethod

@@ -59,6 +59,8 @@ def gateway_message(row: GatewayRow, envoys: list[EnvoyStatusRow] | None = None)
         instance_type=config.instance_type or "",
         replicas=config.replicas,
         tags=config.tags,
+        address=config.address or "",
+        replica_networks=config.replica_networks,
     )
     if config.certificate is not None:
         spec.certificate.type = config.certificate.type

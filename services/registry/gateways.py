@@ -9,14 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.v1 import resources_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.registry import certificates, feed
+from services.registry import certificates, feed, local_addresses
 from services.registry.configurations import GatewayConfig
 from services.registry.convert import gateway_config, gateway_message, gateway_status, status_json
 from services.registry.models import EnvoyStatusRow, GatewayRow, ServiceRow
 from services.registry.names import new_id, readable_name
 
 # Fields a running gateway can change without a new host.
-IN_PLACE = ("domain", "default", "replicas", "tags")
+IN_PLACE = ("domain", "default", "replicas", "tags", "replica_networks")
 FAILED = resources_pb2.GATEWAY_STATE_FAILED
 DELETING = resources_pb2.GATEWAY_STATE_DELETING
 
@@ -33,6 +33,8 @@ def check_backend_rules(config: GatewayConfig) -> None:
         raise InvalidArgument("`certificate: acm` works on the aws backend only")
     if config.backend in ("local", "kubernetes") and config.instance_type:
         raise InvalidArgument(f"`instance_type`: the {config.backend} backend has no instance types")
+    if config.backend != "local" and config.address is not None:
+        raise InvalidArgument("`address` is for the local backend: a cloud gives its gateways their address")
 
 
 async def find(session: AsyncSession, project: str, name: str) -> GatewayRow | None:
@@ -122,6 +124,7 @@ async def apply(
     revision = await feed.next_revision(session)
     row = await resolve_target(session, project, config, source)
     await _check_domain_free(session, project, config)
+    config = local_addresses.place(config, row, await list_rows(session))
     if row is None:
         row = await _create(session, project, config, source)
     elif not await _update(session, row, config, expected_version, force):

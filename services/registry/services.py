@@ -140,7 +140,7 @@ async def resolve_gateway(
     if row is not None:
         return row
     for candidate in await gateways.list_rows(session, project):
-        if gateway_status(candidate).hostname == reference:
+        if reference in (gateway_status(candidate).hostname, gateway_config(candidate).address):
             return candidate
     kind = "address" if _is_address(reference) else "name or hostname"
     raise NotFound(
