@@ -25,6 +25,10 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 # Slow clients get this long to send their request headers.
 REQUEST_HEADERS_TIMEOUT_MS = 60_000
 
+# No SO_REUSEPORT: a second Envoy binding the same address and port fails (its listener is
+# rejected) instead of silently taking half of another gateway's connections.
+EXCLUSIVE_BIND = wrappers_pb2.BoolValue(value=False)
+
 _Extractor = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor
 
 
@@ -37,6 +41,7 @@ def listener_resources(li: HTTPListener) -> list[listener_pb2.Listener]:
     plain = listener_pb2.Listener(
         name=li.name,
         address=socket_address(li.address, li.port),
+        enable_reuse_port=EXCLUSIVE_BIND,
         filter_chains=[listener_components_pb2.FilterChain(filters=_filters(li, li.name))],
     )
     if li.tls is None:
@@ -45,6 +50,7 @@ def listener_resources(li: HTTPListener) -> list[listener_pb2.Listener]:
     secure = listener_pb2.Listener(
         name=li.tls.name,
         address=socket_address(li.address, li.tls.port),
+        enable_reuse_port=EXCLUSIVE_BIND,
         listener_filters=[tls_inspector()],
         filter_chains=[certificate_filter_chain(c, filters) for c in li.tls.certificates],
         default_filter_chain=no_certificate_chain(),
