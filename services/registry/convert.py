@@ -87,14 +87,25 @@ def gateway_message(row: GatewayRow, envoys: list[EnvoyStatusRow] | None = None)
 
 
 def service_urls(row: ServiceRow, gateway: GatewayRow | None, https: bool) -> list[str]:
+    """Where users reach the service, with the port Envoy really listens on wherever it is not the
+    scheme's own (the local backend serves :80 and :443 on 8080 and 8443 when not root)."""
     if gateway is None:
         return []
+    status = gateway_status(gateway)
     if row.hostname:
-        return [f"{'https' if https else 'http'}://{row.hostname}"]
-    host = gateway_status(gateway).hostname
-    if not host or row.gateway_port is None:
+        scheme, port = ("https", status.https_port or 443) if https else ("http", status.http_port or 80)
+        return [_url(scheme, row.hostname, port)]
+    if not status.hostname or row.gateway_port is None:
         return []
-    return [f"http://{host}" if row.gateway_port == 80 else f"http://{host}:{row.gateway_port}"]
+    port = (status.http_port or 80) if row.gateway_port == 80 else row.gateway_port
+    return [_url("http", status.hostname, port)]
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" if port == default else f"{scheme}://{host}:{port}"
 
 
 def service_message(

@@ -93,6 +93,8 @@ def diff(current: GatewayConfig, desired: GatewayConfig, is_default: bool) -> tu
     before = current.model_dump(exclude={"name", "router"})
     after = desired.model_dump(exclude={"name", "router"})
     before["default"] = is_default
+    if after["address"] is None:
+        after["address"] = before["address"]  # the address it was given is kept
     for field, value in after.items():
         if field == "default" and not value:
             continue
