@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from cli.output import warning
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, gatehouse_home
+from gatehouse.private_files import loosened
 
 
 class UsageError(Exception):
@@ -17,6 +19,13 @@ class UsageError(Exception):
 
 class CliError(Exception):
     """A failure to report: one line, exit code 1."""
+
+
+def _warn_if_open(path: Path) -> None:
+    """The config holds a token: like ssh with a key, say so when others can read it."""
+    found = loosened(path)
+    if found is not None:
+        warning(found.warning())
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class CliConfig:
         path = Path(os.environ.get("GATEHOUSE_CONFIG") or gatehouse_home() / "config.yml")
         stored: dict[str, str] = {}
         if path.exists():
+            _warn_if_open(path)
             try:
                 loaded = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as error:

@@ -26,3 +26,7 @@ def services_table(services: Sequence[resources_pb2.Service]) -> None:
 
 def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)

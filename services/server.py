@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gatehouse.client.connection import Stubs
+from gatehouse.private_files import make_private_directory
 from gateway_xds.app import XdsApp
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
@@ -19,6 +20,7 @@ from services.common.auth import Authenticator
 from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import InternalCA, xds_server_credentials
+from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
 from services.provisioner.app import build_provisioner, public_xds_endpoint
@@ -79,12 +81,13 @@ async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Aw
 
 def _write_state(settings: Settings, **state: object) -> None:
     path = settings.server_dir / "server.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_directory(path.parent)
     path.write_text(json.dumps({"pid": os.getpid(), **state}, indent=2) + "\n")
 
 
 async def serve_all(settings: Settings) -> None:
     """The embedded default: registry, provisioner, certificates and gateway_xds on one loop."""
+    make_home_private(settings.home)
     registry = await Registry.start(settings)
     # The internal clients need the API's port, so the server is bound before anything is served.
     server, api_port = bind_server(registry.authenticator, settings.api_address)
@@ -154,6 +157,7 @@ def _renewable(provisioner: Provisioner) -> Callable[[str], bool]:
 
 async def serve_one(settings: Settings, role: str, registry_address: str | None) -> None:
     """One service as its own process (docker-compose runs them like this)."""
+    make_home_private(settings.home)
     if role == "registry":
         registry = await Registry.start(settings)
         server, port = bind_server(registry.authenticator, settings.api_address)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from gatehouse.private_files import make_private_directory
+
 
 def load_or_create_key(path: Path) -> bytes:
     """`$GATEHOUSE_ENCRYPTION_KEY`, else a key file made on first start, readable by its owner only."""
@@ -15,7 +17,7 @@ def load_or_create_key(path: Path) -> bytes:
         return configured.encode()
     if path.exists():
         return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_directory(path.parent)
     key = Fernet.generate_key()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,9 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from gatehouse.private_files import make_private_directory
+from services.common.private_home import tighten_and_warn
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -25,6 +29,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_sqlite_files(path: Path) -> None:
+    """The database file, wherever it is, readable by its owner only; SQLite makes the WAL and shared
+    memory files beside it with the database's mode."""
+    make_private_directory(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    tighten_and_warn(path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -32,7 +44,7 @@ class Database:
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_files(Path(path))
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

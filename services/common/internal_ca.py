@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gatehouse.private_files import make_private_directory
 from gateway_xds.server.peer import GATEWAY_URI_PREFIX
 from services.common.crypto import Cipher
 
@@ -119,7 +120,7 @@ class InternalCA:
     @classmethod
     def _create_in(cls, directory: Path, cipher: Cipher) -> None:
         ca = cls.create()
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_directory(directory)
         staging = Path(tempfile.mkdtemp(prefix=".new-", dir=directory))
         try:
             descriptor = os.open(staging / "ca.key.enc", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
