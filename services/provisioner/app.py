@@ -17,6 +17,7 @@ from services.provisioner.api import ProvisionerServicer
 from services.provisioner.backends.catalog import cloud_builders
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
+from services.provisioner.backends.local.network import replica_network
 from services.provisioner.credentials import LayeredCredentials, RegistryCredentials, ServerConfigFile
 from services.provisioner.hosts.plan import XdsEndpoint
 from services.provisioner.join import JoinSetup
@@ -47,12 +48,13 @@ def build_provisioner(
         root=settings.home / "gateways",
         xds_host=settings.xds_host,
         xds_port=xds_port,
-        bind=settings.local_bind,
+        default_bind=settings.local_bind,
         http_port=settings.local_http_port,
         https_port=settings.local_https_port,
         ca=ca,
     )
-    runner = LocalRunner(settings.home / "replicas")
+    network = replica_network(settings.local_replica_network, settings.local_replica_subnet)
+    runner = LocalRunner(settings.home / "replicas", network)
     mirror = RegistryMirror()
     config = ServerConfigFile(settings.server_dir / "config.yml")
 

@@ -38,14 +38,22 @@ class XdsTls:
     sds_file: str | None = None
 
 
+# Envoy's admin interface on every gateway host: a Unix socket only its owner may open, never a TCP
+# port, so nothing that can be routed to (a replica address such as 127.0.0.1:<port>) reaches it.
+ADMIN_SOCKET_DIR = "/run/gatehouse"
+HOST_ADMIN_SOCKET = f"{ADMIN_SOCKET_DIR}/envoy-admin.sock"
+ADMIN_SOCKET_MODE = 0o600
+
+
 @dataclass(frozen=True)
 class BootstrapParams:
     gateway_id: str
     host_index: int
     xds_host: str
     xds_port: int
-    admin_address: str = "127.0.0.1"
-    admin_port: int = 9901
+    admin_socket: str = HOST_ADMIN_SOCKET
+    # Test harnesses only: the admin interface on 127.0.0.1:<admin_port> instead of the socket.
+    admin_port: int | None = None
     api_type: str = DELTA
     # None: plain text (only for control planes that do not require mTLS).
     tls: XdsTls | None = None
@@ -191,6 +199,12 @@ def _stats_sink(node: str) -> dict[str, Any]:
     }
 
 
+def _admin_address(params: BootstrapParams) -> dict[str, Any]:
+    if params.admin_port is not None:
+        return {"socket_address": {"address": "127.0.0.1", "port_value": params.admin_port}}
+    return {"pipe": {"path": params.admin_socket, "mode": ADMIN_SOCKET_MODE}}
+
+
 def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
     node = node_id(params.gateway_id, params.host_index)
     return {
@@ -198,9 +212,7 @@ def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
         "stats_sinks": [_stats_sink(node)],
         "stats_flush_interval": f"{STATS_FLUSH_SECONDS}s",
         "stats_config": _stats_config(),
-        "admin": {
-            "address": {"socket_address": {"address": params.admin_address, "port_value": params.admin_port}}
-        },
+        "admin": {"address": _admin_address(params)},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": params.api_type,

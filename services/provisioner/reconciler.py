@@ -15,7 +15,7 @@ from services.common.workqueue import Result, WorkQueue
 from services.provisioner.backends.base import BackendError, NotReady
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
-from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed
+from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Provisioner:
         )
 
     async def _register(self, service: resources_pb2.Service, replica: LocalReplica, ready: bool) -> None:
-        address = f"{self._runner.host}:{replica.port(service.spec.app_port)}"
+        address = await self._runner.address(replica, service.spec.app_port)
         known = self.mirror.replicas.get(replica.id)
         if known is not None and (known.address, known.ready) == (address, ready):
             return
@@ -199,27 +199,48 @@ class Provisioner:
         # The autoscaler's count within `replicas: min..max`, else the configured one.
         desired = service.status.desired_replicas
         run = await self._service_run(service)
+
+        def wanted() -> bool:
+            current = self.mirror.services.get(service_id)
+            return current is not None and current.generation == service.generation
+
         for index in self._runner.indices(service_id):
             if index >= desired:
                 replica = self._runner.replica(service_id, index)
                 await self._unregister(replica.id)
                 await self._runner.stop(replica)
+        current = [self._runner.is_current(self._runner.replica(service_id, i), run) for i in range(desired)]
+        started = False
         for index in range(desired):
             replica = self._runner.replica(service_id, index)
-            if self._runner.is_current(replica, run):
+            if current[index]:
                 await self._register(service, replica, ready=True)
                 continue
+            serving = sum(current[:index]) + sum(current[index + 1 :])
+            if replica.spec_file.exists() and not replica.process.running():
+                # It was started, and exited since: a crash counts as a failed start.
+                return await self._replica_failed(
+                    service, replica, self._runner.exit_reason(replica), serving
+                )
             if replica.id in self.mirror.replicas:
                 await self._register(service, replica, ready=False)
             await replica.process.stop()
-            await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
-            await self._runner.start(replica, run)
+            if not serving:
+                await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
             try:
-                await self._runner.wait_ready(replica, replica.port(service.spec.app_port))
+                await self._runner.start(replica, run)
+                await self._runner.wait_ready(replica, service.spec.app_port, wanted)
+            except ReplicaGone:
+                await self._unregister(replica.id)
+                await replica.process.stop()
+                return Result()
             except ReplicaFailed as error:
-                return await self._replica_failed(service, replica, str(error))
+                return await self._replica_failed(service, replica, str(error), serving)
             await self._register(service, replica, ready=True)
-        self._failures.pop(service_id, None)
+            current[index] = started = True
+        if not started:
+            # A pass with nothing to restart: the service has been healthy since the last one.
+            self._failures.pop(service_id, None)
         await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
         return Result(requeue_after=REPLICA_RECHECK_SECONDS)
 
@@ -238,14 +259,19 @@ class Provisioner:
         return run
 
     async def _replica_failed(
-        self, service: resources_pb2.Service, replica: LocalReplica, reason: str
+        self, service: resources_pb2.Service, replica: LocalReplica, reason: str, serving: int
     ) -> Result:
-        await replica.process.stop()
+        """Stops the replica and tries again after a backoff (1 s, doubling to 60 s) with the reason
+        on the service: failed when no other replica serves, else running with the reason shown."""
         await self._unregister(replica.id)
+        await replica.process.stop()
+        replica.spec_file.unlink(missing_ok=True)
         failures = self._failures.get(service.id, 0) + 1
         self._failures[service.id] = failures
-        await self._service_status(service, resources_pb2.SERVICE_STATE_FAILED, reason)
-        return Result(requeue_after=min(MAX_RETRY_SECONDS, 2.0**failures))
+        delay = min(MAX_RETRY_SECONDS, 2.0 ** (failures - 1))
+        state = resources_pb2.SERVICE_STATE_RUNNING if serving else resources_pb2.SERVICE_STATE_FAILED
+        await self._service_status(service, state, f"{reason} (retrying in {delay:.0f}s)")
+        return Result(requeue_after=delay)
 
     def logs(self, project: str, service_name: str, tail: int) -> dict[str, list[str]] | None:
         for service in self.mirror.services.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 
+from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import (
     BOOTSTRAP_PATH,
     CONFIG_DIR,
@@ -59,6 +60,9 @@ def _docker_run(image: str) -> str:
         # A directory, not the file: a renewal replaces the file and Envoy sees it in the directory.
         "--volume",
         f"{IDENTITY_DIR}:{IDENTITY_DIR}:ro",
+        # Envoy's admin socket, reachable from the host (as root) and from no route.
+        "--volume",
+        f"{ADMIN_SOCKET_DIR}:{ADMIN_SOCKET_DIR}",
         image,
         *envoy_args(),
     ]
@@ -139,6 +143,7 @@ def render_startup_script(
         "set -euo pipefail\n"
         'root="${GATEHOUSE_ROOT:-}"\n'
         + written
+        + f'install -d -m 0700 "$root{ADMIN_SOCKET_DIR}"\n'
         + joining
         + "".join(_heredoc(path, unit, "GATEHOUSE_UNIT") for path, unit in units)
         + "if ! command -v docker >/dev/null 2>&1; then\n"

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import grpc
 from cryptography import x509
 from envoy.config.core.v3 import base_pb2
@@ -31,9 +30,10 @@ from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from services.common.internal_ca import InternalCA, xds_server_credentials
-from services.common.probes import free_port, http_get
+from services.common.probes import free_port, unix_http_get
 from services.provisioner.backends.base import BackendError
 from services.provisioner.backends.local.gateway import envoy_binary
+from services.provisioner.envoy_bootstrap import HOST_ADMIN_SOCKET
 from services.provisioner.hosts.identity import CONFIG_DIR, IDENTITY_DIR, IDENTITY_PATH, JoinEndpoint
 from services.provisioner.join import JoinServer, JoinTokens
 from tests.support.real import require_real
@@ -135,17 +135,18 @@ async def control_plane(directory: Path, ca: InternalCA | None = None) -> AsyncI
 
 
 class HostEnvoy:
-    """A real Envoy started with a host's own arguments; only the admin port moves, to keep clear
-    of anything else on this machine."""
+    """A real Envoy started with a host's own arguments; only the admin socket moves into the host's
+    scratch root, as every path the host writes does."""
 
     def __init__(self, root: Path, args: Sequence[str], log: Path) -> None:
         try:
             binary = envoy_binary()
         except BackendError as error:
             require_real(str(error))
-        self.admin_port = free_port()
+        self.admin_socket = str(root / HOST_ADMIN_SOCKET.lstrip("/"))
+        Path(self.admin_socket).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [binary, *in_root_argv(root, args)]
-        admin = {"admin": {"address": {"socket_address": {"port_value": self.admin_port}}}}
+        admin = {"admin": {"address": {"pipe": {"path": self.admin_socket}}}}
         argv += ["--config-yaml", json.dumps(admin)]
         argv += ["--disable-hot-restart", "--concurrency", "1", "--base-id", str(os.getpid() + 1)]
         self.log = log
@@ -156,18 +157,15 @@ class HostEnvoy:
 
     async def wait_live(self) -> None:
         """/ready says LIVE only once the initial configuration has been applied."""
-        while "LIVE" not in str(await http_get("127.0.0.1", self.admin_port, "/ready")):
+        while "LIVE" not in str(await unix_http_get(self.admin_socket, "/ready")):
             assert self.process.poll() is None, self.log.read_text()
             await asyncio.sleep(0.1)
 
     async def client_serials(self) -> set[int]:
         """Serial numbers of the certificates Envoy holds now, the CA's and the client's."""
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.admin_port}/certs") as answer,
-        ):
-            assert answer.status == 200, await answer.text()
-            held = await answer.json()
+        status, body = await unix_http_get(self.admin_socket, "/certs")
+        assert status == 200, body
+        held = json.loads(body)
         return {
             int(entry["serial_number"], 16)
             for cert in held["certificates"]

@@ -19,6 +19,7 @@ from services.provisioner.backends.cloud import CloudGatewayBackend
 from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.backends.kubernetes.driver import KubernetesDriver
 from services.provisioner.credentials import KubernetesBackendConfig
+from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE
@@ -211,16 +212,19 @@ async def test_with_mtls_a_pod_joins_before_envoy_starts_and_renews_beside_it(
         assert renew["command"] == ["/bin/sh", "/etc/gatehouse/join.sh", "renew-loop", url]
         assert envoy["args"][:2] == ["-c", "/etc/gatehouse/envoy.json"]
         mounts = {
-            c["name"]: {m["mountPath"]: m["readOnly"] for m in c["volumeMounts"]}
+            c["name"]: {m["mountPath"]: m.get("readOnly", False) for m in c["volumeMounts"]}
             for c in (init, envoy, renew)
         }
         assert mounts == {
             "join": {"/etc/gatehouse": True, "/var/lib/gatehouse": False},
-            "envoy": {"/etc/gatehouse": True, "/var/lib/gatehouse": True},
+            "envoy": {"/etc/gatehouse": True, "/var/lib/gatehouse": True, ADMIN_SOCKET_DIR: False},
             "renew": {"/etc/gatehouse": True, "/var/lib/gatehouse": False},
         }
         volumes = {volume["name"]: volume for volume in pod["volumes"]}
         assert volumes["identity"]["emptyDir"]["medium"] == "Memory"
+        # Envoy's admin interface: a socket in the pod, no port a Service or route could reach.
+        assert volumes["admin"]["emptyDir"]["medium"] == "Memory"
+        assert [p["containerPort"] for p in envoy["ports"]] == [8080, 8443]
         assert volumes["config"]["secret"] == {"secretName": f"envoy-{index}", "defaultMode": 0o440}
         assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 101
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import (
     BOOTSTRAP_PATH,
     CONFIG_DIR,
@@ -39,6 +40,7 @@ SERVICE_NAME = "gateway"
 JOIN_TOKEN_KEY = JOIN_TOKEN_PATH.rsplit("/", 1)[1]
 CONFIG_VOLUME = "config"
 IDENTITY_VOLUME = "identity"
+ADMIN_VOLUME = "admin"
 # The Secret's files: readable by the pod's user (through its group), by nobody else.
 CONFIG_MODE = 0o440
 
@@ -159,6 +161,10 @@ def deployment(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any
     }
     if plan.join is not None:
         envoy["volumeMounts"] = _mounts(identity_writable=False)
+    # Envoy's admin socket: in the pod only, no containerPort, so no Service or route reaches it.
+    envoy["volumeMounts"].append({"name": ADMIN_VOLUME, "mountPath": ADMIN_SOCKET_DIR})
+    pod["volumes"].append({"name": ADMIN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
+    if plan.join is not None:
         pod["initContainers"] = [_identity_container("join", plan, "join")]
         pod["containers"].append(_identity_container("renew", plan, "renew-loop"))
         # In memory: the key never touches the node's disk.

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import ipaddress
 import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from gatehouse.v1 import resources_pb2
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate_not_after
-from services.common.probes import free_port, http_get
+from services.common.probes import unix_http_get
 from services.provisioner.backends.base import BackendError, HostInfo
 from services.provisioner.backends.local.processes import ManagedProcess
 from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
@@ -21,6 +24,28 @@ READY_TIMEOUT_SECONDS = 30.0
 # A client certificate this close to its end is replaced (Envoy restarted) on the next reconcile.
 RENEW_BEFORE = datetime.timedelta(days=10)
 CERTIFICATE_FILE, KEY_FILE, CA_FILE = "xds-client.pem", "xds-client.key", "xds-ca.pem"
+ADMIN_SOCKET_NAME = "admin.sock"
+# sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def admin_socket_path(directory: Path) -> str:
+    """The gateway's admin socket: in its directory, or where a long directory would pass the
+    length a socket path may have, in a private directory of this user's named after it."""
+    path = str(directory / ADMIN_SOCKET_NAME)
+    if len(path.encode()) <= MAX_SOCKET_PATH:
+        return path
+    short = Path(tempfile.gettempdir()) / f"gatehouse-{os.geteuid()}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return str(short / (hashlib.sha256(path.encode()).hexdigest()[:20] + ".sock"))
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Writes `path` readable by its owner only, whatever the umask."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
 
 
 def envoy_binary() -> str:
@@ -41,16 +66,20 @@ class LocalGatewayBackend:
         root: Path,
         xds_host: str,
         xds_port: int,
-        bind: str,
+        default_bind: str,
         http_port: int,
         https_port: int,
         concurrency: int | None = None,
         ca: InternalCA | None = None,
     ) -> None:
-        """With `ca`, each Envoy reaches gateway_xds over mTLS with a client certificate of its gateway."""
+        """With `ca`, each Envoy reaches gateway_xds over mTLS with a client certificate of its gateway.
+
+        Each gateway binds its own `spec.address` (the registry gives every local gateway one);
+        `default_bind` serves gateways made before addresses were."""
         self._root = root
         self._xds = (xds_host, xds_port)
-        self._host = HostInfo(hostname=bind, listen_address=bind, http_port=http_port, https_port=https_port)
+        self._default_bind = default_bind
+        self._ports = (http_port, https_port)
         self._concurrency = concurrency or int(os.environ.get("GATEHOUSE_LOCAL_ENVOY_CONCURRENCY", "0") or 0)
         self._processes: dict[str, ManagedProcess] = {}
         self._ca = ca
@@ -60,13 +89,21 @@ class LocalGatewayBackend:
             self._processes[gateway_id] = ManagedProcess(self._root / gateway_id, "envoy")
         return self._processes[gateway_id]
 
-    def _bootstrap(self, gateway_id: str, directory: Path, admin_port: int) -> dict[str, object]:
+    def host(self, gateway: resources_pb2.Gateway) -> HostInfo:
+        address = gateway.spec.address or self._default_bind
+        unspecified = ipaddress.ip_address(address).is_unspecified
+        # A gateway on every address is reached on this machine through loopback.
+        hostname = ("::1" if ":" in address else "127.0.0.1") if unspecified else address
+        http_port, https_port = self._ports
+        return HostInfo(hostname=hostname, listen_address=address, http_port=http_port, https_port=https_port)
+
+    def _bootstrap(self, gateway_id: str, directory: Path) -> dict[str, object]:
         params = BootstrapParams(
             gateway_id=gateway_id,
             host_index=0,
             xds_host=self._xds[0],
             xds_port=self._xds[1],
-            admin_port=admin_port,
+            admin_socket=admin_socket_path(directory),
             tls=None if self._ca is None else self._write_credentials(gateway_id, directory),
         )
         return render_bootstrap(params)
@@ -75,10 +112,7 @@ class LocalGatewayBackend:
         assert self._ca is not None
         issued = self._ca.client_certificate(gateway_id)
         key_file = directory / KEY_FILE
-        key_file.unlink(missing_ok=True)
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(issued.key_pem)
+        write_private(key_file, issued.key_pem)
         (directory / CERTIFICATE_FILE).write_bytes(issued.certificate_pem)
         (directory / CA_FILE).write_bytes(issued.ca_pem)
         return XdsTls(
@@ -96,18 +130,18 @@ class LocalGatewayBackend:
             and self._bootstrap_current(bootstrap_file)
             and self._credentials_current(process.directory)
         ):
-            await self._wait_ready(process, bootstrap_file)
-            return self._host
+            await self._wait_ready(process)
+            return self.host(gateway)
         await process.stop()
-        process.directory.mkdir(parents=True, exist_ok=True)
-        bootstrap = self._bootstrap(gateway.id, process.directory, free_port())
-        bootstrap_file.write_text(json.dumps(bootstrap, indent=2))
+        process.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        bootstrap = self._bootstrap(gateway.id, process.directory)
+        write_private(bootstrap_file, json.dumps(bootstrap, indent=2).encode())
         argv = [envoy_binary(), "-c", str(bootstrap_file), "--disable-hot-restart", "--log-level", "warn"]
         if self._concurrency:
             argv += ["--concurrency", str(self._concurrency)]
         process.start(argv, env=os.environ, cwd=process.directory)
-        await self._wait_ready(process, bootstrap_file)
-        return self._host
+        await self._wait_ready(process)
+        return self.host(gateway)
 
     def _bootstrap_current(self, bootstrap_file: Path) -> bool:
         """An adopted Envoy is kept only if it still points at this control plane, mTLS or not as it is."""
@@ -119,7 +153,12 @@ class LocalGatewayBackend:
         endpoint = cluster["load_assignment"]["endpoints"][0]
         address = endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         has_tls = "transport_socket" in cluster
-        return (address["address"], address["port_value"]) == self._xds and has_tls == (self._ca is not None)
+        admin_on_socket = "pipe" in current["admin"]["address"]
+        return (
+            (address["address"], address["port_value"]) == self._xds
+            and has_tls == (self._ca is not None)
+            and admin_on_socket
+        )
 
     def _credentials_current(self, directory: Path) -> bool:
         """The client certificate is of this CA and not about to expire."""
@@ -133,14 +172,14 @@ class LocalGatewayBackend:
         remaining = not_after - datetime.datetime.now(datetime.UTC)
         return ca_pem == self._ca.certificate_pem and remaining > RENEW_BEFORE
 
-    async def _wait_ready(self, process: ManagedProcess, bootstrap_file: Path) -> None:
-        admin = json.loads(bootstrap_file.read_text())["admin"]["address"]["socket_address"]
+    async def _wait_ready(self, process: ManagedProcess) -> None:
+        admin = admin_socket_path(process.directory)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_SECONDS
         while loop.time() < deadline:
             if not process.running():
                 raise BackendError("Envoy exited: " + " | ".join(process.tail(5)))
-            status, _ = await http_get(admin["address"], admin["port_value"], "/ready", timeout=1.0)
+            status, _ = await unix_http_get(admin, "/ready", timeout=1.0)
             if status == 200:
                 return
             await asyncio.sleep(0.1)
@@ -151,6 +190,7 @@ class LocalGatewayBackend:
     async def delete(self, gateway: resources_pb2.Gateway) -> None:
         process = self._process(gateway.id)
         await process.stop()
+        Path(admin_socket_path(process.directory)).unlink(missing_ok=True)
         shutil.rmtree(process.directory, ignore_errors=True)
         self._processes.pop(gateway.id, None)
 
@@ -159,10 +199,5 @@ class LocalGatewayBackend:
             return set()
         return {path.name for path in self._root.iterdir() if path.is_dir()}
 
-    def admin_address(self, gateway_id: str) -> tuple[str, int] | None:
-        try:
-            bootstrap = json.loads((self._root / gateway_id / "bootstrap.json").read_text())
-        except (OSError, ValueError):
-            return None
-        admin = bootstrap["admin"]["address"]["socket_address"]
-        return admin["address"], int(admin["port_value"])
+    def admin_socket(self, gateway_id: str) -> str:
+        return admin_socket_path(self._root / gateway_id)

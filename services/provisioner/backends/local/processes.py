@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 STOP_GRACE_SECONDS = 10.0
+# A log past this size is moved aside (one generation kept) when its process starts again.
+LOG_ROTATE_BYTES = 8 << 20
 
 
 def _live_stat(pid: int | str) -> list[str] | None:
@@ -61,9 +63,12 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, umask: int | None = None) -> int:
+        """`umask` for the process (else the server's own, which keeps the server's files private)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._rotate_log()
+        descriptor = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as log:
             self._child = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
@@ -72,10 +77,24 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=-1 if umask is None else umask,
             )
         started = _start_time(self._child.pid) or "0"
         self.pid_file.write_text(f"{self._child.pid} {started}\n")
         return self._child.pid
+
+    def exit_code(self) -> int | None:
+        """How the process this server started last ended (None: running, or not ours to know)."""
+        if self._child is None:
+            return None
+        return self._child.poll()
+
+    def _rotate_log(self) -> None:
+        try:
+            if self.log_file.stat().st_size > LOG_ROTATE_BYTES:
+                self.log_file.replace(self.log_file.with_suffix(".log.1"))
+        except OSError:
+            pass
 
     async def stop(self) -> None:
         """SIGTERM to the process and everything it started, SIGKILL after a grace period; returns

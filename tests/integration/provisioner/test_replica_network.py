@@ -1,0 +1,155 @@
+"""Local replicas in networks of their own (network namespaces), and on the shared network where
+readiness asks who holds the listening socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from gatehouse.v1 import resources_pb2
+from services.common.probes import free_port, http_get
+from services.provisioner.backends.local.network import (
+    HostNetwork,
+    NamespaceNetwork,
+    namespaces_available,
+)
+from services.provisioner.runner import LocalRunner, ReplicaFailed
+from tests.support.real import require_real
+
+pytestmark = pytest.mark.real
+
+SUBNET = "10.213.0.0/16"
+# Seed 004's own command, and a marker saying which replica answered.
+SEED_COMMAND = "echo replica-$GATEHOUSE_SERVICE-$GATEHOUSE_REPLICA > marker.txt\npython -m http.server 8000"
+
+
+def service(service_id: str, port: int, *commands: str) -> resources_pb2.Service:
+    return resources_pb2.Service(
+        id=service_id, name=service_id, spec=resources_pb2.ServiceSpec(commands=list(commands), app_port=port)
+    )
+
+
+def namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> Iterator[LocalRunner]:
+    if not namespaces_available():
+        require_real("network namespaces need root and `ip` (iproute2)")
+    yield LocalRunner(tmp_path / "replicas", NamespaceNetwork(IPv4Network(SUBNET)), 3.0)
+
+
+@pytest.fixture
+def listening_elsewhere() -> Iterator[int]:
+    """A process that is not a replica, holding a port on every address of this machine."""
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        held.listen()
+        yield int(held.getsockname()[1])
+
+
+async def test_every_replica_listens_on_the_service_port_in_its_own_network(isolated: LocalRunner) -> None:
+    before = namespaces()
+    replicas = [isolated.replica("web", index) for index in range(3)]
+    try:
+        for replica in replicas:
+            await isolated.start(replica, service("web", 8000, SEED_COMMAND))
+        for replica in replicas:
+            await isolated.wait_ready(replica, 8000)
+        addresses = [await isolated.address(replica, 8000) for replica in replicas]
+        assert len(set(addresses)) == 3 and all(address.endswith(":8000") for address in addresses)
+        for index, address in enumerate(addresses):
+            host, _, port = address.rpartition(":")
+            status, body = await http_get(host, int(port), "/marker.txt")
+            assert (status, body.strip()) == (200, f"replica-web-{index}")
+        assert len(namespaces() - before) == 3
+    finally:
+        await isolated.stop_service("web")
+    assert namespaces() == before
+
+
+async def test_a_replica_that_never_listens_is_never_ready_beside_another_process_on_its_port(
+    isolated: LocalRunner, listening_elsewhere: int
+) -> None:
+    replica = isolated.replica("silent", 0)
+    try:
+        await isolated.start(replica, service("silent", listening_elsewhere, "sleep 600"))
+        with pytest.raises(ReplicaFailed, match=f"did not open port {listening_elsewhere}"):
+            await isolated.wait_ready(replica, listening_elsewhere)
+    finally:
+        await isolated.stop_service("silent")
+
+
+async def test_a_replica_on_loopback_only_is_told_why_the_gateway_cannot_reach_it(
+    isolated: LocalRunner,
+) -> None:
+    replica = isolated.replica("loopback", 0)
+    try:
+        await isolated.start(
+            replica, service("loopback", 8000, "python -m http.server 8000 --bind 127.0.0.1")
+        )
+        with pytest.raises(ReplicaFailed, match=r"listens on 127\.0\.0\.1 only"):
+            await isolated.wait_ready(replica, 8000)
+    finally:
+        await isolated.stop_service("loopback")
+
+
+async def test_on_the_shared_network_a_port_held_by_another_process_is_refused(
+    tmp_path: Path, listening_elsewhere: int
+) -> None:
+    runner = LocalRunner(tmp_path / "replicas", HostNetwork(), 3.0)
+    replica = runner.replica("taken", 0)
+    with pytest.raises(ReplicaFailed, match=f"port {listening_elsewhere} is taken on this machine"):
+        await runner.start(replica, service("taken", listening_elsewhere, "sleep 600"))
+    assert not replica.process.running()
+
+
+async def test_on_the_shared_network_only_the_replicas_own_socket_makes_it_ready(tmp_path: Path) -> None:
+    runner = LocalRunner(tmp_path / "replicas", HostNetwork(), 3.0)
+    port = free_port()
+    replica = runner.replica("late", 0)
+    try:
+        await runner.start(replica, service("late", port, "sleep 600"))
+        # Another process takes the port after the replica started: it answers, but is not the replica.
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            with pytest.raises(ReplicaFailed, match=f"did not open port {port}"):
+                await runner.wait_ready(replica, port)
+    finally:
+        await runner.stop_service("late")
+
+
+async def test_a_crashed_replica_says_how_it_ended(isolated: LocalRunner) -> None:
+    replica = isolated.replica("crash", 0)
+    try:
+        await isolated.start(replica, service("crash", 8000, "echo 'cannot load model' >&2", "exit 3"))
+        with pytest.raises(ReplicaFailed, match="replica 0 exited with code 3: cannot load model"):
+            await isolated.wait_ready(replica, 8000)
+    finally:
+        await isolated.stop_service("crash")
+
+
+async def test_replica_networks_are_kept_across_a_runner_restart(
+    isolated: LocalRunner, tmp_path: Path
+) -> None:
+    replica = isolated.replica("kept", 0)
+    try:
+        await isolated.start(replica, service("kept", 8000, SEED_COMMAND))
+        await isolated.wait_ready(replica, 8000)
+        address = await isolated.address(replica, 8000)
+        again = LocalRunner(tmp_path / "replicas", NamespaceNetwork(IPv4Network(SUBNET)))
+        adopted = again.replica("kept", 0)
+        assert adopted.process.running()
+        assert await again.address(adopted, 8000) == address
+        await asyncio.wait_for(again.wait_ready(adopted, 8000), 5)
+    finally:
+        await isolated.stop_service("kept")
