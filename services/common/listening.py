@@ -42,6 +42,23 @@ def listeners(port: int, net_dir: Path = Path("/proc/net")) -> list[Listener]:
     return found
 
 
+def listening_addresses(
+    net_dir: Path = Path("/proc/net"),
+) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address some TCP socket listens on, on any port."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (net_dir / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == LISTEN:
+                found.add(_address(fields[1].partition(":")[0]))
+    return found
+
+
 def group_holds(group: int, inodes: set[int]) -> bool:
     """Whether a process of process group `group` holds one of the sockets `inodes`."""
     if not inodes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatehouse.v1 import resources_pb2
+from services.common.listening import group_holds, listeners
 from services.common.probes import free_port, tcp_open
 from services.provisioner.backends.local.network import (
     HostNetwork,
@@ -21,7 +22,6 @@ from services.provisioner.backends.local.network import (
     ReplicaNetwork,
 )
 from services.provisioner.backends.local.processes import ManagedProcess
-from services.provisioner.backends.local.sockets import group_holds, listeners
 
 READY_TIMEOUT_SECONDS = 120.0
 # Replicas write files as any program would (the server's own umask keeps its files private).

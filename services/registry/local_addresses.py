@@ -3,7 +3,8 @@
 A gateway without `address` gets the lowest free loopback address from 127.0.0.2 up (all of
 127.0.0.0/8 is loopback on Linux; 127.0.0.1 stays the control plane's), stored in its spec at
 creation and kept, as an allocated cluster IP is. Addresses are compared across every project:
-two gateways overlap when their addresses are equal or either is unspecified (0.0.0.0, ::).
+two gateways overlap when their addresses are equal or either is unspecified (0.0.0.0, ::). An
+address something on this machine already listens on (another server's gateway) is passed over.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from services.common.errors import AlreadyExists, FailedPrecondition
+from services.common.listening import listening_addresses
 from services.registry.configurations import GatewayConfig
 from services.registry.convert import gateway_config
 from services.registry.models import GatewayRow
@@ -45,6 +47,7 @@ def _allocate(taken: list[str]) -> str:
             "another local gateway binds 0.0.0.0 (every address of this machine): "
             "give this gateway an `address` after changing that one, or delete it"
         )
+    used |= listening_addresses()
     candidate = FIRST_ALLOCATED
     while candidate in used:
         candidate += 1
