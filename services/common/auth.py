@@ -39,6 +39,11 @@ class Principal:
         if self.require_project(project) != ADMIN:
             raise PermissionDenied(f'{what} needs the admin role in project "{project}"')
 
+    def require_runner(self, project: str) -> None:
+        """Registering a replica sends the service's traffic where the caller says: a project admin's
+        call, or Gatehouse's own."""
+        self.require_project_admin(project, "registering replicas")
+
     def require_admin(self, what: str) -> None:
         if not (self.admin or self.system):
             raise PermissionDenied(f"{what} needs a server admin")

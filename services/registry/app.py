@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc
@@ -22,7 +23,9 @@ from services.registry.api.service_keys import ServiceKeysServicer
 from services.registry.api.services import ServicesServicer
 from services.registry.api.watch import WatchServicer
 from services.registry.feed import Broadcaster
+from services.registry.host_networks import Network
 from services.registry.identity import BootstrapFiles, DatabaseAuthenticator, bootstrap
+from services.registry.replica_admission import ReplicaAdmission
 from services.registry.sweeper import sweep_forever
 
 
@@ -30,6 +33,15 @@ def bootstrap_files(settings: Settings) -> BootstrapFiles:
     return BootstrapFiles(
         cli_config=settings.home / "config.yml", system_token=settings.server_dir / "system-token"
     )
+
+
+def replica_subnet(settings: Settings) -> Network:
+    try:
+        return ipaddress.ip_network(settings.local_replica_subnet, strict=False)
+    except ValueError:
+        raise SystemExit(
+            f"error: GATEHOUSE_LOCAL_REPLICA_SUBNET={settings.local_replica_subnet!r} is not a network"
+        ) from None
 
 
 @dataclass
@@ -43,7 +55,11 @@ class Registry:
         await db.migrate()
         cipher = Cipher(load_or_create_key(settings.server_dir / "encryption.key"))
         ctx = RegistryContext(
-            db=db, cipher=cipher, broadcaster=Broadcaster(), watch_history=settings.watch_history
+            db=db,
+            cipher=cipher,
+            broadcaster=Broadcaster(),
+            watch_history=settings.watch_history,
+            admission=ReplicaAdmission(replica_subnet(settings)),
         )
         db.after_commit.append(ctx.reads.after_write)
         authenticator = DatabaseAuthenticator(db)

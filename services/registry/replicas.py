@@ -11,18 +11,19 @@ from services.common.errors import InvalidArgument, NotFound
 from services.registry import feed
 from services.registry.convert import replica_message
 from services.registry.models import ReplicaRow, ServiceRow, utcnow
+from services.registry.replica_addresses import split_host_port
 
-
-def check_address(address: str) -> None:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise InvalidArgument(f"replica address {address!r} is not host:port (for example 10.0.0.5:8000)")
+# Gatehouse's own runners: the provisioner's local runner (it watches its replicas itself) and the
+# tunnel that registers agents.
+LOCAL_RUNNER = "local"
+AGENT_RUNNER = "agent"
+GATEHOUSE_RUNNERS = (LOCAL_RUNNER, AGENT_RUNNER)
 
 
 async def register(
     session: AsyncSession, service: ServiceRow, replica_id: str, address: str, ready: bool, runner: str
 ) -> ReplicaRow:
-    check_address(address)
+    split_host_port(address)
     if not replica_id:
         raise InvalidArgument("a replica needs an id")
     row = await session.get(ReplicaRow, replica_id)

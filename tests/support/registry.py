@@ -26,7 +26,8 @@ class LiveRegistry:
 
     @property
     def driver(self) -> RegistryDriver:
-        return RegistryDriver(self.admin, self.system)
+        """Registers replicas at 127.0.0.1, as Gatehouse's own runners do: only its token may."""
+        return RegistryDriver(self.system, self.system)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from services.common.errors import AlreadyExists
 from services.registry import feed
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
+from services.registry.replica_admission import ReplicaAdmission
 
 COMPACT_EVERY = 1000
 
@@ -25,6 +26,7 @@ class RegistryContext:
     cipher: Cipher
     broadcaster: Broadcaster
     watch_history: int
+    admission: ReplicaAdmission
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
