@@ -44,6 +44,10 @@ def gateway_status(row: GatewayRow) -> resources_pb2.GatewayStatus:
     return json_format.Parse(row.status, resources_pb2.GatewayStatus())
 
 
+def service_status(row: ServiceRow) -> resources_pb2.ServiceStatus:
+    return json_format.Parse(row.status, resources_pb2.ServiceStatus())
+
+
 def status_json(status: resources_pb2.GatewayStatus | resources_pb2.ServiceStatus) -> str:
     return json_format.MessageToJson(status, indent=None)
 
@@ -149,7 +153,7 @@ def service_message(
                 scale_down_delay_seconds=int(config.scaling.scale_down_delay),
             )
         )
-    status = json_format.Parse(row.status, resources_pb2.ServiceStatus())
+    status = service_status(row)
     status.ready_replicas = ready_replicas
     status.gateway_name = gateway.name if gateway is not None else ""
     low, high = config.replica_range

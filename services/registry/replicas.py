@@ -1,4 +1,7 @@
-"""Replica operations: runners register the addresses the gateway routes to."""
+"""Replica operations: runners register the addresses the gateway routes to.
+
+A service without `commands` is as its replicas say: running once one is ready. (With `commands`,
+the provisioner's local runner writes the service's state.)"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse.v1 import resources_pb2
 from services.common.errors import InvalidArgument, NotFound
-from services.registry import feed
-from services.registry.convert import replica_message
+from services.registry import feed, services
+from services.registry.convert import replica_message, service_config, service_status
 from services.registry.models import ReplicaRow, ServiceRow, utcnow
 from services.registry.replica_addresses import split_host_port
 
@@ -18,6 +22,23 @@ from services.registry.replica_addresses import split_host_port
 LOCAL_RUNNER = "local"
 AGENT_RUNNER = "agent"
 GATEHOUSE_RUNNERS = (LOCAL_RUNNER, AGENT_RUNNER)
+RUNNING = resources_pb2.SERVICE_STATE_RUNNING
+
+
+async def _settle(session: AsyncSession, service_id: str) -> None:
+    service = await session.get(ServiceRow, service_id)
+    if service is None or service_config(service).commands:
+        return
+    ready = (await services.ready_counts(session, [service_id])).get(service_id, 0)
+    if ready:
+        status = resources_pb2.ServiceStatus(state=RUNNING)
+    elif service_status(service).state == RUNNING:
+        status = resources_pb2.ServiceStatus(
+            state=resources_pb2.SERVICE_STATE_PROVISIONING, message="waiting for a ready replica"
+        )
+    else:
+        return
+    await services.set_status(session, service, status)
 
 
 async def register(
@@ -41,6 +62,7 @@ async def register(
     row.heartbeat_at = utcnow()
     await session.flush()
     feed.record(session, revision, feed.PUT, replica_message(row))
+    await _settle(session, service.id)
     return row
 
 
@@ -62,12 +84,14 @@ async def set_ready(session: AsyncSession, row: ReplicaRow, ready: bool) -> None
         row.ready = ready
         row.resource_version = revision
         feed.record(session, revision, feed.PUT, replica_message(row))
+        await _settle(session, row.service_id)
 
 
 async def unregister(session: AsyncSession, row: ReplicaRow) -> None:
     revision = await feed.next_revision(session)
     feed.record(session, revision, feed.DELETE, replica_message(row))
     await session.delete(row)
+    await _settle(session, row.service_id)
 
 
 async def list_rows(session: AsyncSession, service_id: str | None = None) -> Sequence[ReplicaRow]:

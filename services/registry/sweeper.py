@@ -1,4 +1,4 @@
-"""Replicas that stop heart-beating leave the endpoints: the registry marks them not ready.
+"""Replicas that stop heart-beating expire: the registry unregisters them after the TTL.
 
 Replicas of the provisioner's own local runner are watched by the provisioner instead."""
 
@@ -16,32 +16,30 @@ from services.registry.models import ReplicaRow, utcnow
 
 log = logging.getLogger(__name__)
 
-LOCAL_RUNNER = "local"
-
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 async def sweep(ctx: RegistryContext, ttl_seconds: float) -> int:
-    """Marks stale replicas not ready; returns how many."""
+    """Unregisters stale replicas; returns how many."""
     cutoff = utcnow() - datetime.timedelta(seconds=ttl_seconds)
     async with ctx.read() as session:
         candidates = await session.execute(
-            select(ReplicaRow.id, ReplicaRow.heartbeat_at).where(
-                ReplicaRow.ready.is_(True), ReplicaRow.runner != LOCAL_RUNNER
-            )
+            select(ReplicaRow.id, ReplicaRow.heartbeat_at).where(ReplicaRow.runner != replicas.LOCAL_RUNNER)
         )
         stale = [replica_id for replica_id, beat in candidates.all() if _aware(beat) < cutoff]
     if not stale:
         return 0
+    expired = 0
     async with ctx.write() as session:
         for replica_id in stale:
             row = await session.get(ReplicaRow, replica_id)
-            if row is not None and row.ready and _aware(row.heartbeat_at) < cutoff:
-                await replicas.set_ready(session, row, ready=False)
-                log.info("replica %s stopped heart-beating; it leaves the endpoints", replica_id)
-    return len(stale)
+            if row is not None and row.runner != replicas.LOCAL_RUNNER and _aware(row.heartbeat_at) < cutoff:
+                await replicas.unregister(session, row)
+                expired += 1
+                log.info("replica %s stopped heart-beating for %ss: it expired", replica_id, ttl_seconds)
+    return expired
 
 
 async def sweep_forever(ctx: RegistryContext, ttl_seconds: float) -> None:

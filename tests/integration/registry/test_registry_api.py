@@ -344,33 +344,6 @@ async def test_gateway_delete_is_refused_while_used_and_finalized_by_the_provisi
     await expect_error(grpc.StatusCode.NOT_FOUND, tenant.api.gateways.Get(get))
 
 
-async def test_a_replica_that_stops_heart_beating_leaves_the_endpoints(
-    tenant: Tenant, registry_server: RegistryServer
-) -> None:
-    from services.registry.sweeper import sweep
-
-    await apply(tenant, **local_gateway("gw-beat"))
-    await apply(tenant, type="service", name="beat", gateway="gw-beat", port="9500:8000")
-    for replica_id in ("beat-live", "beat-gone"):
-        await tenant.api.replicas.Register(
-            registry_pb2.RegisterReplicaRequest(
-                project=tenant.project,
-                service="beat",
-                id=replica_id,
-                address="10.0.0.1:8000",
-                ready=True,
-                runner="ext",
-            )
-        )
-    await asyncio.sleep(0.3)
-    await tenant.api.replicas.Heartbeat(registry_pb2.HeartbeatRequest(id="beat-live", ready=True))
-    assert await sweep(registry_server.registry.ctx, ttl_seconds=0.2) >= 1
-    listed = await tenant.api.replicas.List(
-        registry_pb2.ListReplicasRequest(project=tenant.project, service="beat")
-    )
-    assert {r.id: r.ready for r in listed.replicas} == {"beat-gone": False, "beat-live": True}
-
-
 async def test_a_domain_belongs_to_one_gateway_and_moving_it_moves_the_services(
     tenant: Tenant, registry_server: RegistryServer
 ) -> None:

@@ -3,6 +3,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -14,10 +15,13 @@ import pytest
 
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
+from services.registry.sweeper import sweep
 from tests.integration.registry.conftest import RegistryServer
 from tests.integration.registry.test_registry_api import Tenant, apply, expect_error, local_gateway
 
 pytestmark = pytest.mark.real
+
+RUNNING = resources_pb2.SERVICE_STATE_RUNNING
 
 
 @dataclass
@@ -207,3 +211,48 @@ async def test_users_cannot_claim_gatehouses_runners_or_their_replicas(
         f"{alpha.name}-agent-0": True,
         f"{alpha.name}-agent-1": True,
     }
+
+
+async def test_a_stale_registration_expires_and_the_local_runners_replicas_stay(
+    two: tuple[Project, Project], system: Stubs, registry_server: RegistryServer
+) -> None:
+    alpha, beta = two
+    await apply(alpha.as_admin, type="service", name="run", gateway="gw", port="7105:8000", commands=["true"])
+    await system.replicas.Register(register(alpha, "run", f"{alpha.name}-run-0", "127.0.0.1:40003", "local"))
+    for project in (alpha, beta):
+        for replica in ("live", "gone"):
+            await project.admin.replicas.Register(
+                register(project, "web", f"{project.name}-{replica}", "10.0.0.1:8000")
+            )
+    await asyncio.sleep(0.3)
+    for project in (alpha, beta):
+        await project.admin.replicas.Heartbeat(
+            registry_pb2.HeartbeatRequest(id=f"{project.name}-live", ready=True)
+        )
+    assert await sweep(registry_server.registry.ctx, ttl_seconds=0.2) >= 2
+    for project in (alpha, beta):
+        assert await listed(project.admin, project.name, "web") == {f"{project.name}-live": True}
+    assert await listed(alpha.admin, alpha.name, "run") == {f"{alpha.name}-run-0": True}
+
+
+async def test_a_service_whose_replicas_others_register_runs_once_one_is_ready(
+    two: tuple[Project, Project], system: Stubs
+) -> None:
+    alpha, beta = two
+
+    async def state(project: Project, service: str) -> int:
+        got = await project.admin.services.Get(registry_pb2.GetRequest(project=project.name, name=service))
+        return got.status.state
+
+    assert await state(alpha, "web") == resources_pb2.SERVICE_STATE_SUBMITTED
+    for index in range(2):
+        replica = register(alpha, "web", f"{alpha.name}-agent-{index}", f"127.0.0.1:4200{index}", "agent")
+        await system.replicas.Register(replica)
+    await beta.admin.replicas.Register(register(beta, "api", f"{beta.name}-api-0", "10.0.0.2:8000"))
+    assert await state(alpha, "web") == RUNNING and await state(beta, "api") == RUNNING
+    assert await state(alpha, "api") == resources_pb2.SERVICE_STATE_SUBMITTED
+    for index in range(2):
+        await system.replicas.Unregister(
+            registry_pb2.UnregisterReplicaRequest(id=f"{alpha.name}-agent-{index}")
+        )
+    assert await state(alpha, "web") == resources_pb2.SERVICE_STATE_PROVISIONING
