@@ -93,7 +93,9 @@ async def seed_services(settings: Settings, count: int) -> None:
         async with registry.ctx.write() as session:
             for index in range(start, min(count, start + 500)):
                 config = ServiceConfig(name=f"bulk-{index}", gateway="bench-gw", port=f"{20000 + index}:8000")
-                await services.apply(session, principal, "main", config, "", 0, False)
+                await services.apply(
+                    session, principal, "main", config, "", 0, False, registry.ctx.reserved_ports
+                )
     await registry.close()
 
 

@@ -26,6 +26,7 @@ from services.registry.feed import Broadcaster
 from services.registry.host_networks import Network
 from services.registry.identity import BootstrapFiles, DatabaseAuthenticator, bootstrap
 from services.registry.replica_admission import ReplicaAdmission
+from services.registry.reserved_ports import ReservedPorts
 from services.registry.sweeper import sweep_forever
 
 
@@ -60,6 +61,7 @@ class Registry:
             broadcaster=Broadcaster(),
             watch_history=settings.watch_history,
             admission=ReplicaAdmission(replica_subnet(settings)),
+            reserved_ports=ReservedPorts.from_settings(settings),
         )
         db.after_commit.append(ctx.reads.after_write)
         authenticator = DatabaseAuthenticator(db)

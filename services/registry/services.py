@@ -24,6 +24,7 @@ from services.registry.convert import (
 )
 from services.registry.models import GatewayRow, ReplicaRow, ServiceRow, TlsCertificateRow
 from services.registry.names import new_id, readable_name
+from services.registry.reserved_ports import ReservedPorts
 
 USABLE_GATEWAY_STATES = (
     resources_pb2.GATEWAY_STATE_SUBMITTED,
@@ -155,22 +156,32 @@ async def _holder(session: AsyncSession, row_id: str | None, **where: object) ->
     return (await session.execute(query)).scalars().first()
 
 
+def _held_by(holder: ServiceRow, project: str) -> str:
+    return f'used by service "{holder.name}"' if holder.project_id == project else "taken"
+
+
 async def _check_free(
-    session: AsyncSession, gateway: GatewayRow, port: int | None, hostname: str | None, row_id: str | None
+    session: AsyncSession,
+    gateway: GatewayRow,
+    project: str,
+    port: int | None,
+    hostname: str | None,
+    row_id: str | None,
 ) -> None:
+    """The port rule. Another project's service is never named: only that the port or name is taken."""
     if port is not None:
         holder = await _holder(session, row_id, gateway_id=gateway.id, gateway_port=port)
         if holder is not None:
             raise AlreadyExists(
-                f'port {port} of gateway "{gateway.name}" is used by service "{holder.name}": '
-                f'map another gateway port (port: "{port + 1}:<app-port>") or give the gateway a domain'
+                f'port {port} of gateway "{gateway.name}" is {_held_by(holder, project)}: map another '
+                f'gateway port (port: "{port + 1}:<app-port>"), use another gateway, or give it a domain'
             )
     if hostname is not None:
         holder = await _holder(session, row_id, gateway_id=gateway.id, hostname=hostname)
         if holder is not None:
             raise AlreadyExists(
-                f'{hostname} is used by service "{holder.name}" of project "{holder.project_id}": '
-                "choose another service name"
+                f'{hostname} is {_held_by(holder, project)} on gateway "{gateway.name}": '
+                "choose another service name, or use another gateway"
             )
 
 
@@ -207,7 +218,7 @@ async def replace_on_gateway(session: AsyncSession, gateway: GatewayRow) -> None
         port, hostname = _placement(config, row.name, gateway)
         if (row.gateway_port, row.hostname) == (port, hostname):
             continue
-        await _check_free(session, gateway, port, hostname, row.id)
+        await _check_free(session, gateway, row.project_id, port, hostname, row.id)
         row.gateway_port, row.hostname = port, hostname
         row.resource_version = await feed.next_revision(session)
         await session.flush()
@@ -247,6 +258,7 @@ async def apply(
     source: str,
     expected_version: int,
     force: bool,
+    reserved: ReservedPorts,
 ) -> ServiceRow:
     row = await resolve_target(session, project, config, source)
     if row is not None and expected_version and expected_version != row.resource_version and not force:
@@ -269,7 +281,9 @@ async def apply(
     port, hostname = _placement(config, name, gateway)
     _check_https(config, gateway, hostname)
     if gateway is not None:
-        await _check_free(session, gateway, port, hostname, row.id if row else None)
+        if port is not None:
+            reserved.check(port, config.ports[1], gateway)
+        await _check_free(session, gateway, project, port, hostname, row.id if row else None)
     spec = config.model_copy(update={"name": name}).model_dump_json()
     unchanged = row is not None and row.spec == spec and row.gateway_id == (gateway.id if gateway else None)
     if unchanged and row is not None and (row.gateway_port, row.hostname) == (port, hostname):

@@ -92,6 +92,7 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
                 request.source,
                 request.expected_version,
                 request.force,
+                self._ctx.reserved_ports,
             )
             return registry_pb2.ApplyResponse(service=await services.message(session, service_row))
 

@@ -16,6 +16,7 @@ from services.registry import feed
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
+from services.registry.reserved_ports import ReservedPorts
 
 COMPACT_EVERY = 1000
 
@@ -27,6 +28,7 @@ class RegistryContext:
     broadcaster: Broadcaster
     watch_history: int
     admission: ReplicaAdmission
+    reserved_ports: ReservedPorts
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
@@ -41,10 +43,10 @@ class RegistryContext:
                 self._writes += 1
                 if self._writes % COMPACT_EVERY == 0:
                     await feed.compact(session, self.watch_history)
-        except IntegrityError as error:
+        except IntegrityError:
             # Two concurrent applies raced for the same name, port or hostname; the loser gets this.
             raise AlreadyExists(
-                f"a concurrent change took the same name, port or hostname: {error.orig}"
+                "a concurrent change took the same name, port or hostname: apply again"
             ) from None
         self.broadcaster.notify()
 
