@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.probes import free_port
+from tests.support.gateways import gateway_host
 from tests.support.http import fetch
 from tests.support.server import ServerProcess
 
@@ -49,6 +50,7 @@ commands: ["python -m http.server $PORT"]
     )
     assert server.cli("apply", "-f", str(service), "-y").code == 0
     assert _service(server)["status"].get("desired_replicas") == 1
+    host = gateway_host(server, "scale-gw")
 
     stop = threading.Event()
     answers: list[int] = []
@@ -56,7 +58,7 @@ commands: ["python -m http.server $PORT"]
     def load() -> None:
         deadline = time.monotonic() + 90  # bounded even if the test fails
         while not stop.is_set() and time.monotonic() < deadline:
-            answers.append(fetch(f"http://127.0.0.1:{gateway_port}/")[0])
+            answers.append(fetch(f"http://{host}:{gateway_port}/")[0])
             time.sleep(0.03)
 
     loader = threading.Thread(target=load)
@@ -75,7 +77,7 @@ commands: ["python -m http.server $PORT"]
     # Quiet now: once the 30 s window has no traffic left and the delay passed, back to one.
     assert _until(lambda: _service(server)["status"].get("desired_replicas") == 1, within=60)
     assert _until(lambda: _service(server)["status"].get("ready_replicas") == 1, within=30)
-    assert fetch(f"http://127.0.0.1:{gateway_port}/")[0] == 200
+    assert fetch(f"http://{host}:{gateway_port}/")[0] == 200
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
 
 
@@ -102,7 +104,7 @@ commands: ["python -m http.server $PORT"]
     assert sleepy["status"].get("desired_replicas", 0) == 0
     assert server.cli("replica", "list", "sleepy").stdout.strip().count("\n") == 0  # the header only
 
-    url = f"http://127.0.0.1:{gateway_port}/"
+    url = f"http://{gateway_host(server, 'zero-gw')}:{gateway_port}/"
     # Auth comes first: a request without a credential neither waits nor wakes the service.
     assert fetch(url)[0] == 401
     assert (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gateways import gateway_host
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.real
@@ -70,8 +71,10 @@ def test_gateway_commands(server: ServerProcess) -> None:
     created = server.cli("gateway", "create", "--backend", "local", "--region", "local", "--name", "cli-gw")
     assert created.code == 0, created.stderr + server.log()
     assert "Creating gateway, it may take some time..." in created.stderr
-    assert created.stdout.split() == ["NAME", "ADDRESS", "cli-gw", "127.0.0.1"]
     got = json.loads(server.cli("gateway", "get", "cli-gw", "--json").stdout)
+    # A loopback address of its own, which the control plane (127.0.0.1) does not use.
+    assert created.stdout.split() == ["NAME", "ADDRESS", "cli-gw", got["status"]["hostname"]]
+    assert got["status"]["hostname"].startswith("127.") and got["status"]["hostname"] != "127.0.0.1"
     assert got["name"] == "cli-gw" and got["status"]["state"] == "GATEWAY_STATE_RUNNING"
     assert got["spec"]["backend"] == "local" and got["spec"]["default"] is True
     verbose = server.cli("gateway", "-v")
@@ -80,6 +83,7 @@ def test_gateway_commands(server: ServerProcess) -> None:
     ]  # fmt: skip
     second = server.cli("gateway", "create", "--backend", "local", "--region", "local", "--name", "cli-gw2")
     assert second.code == 0
+    assert second.stdout.split()[-1] not in (got["status"]["hostname"], "127.0.0.1")
     assert server.cli("gateway", "update", "cli-gw2", "--set-default").code == 0
     defaults = {
         gw["name"]: gw["spec"].get("default", False)
@@ -104,7 +108,7 @@ def test_apply_asks_and_shows_the_plan(server: ServerProcess, tmp_path: Path) ->
     config.write_text("type: gateway\nname: plan-gw\nbackend: local\nregion: local\ndomain: example.com\n")
     updated = server.cli("apply", "-f", str(config), stdin="y\n")
     assert updated.code == 0 and "will be updated in place" in updated.stdout and "domain" in updated.stdout
-    assert "*.example.com A 127.0.0.1" in updated.stdout
+    assert f"*.example.com A {gateway_host(server, 'plan-gw')}" in updated.stdout
     assert server.cli("delete", "-f", str(config), stdin="y\n").code == 0
 
 

@@ -101,7 +101,9 @@ def web(https_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -
         https_server,
         directory,
         "gateway",
-        f"type: gateway\nname: tls-gw\nbackend: local\nregion: local\ndomain: {DOMAIN}\n",
+        # Pebble's DNS answers 127.0.0.1 for every name: the gateway binds there, as a user points the
+        # domain's records at their gateway.
+        f"type: gateway\nname: tls-gw\nbackend: local\nregion: local\ndomain: {DOMAIN}\naddress: 127.0.0.1\n",
     )
     port = free_port()
     apply(

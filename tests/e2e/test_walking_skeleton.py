@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 
 from services.common.probes import free_port
+from tests.support.gateways import gateway_host
 from tests.support.http import fetch, wait_for_status
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.real
 
 
-def _port_free(port: int) -> bool:
+def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -52,27 +53,26 @@ def gateway(server: ServerProcess, workdir: Path) -> Path:
     assert result.code == 0, result.stderr + server.log()
     assert "BACKEND" in result.stdout and "REGION" in result.stdout and "DEFAULT" in result.stdout
     assert "local-gw" in result.stdout and "running" in result.stdout
-    assert "127.0.0.1" in result.stdout
+    # A loopback address of its own, not the control plane's.
+    assert gateway_host(server, "local-gw") in result.stdout
+    assert gateway_host(server, "local-gw") != "127.0.0.1"
     return config
 
 
-def _seed_ports() -> tuple[int, int]:
-    """The seed's own 5001:8000 when those are free here, two free ports otherwise."""
-    if _port_free(5001) and _port_free(8000):
-        return 5001, 8000
-    return free_port(), free_port()
+@pytest.fixture(scope="module")
+def host(server: ServerProcess, gateway: Path) -> str:
+    return gateway_host(server, "local-gw")
 
 
-def test_seed_004_service_is_reachable_through_envoy(
-    server: ServerProcess, workdir: Path, gateway: Path
-) -> None:
-    gateway_port, app_port = _seed_ports()
+def test_seed_004_service_is_reachable_through_envoy(server: ServerProcess, workdir: Path, host: str) -> None:
+    # The seed's own ports: 5001 on the gateway's address, 8000 in the replica's own network.
+    gateway_port, app_port = (5001 if _port_free(host, 5001) else free_port()), 8000
     config = _write(
         workdir,
         "service.dstack.yml",
         f"""
         type: service
-        gateway: 127.0.0.1
+        gateway: {host}
         port: "{gateway_port}:{app_port}"
         commands:
           - python -m http.server {app_port}
@@ -80,11 +80,11 @@ def test_seed_004_service_is_reachable_through_envoy(
     )
     result = server.cli("apply", "-f", str(config), "-y")
     assert result.code == 0, result.stderr + server.log()
-    assert f"http://127.0.0.1:{gateway_port}" in result.stdout
+    assert f"http://{host}:{gateway_port}" in result.stdout
     # The command returns once the service is reachable: no waiting needed here.
-    denied, reason = fetch(f"http://127.0.0.1:{gateway_port}/")
+    denied, reason = fetch(f"http://{host}:{gateway_port}/")
     assert denied == 401 and "unauthorized" in reason  # auth: true is the default: a token opens it
-    status, body = fetch(f"http://127.0.0.1:{gateway_port}/", token=server.token)
+    status, body = fetch(f"http://{host}:{gateway_port}/", token=server.token)
     assert status == 200, body
     assert "Directory listing" in body
     listed = server.cli("service", "list")
@@ -93,7 +93,7 @@ def test_seed_004_service_is_reachable_through_envoy(
     logs = server.cli("service", "logs", _service_name(server, gateway_port))
     assert logs.code == 0 and "GET / HTTP/1.1" in logs.stdout
     assert server.cli("delete", "-f", str(config), "-y").code == 0
-    assert wait_for_status(f"http://127.0.0.1:{gateway_port}/", 0, token=server.token)[0] == 0
+    assert wait_for_status(f"http://{host}:{gateway_port}/", 0, token=server.token)[0] == 0
 
 
 def _service_name(server: ServerProcess, gateway_port: int) -> str:
@@ -106,7 +106,7 @@ def _service_name(server: ServerProcess, gateway_port: int) -> str:
     raise AssertionError(f"no service on port {gateway_port}: {listed.stdout}")
 
 
-def test_a_single_port_maps_gateway_port_80(server: ServerProcess, workdir: Path, gateway: Path) -> None:
+def test_a_single_port_maps_gateway_port_80(server: ServerProcess, workdir: Path, host: str) -> None:
     app_port = free_port()
     config = _write(
         workdir,
@@ -122,15 +122,16 @@ def test_a_single_port_maps_gateway_port_80(server: ServerProcess, workdir: Path
     )
     result = server.cli("apply", "-f", str(config), "-y")
     assert result.code == 0, result.stderr
-    assert "http://127.0.0.1\n" in result.stdout or "http://127.0.0.1 " in result.stdout
-    # The local backend stands in GATEHOUSE_LOCAL_HTTP_PORT for the gateway's :80.
-    assert fetch(f"http://127.0.0.1:{server.http_port}/", token=server.token)[0] == 200
+    # The local backend stands in GATEHOUSE_LOCAL_HTTP_PORT for the gateway's :80, and says so.
+    url = f"http://{host}" if server.http_port == 80 else f"http://{host}:{server.http_port}"
+    assert f"The service is available at {url}\n" in result.stdout
+    assert fetch(f"http://{host}:{server.http_port}/", token=server.token)[0] == 200
     assert server.cli("delete", "-f", str(config), "-y").code == 0
-    assert wait_for_status(f"http://127.0.0.1:{server.http_port}/", 404, token=server.token)[0] == 404
+    assert wait_for_status(f"http://{host}:{server.http_port}/", 404, token=server.token)[0] == 404
 
 
 def test_the_same_gateway_port_is_refused_until_freed(
-    server: ServerProcess, workdir: Path, gateway: Path
+    server: ServerProcess, workdir: Path, host: str
 ) -> None:
     gateway_port, first_app, second_app = free_port(), free_port(), free_port()
     first = _write(
@@ -166,12 +167,12 @@ def test_the_same_gateway_port_is_refused_until_freed(
     assert server.cli("delete", "-f", str(first), "-y").code == 0
     accepted = server.cli("apply", "-f", str(second), "-y")
     assert accepted.code == 0, accepted.stderr
-    assert fetch(f"http://127.0.0.1:{gateway_port}/", token=server.token)[0] == 200
+    assert fetch(f"http://{host}:{gateway_port}/", token=server.token)[0] == 200
     assert server.cli("delete", "-f", str(second), "-y").code == 0
 
 
 def test_envoy_and_replicas_outlive_the_server_and_are_adopted(
-    server: ServerProcess, workdir: Path, gateway: Path
+    server: ServerProcess, workdir: Path, host: str
 ) -> None:
     gateway_port, app_port = free_port(), free_port()
     config = _write(
@@ -190,13 +191,13 @@ def test_envoy_and_replicas_outlive_the_server_and_are_adopted(
     pids_before = {path: path.read_text() for path in server.home.glob("**/*.pid")}
     server.stop()
     # The control plane is down; Envoy keeps serving its last configuration.
-    assert fetch(f"http://127.0.0.1:{gateway_port}/", token=server.token)[0] == 200
+    assert fetch(f"http://{host}:{gateway_port}/", token=server.token)[0] == 200
     server.start()
     again = server.cli("apply", "-f", str(config), "-y")
     assert again.code == 0, again.stderr
     assert "No configuration changes" in again.stdout
     assert {path: path.read_text() for path in server.home.glob("**/*.pid")} == pids_before
-    assert fetch(f"http://127.0.0.1:{gateway_port}/", token=server.token)[0] == 200
+    assert fetch(f"http://{host}:{gateway_port}/", token=server.token)[0] == 200
     assert server.cli("delete", "-f", str(config), "-y").code == 0
 
 
@@ -242,7 +243,7 @@ def test_missing_file(server: ServerProcess, workdir: Path) -> None:
 
 
 def test_secrets_in_env_reach_the_replica_but_never_the_spec(
-    server: ServerProcess, workdir: Path, gateway: Path
+    server: ServerProcess, workdir: Path, host: str
 ) -> None:
     assert server.cli("secrets", "add", "API_KEY", "s3cr3t-value").code == 0
     gateway_port, app_port = free_port(), free_port()
@@ -263,7 +264,7 @@ def test_secrets_in_env_reach_the_replica_but_never_the_spec(
     )
     result = server.cli("apply", "-f", str(config), "-y")
     assert result.code == 0, result.stderr + server.log()
-    assert fetch(f"http://127.0.0.1:{gateway_port}/key.txt", token=server.token) == (200, "s3cr3t-value")
+    assert fetch(f"http://{host}:{gateway_port}/key.txt", token=server.token) == (200, "s3cr3t-value")
     shown = server.cli("service", "get", "secretive", "--json")
     assert "s3cr3t-value" not in shown.stdout and "${{ secrets.API_KEY }}" in shown.stdout
     assert server.cli("delete", "-f", str(config), "-y").code == 0

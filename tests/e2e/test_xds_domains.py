@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.probes import free_port
+from tests.support.gateways import gateway_host
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.real
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.real
 DOMAIN = "apps.test"
 
 
-def _get(port: int, host: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def _get(port: int, host: str, address: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection(address, port, timeout=5)
     try:
         connection.request("GET", "/", headers={"Host": host})
         response = connection.getresponse()
@@ -30,12 +31,12 @@ def _get(port: int, host: str) -> tuple[int, str]:
         connection.close()
 
 
-def _eventually(port: int, host: str, status: int, within: float = 30.0) -> tuple[int, str]:
+def _eventually(port: int, host: str, address: str, status: int, within: float = 30.0) -> tuple[int, str]:
     deadline = time.monotonic() + within
-    last = _get(port, host)
+    last = _get(port, host, address)
     while last[0] != status and time.monotonic() < deadline:
         time.sleep(0.05)
-        last = _get(port, host)
+        last = _get(port, host, address)
     return last
 
 
@@ -62,8 +63,8 @@ def test_a_domain_service_is_live_when_apply_returns_and_gone_after_delete(
     )
     applied = server.cli("apply", "-f", str(gateway), "-y")
     assert applied.code == 0, applied.stderr + server.log()
-    host = f"hello.{DOMAIN}"
-    assert _eventually(server.http_port, host, 404)[0] == 404
+    host, address = f"hello.{DOMAIN}", gateway_host(server, "domain-gw")
+    assert _eventually(server.http_port, host, address, 404)[0] == 404
     app_port = free_port()
     service = _write(
         tmp_path,
@@ -83,9 +84,9 @@ def test_a_domain_service_is_live_when_apply_returns_and_gone_after_delete(
     assert result.code == 0, result.stderr + server.log()
     assert f"http://{host}" in result.stdout
     # `apply` returned once every Envoy of the gateway acknowledged the routes: no waiting here.
-    status, body = _get(server.http_port, host)
+    status, body = _get(server.http_port, host, address)
     assert status == 200 and "Directory listing" in body, body
-    assert _get(server.http_port, f"other.{DOMAIN}")[0] == 404
+    assert _get(server.http_port, f"other.{DOMAIN}", address)[0] == 404
     assert server.cli("delete", "-f", str(service), "-y").code == 0
-    assert _eventually(server.http_port, host, 404)[0] == 404
+    assert _eventually(server.http_port, host, address, 404)[0] == 404
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0

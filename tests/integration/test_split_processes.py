@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import signal
 import ssl
@@ -91,13 +92,15 @@ def test_skeleton_scenario_across_four_processes(split: dict[str, str], tmp_path
     result = _cli(split, "apply", "-f", str(gateway), "-y")
     logs = "".join(p.read_text() for p in home.glob("*.log"))
     assert result.returncode == 0, result.stderr + logs
+    shown = _cli(split, "gateway", "get", "split-gw", "--json")
+    host = json.loads(shown.stdout)["status"]["hostname"]
     gateway_port, app_port = free_port(), free_port()
     service = tmp_path / "service.dstack.yml"
     service.write_text(
         textwrap.dedent(
             f"""
             type: service
-            gateway: 127.0.0.1
+            gateway: {host}
             port: "{gateway_port}:{app_port}"
             commands:
               - python -m http.server {app_port}
@@ -107,8 +110,8 @@ def test_skeleton_scenario_across_four_processes(split: dict[str, str], tmp_path
     result = _cli(split, "apply", "-f", str(service), "-y")
     assert result.returncode == 0, result.stderr
     token = yaml.safe_load((home / "config.yml").read_text())["token"]
-    assert fetch(f"http://127.0.0.1:{gateway_port}/", token=token)[0] == 200
-    assert fetch(f"http://127.0.0.1:{gateway_port}/")[0] == 401  # auth: true is the default
+    assert fetch(f"http://{host}:{gateway_port}/", token=token)[0] == 200
+    assert fetch(f"http://{host}:{gateway_port}/")[0] == 401  # auth: true is the default
     assert _cli(split, "delete", "-f", str(service), "-y").returncode == 0
     assert _cli(split, "delete", "-f", str(gateway), "-y").returncode == 0
 
