@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +24,20 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped, but real components are required in CI: {report.longrepr}"
     return report
+
+
+def _replica_namespaces() -> set[str]:
+    """Network namespaces of local replicas (`gh-…`) on this machine."""
+    if not Path("/run/netns").is_dir():
+        return set()
+    return {path.name for path in Path("/run/netns").iterdir() if path.name.startswith("gh-")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_replica_network_left() -> Iterator[None]:
+    """Tests that stop servers the hard way (killing Envoys and replicas by pid, as a crash would)
+    leave their replicas' namespaces: remove those this session made."""
+    before = _replica_namespaces()
+    yield
+    for name in _replica_namespaces() - before:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
