@@ -13,12 +13,22 @@ SERVICE_ID = "service_id"
 PROJECT = "project"
 # ... or, for the wake check, the service to bring up.
 WAKE_SERVICE_ID = "wake_service_id"
+# Set by the check on every request it lets through (any copy the client sent is removed first):
+# who the request is from, which rate limits count by.
+PRINCIPAL_HEADER = "x-gatehouse-principal"
 
 
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str = ""
+    # Who the credential belongs to, when allowed.
+    principal: str = ""
+
+
+def principal_of(credential: resources_pb2.Credential) -> str:
+    """A user's tokens are one principal; each API key is one of its own."""
+    return f"key:{credential.id}" if credential.service_id else f"user:{credential.user}"
 
 
 class CredentialIndex:
@@ -40,8 +50,8 @@ class CredentialIndex:
             return Decision(False, "the token is not valid")
         if credential.service_id:
             if credential.service_id == service_id:
-                return Decision(True)
+                return Decision(True, principal=principal_of(credential))
             return Decision(False, "this API key is for another service")
         if credential.admin or project in credential.projects:
-            return Decision(True)
+            return Decision(True, principal=principal_of(credential))
         return Decision(False, f'the token\'s user is not a member of project "{project}"')

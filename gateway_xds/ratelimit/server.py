@@ -1,7 +1,7 @@
 """Envoy's rate limit service (`envoy.service.ratelimit.v3`) for limits shared by a gateway's Envoys.
 
 Each descriptor carries its rule (service and prefix, rate, burst; see translate/rate_limits.py) and
-its client (IP, header value, or none); counts are kept per gateway, the one the asking Envoy's
+its client (principal, IP, header value, or none); counts are kept per gateway, the one the asking Envoy's
 client certificate names."""
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from gateway_xds.ratelimit.buckets import SharedBuckets, retry_after_seconds
+from gateway_xds.ratelimit.rules import read_rule
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
-from gateway_xds.translate.rate_limits import BURST_KEY, NO_HEADER_KEY, RPS_KEY, RULE_KEY
+from gateway_xds.translate.rate_limits import CLIENT_KEYS
 
 _OK = rls_pb2.RateLimitResponse.OK
 _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
-# The descriptor keys that name the client (translate/rate_limits.py).
-_CLIENT_KEYS = ("remote_address", "header", NO_HEADER_KEY)
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
@@ -39,13 +38,14 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         longest_wait = 0.0
         for descriptor in request.descriptors:
             entries = {entry.key: entry.value for entry in descriptor.entries}
-            try:
-                rule, rps, burst = entries[RULE_KEY], float(entries[RPS_KEY]), int(entries[BURST_KEY])
-            except (KeyError, ValueError):
+            rule = read_rule(entries)
+            if rule is None:
                 response.statuses.add(code=_OK)  # not one of ours: no limit
                 continue
-            client = next((f"{key}={entries[key]}" for key in _CLIENT_KEYS if key in entries), "")
-            wait = self._buckets.take((gateway, rule, client), rps, burst, hits, now) if rps > 0 else 0.0
+            client = next((f"{key}={entries[key]}" for key in CLIENT_KEYS if key in entries), "")
+            wait = self._buckets.take(
+                (gateway, rule.name, client), rule.requests_per_second, rule.burst, hits, now
+            )
             response.statuses.add(code=_OVER if wait else _OK)
             longest_wait = max(longest_wait, wait)
         if longest_wait:

@@ -1,13 +1,16 @@
 """Checks Envoy asks the control plane about, on the cluster it fetches xDS from (ext_authz):
 
 * auth: for a virtual host that needs it, each request (answered from memory, see gateway_xds/authz),
-  telling it which service the request is for. Everything else (ACME answers, redirects to HTTPS,
-  services without auth) skips it.
+  telling it which service the request is for and, under a rate-limited prefix, the rule, which
+  limits the requests that fail the check. What it lets through carries the principal it found
+  (PRINCIPAL_HEADER), which the rate limits after it count by. Everything else (ACME answers,
+  redirects to HTTPS, services without auth) skips it.
 * wake: a second ext_authz instance, off unless a virtual host turns it on, for services scaled to
   zero: the answer comes once a replica is up and routable, so the request waits instead of getting
   503. If the control plane cannot be asked, the request goes on (and meets the 503).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
@@ -59,16 +62,20 @@ def check_config(
     """A virtual host's per-filter config: checked as its service or not at all, and woken or not."""
     config = without_checks()
     if authorization is not None:
-        settings = ext_authz_pb2.CheckSettings(
-            context_extensions={PROJECT: authorization.project, SERVICE_ID: authorization.service_id}
-        )
-        config[EXT_AUTHZ_FILTER] = pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))
+        config.update(auth_check(authorization))
     if scale_from_zero is not None:
         settings = ext_authz_pb2.CheckSettings(
             context_extensions={PROJECT: scale_from_zero.project, WAKE_SERVICE_ID: scale_from_zero.service_id}
         )
         config[WAKE_FILTER] = pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))
     return config
+
+
+def auth_check(authorization: Authorization, rule: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Checked as its service; on a rate-limited route, under its `rule` (translate/rate_limits.py)."""
+    context = {PROJECT: authorization.project, SERVICE_ID: authorization.service_id, **(rule or {})}
+    settings = ext_authz_pb2.CheckSettings(context_extensions=context)
+    return {EXT_AUTHZ_FILTER: pack(ext_authz_pb2.ExtAuthzPerRoute(check_settings=settings))}
 
 
 def without_checks() -> dict[str, Any]:

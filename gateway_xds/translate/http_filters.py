@@ -1,7 +1,12 @@
-"""The HTTP filters of every connection manager, in order: CORS (preflights are answered before
-anything else), local rate limiting, and where the listener has a control-plane cluster the shared
-rate limits (asked only on routes that have some), ext_authz and the wake check (off unless a
-virtual host turns it on); the router.
+"""The HTTP filters of every connection manager, in order: the client's copies of the gateway's own
+headers removed; CORS (preflights are answered before anything else); where the listener has a
+control-plane cluster, ext_authz; local rate limiting; the shared rate limits (asked only on routes
+that have some) and the wake check (off unless a virtual host turns it on); the router.
+
+Auth comes before the rate limits, so that limits count the principal the check found (never a
+header the client chose) and a request that fails auth spends no one's allowance: the check limits
+those itself (gateway_xds/ratelimit/unauthenticated.py). The wake check comes last, so a refused
+request never wakes a service.
 
 CORS and rate limiting act only where a virtual host or route configures them, and ext_authz is
 switched off per virtual host, so a listener's filters never depend on its services: a policy
@@ -18,6 +23,7 @@ from gateway_xds.ir.listeners import HTTPListener
 from gateway_xds.translate.authz import EXT_AUTHZ_FILTER, WAKE_FILTER, ext_authz_filter, wake_filter
 from gateway_xds.translate.config_source import pack
 from gateway_xds.translate.cors import CORS_FILTER
+from gateway_xds.translate.headers import GATEWAY_HEADERS_FILTER, clients_gateway_headers_removed
 from gateway_xds.translate.rate_limits import (
     GLOBAL_RATE_LIMIT_FILTER,
     RATE_LIMIT_FILTER,
@@ -29,14 +35,17 @@ ROUTER_FILTER = "envoy.filters.http.router"
 
 
 def http_filters(li: HTTPListener) -> list[hcm.HttpFilter]:
+    cluster = li.authorization_cluster
     filters = [
+        _filter(GATEWAY_HEADERS_FILTER, clients_gateway_headers_removed()),
         _filter(CORS_FILTER, cors_pb2.Cors()),
-        _filter(RATE_LIMIT_FILTER, local_rate_limit_pb2.LocalRateLimit(stat_prefix=STAT_PREFIX)),
     ]
-    if li.authorization_cluster:
-        filters.append(_filter(GLOBAL_RATE_LIMIT_FILTER, global_rate_limit_filter(li.authorization_cluster)))
-        filters.append(_filter(EXT_AUTHZ_FILTER, ext_authz_filter(li.authorization_cluster)))
-        filters.append(_filter(WAKE_FILTER, wake_filter(li.authorization_cluster), disabled=True))
+    if cluster:
+        filters.append(_filter(EXT_AUTHZ_FILTER, ext_authz_filter(cluster)))
+    filters.append(_filter(RATE_LIMIT_FILTER, local_rate_limit_pb2.LocalRateLimit(stat_prefix=STAT_PREFIX)))
+    if cluster:
+        filters.append(_filter(GLOBAL_RATE_LIMIT_FILTER, global_rate_limit_filter(cluster)))
+        filters.append(_filter(WAKE_FILTER, wake_filter(cluster), disabled=True))
     filters.append(_filter(ROUTER_FILTER, router_pb2.Router()))
     return filters
 

@@ -1,6 +1,10 @@
 """Rate limits: one route per limited prefix (longest first, so the longest prefix wins), and on it
-one token bucket per client IP or header value, created as clients appear. A refused request gets
-429 with Retry-After.
+one token bucket per client, created as clients appear. A refused request gets 429 with Retry-After.
+
+On a service with auth the client is the principal the auth check let through (the header the check
+sets), elsewhere the IP or header value the rule names. The rate limit filters come after the auth
+check, so a request that fails it spends nobody's allowance; the check limits those itself, per
+address (gateway_xds/ratelimit/unauthenticated.py, with the rule in the check's context).
 
 Local limits (the default) are Envoy's local token buckets: they live in each Envoy, so a gateway
 with N hosts lets a client through up to N times the rate if its requests are spread over all of
@@ -21,16 +25,19 @@ from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as global_
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
+from gateway_xds.authz.credentials import PRINCIPAL_HEADER
 from gateway_xds.ir.policies import RateLimit, RateLimitKey
 from gateway_xds.translate.config_source import control_plane_service, milliseconds
 
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 STAT_PREFIX = "rate_limit"
-# Clients (IPs or header values) with a bucket per rule; the least recently seen go first.
+# Clients with a bucket per rule; the least recently seen go first.
 MAX_CLIENTS_PER_RULE = 10_000
 # Envoy refills a bucket at most every 50 ms.
 MIN_FILL_INTERVAL_MS = 50
-_DESCRIPTOR_KEY = {RateLimitKey.IP_ADDRESS: "remote_address", RateLimitKey.HEADER: "header"}
+# Descriptor entries that name the client (requests without the rule's header are one client).
+PRINCIPAL_KEY, ADDRESS_KEY, HEADER_KEY, NO_HEADER_KEY = "principal", "remote_address", "header", "no_header"
+CLIENT_KEYS = (PRINCIPAL_KEY, ADDRESS_KEY, HEADER_KEY, NO_HEADER_KEY)
 _ALWAYS = percent_pb2.FractionalPercent(numerator=100, denominator=percent_pb2.FractionalPercent.HUNDRED)
 
 
@@ -54,16 +61,16 @@ def bucket(limit: RateLimit) -> Bucket:
     return Bucket(max(limit.burst + 1, per_fill), per_fill, round(per_fill * 1000 / rps))
 
 
-def local_rate_limit(limit: RateLimit) -> local_rate_limit_pb2.LocalRateLimit:
+def local_rate_limit(limit: RateLimit, authenticated: bool) -> local_rate_limit_pb2.LocalRateLimit:
     """The route's buckets: one per client (a wildcard descriptor), and one shared by requests the key
-    does not apply to (a missing header)."""
+    does not apply to (a missing header). `authenticated`: the clients are principals."""
     shape = bucket(limit)
     token_bucket = token_bucket_pb2.TokenBucket(
         max_tokens=shape.max_tokens,
         tokens_per_fill=wrappers_pb2.UInt32Value(value=shape.tokens_per_fill),
         fill_interval=milliseconds(shape.fill_interval_ms),
     )
-    key = _DESCRIPTOR_KEY[limit.key]
+    key, action = _client(limit, authenticated)
     return local_rate_limit_pb2.LocalRateLimit(
         stat_prefix=STAT_PREFIX,
         token_bucket=token_bucket,
@@ -75,7 +82,7 @@ def local_rate_limit(limit: RateLimit) -> local_rate_limit_pb2.LocalRateLimit:
                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
             )
         ],
-        rate_limits=[route_components_pb2.RateLimit(actions=[_action(limit)])],
+        rate_limits=[route_components_pb2.RateLimit(actions=[action])],
         # An entry without a value matches every value, each with a bucket of its own.
         descriptors=[
             ratelimit_pb2.LocalRateLimitDescriptor(
@@ -87,16 +94,22 @@ def local_rate_limit(limit: RateLimit) -> local_rate_limit_pb2.LocalRateLimit:
     )
 
 
-def _action(limit: RateLimit) -> route_components_pb2.RateLimit.Action:
+def _client(limit: RateLimit, authenticated: bool) -> tuple[str, route_components_pb2.RateLimit.Action]:
+    """The descriptor key that names the client, and the action that reads it from the request."""
+    if authenticated:
+        return PRINCIPAL_KEY, _header_action(PRINCIPAL_HEADER, PRINCIPAL_KEY)
     if limit.key is RateLimitKey.HEADER:
-        return route_components_pb2.RateLimit.Action(
-            request_headers=route_components_pb2.RateLimit.Action.RequestHeaders(
-                header_name=limit.header, descriptor_key=_DESCRIPTOR_KEY[limit.key], skip_if_absent=True
-            )
-        )
+        return HEADER_KEY, _header_action(limit.header, HEADER_KEY)
     # The client's address as Envoy sees it at the edge (use_remote_address).
+    address = route_components_pb2.RateLimit.Action.RemoteAddress()
+    return ADDRESS_KEY, route_components_pb2.RateLimit.Action(remote_address=address)
+
+
+def _header_action(header: str, key: str) -> route_components_pb2.RateLimit.Action:
     return route_components_pb2.RateLimit.Action(
-        remote_address=route_components_pb2.RateLimit.Action.RemoteAddress()
+        request_headers=route_components_pb2.RateLimit.Action.RequestHeaders(
+            header_name=header, descriptor_key=key, skip_if_absent=True
+        )
     )
 
 
@@ -107,8 +120,9 @@ GLOBAL_DOMAIN = "gatehouse"
 # Asked on every request under a shared limit; a control plane that does not answer in time lets the
 # request through rather than holding up traffic.
 GLOBAL_CHECK_TIMEOUT_MS = 500
-# Descriptor entries Envoy sends for a shared limit; gateway_xds/ratelimit reads the rule from them.
-RULE_KEY, RPS_KEY, BURST_KEY, NO_HEADER_KEY = "rule", "rps", "burst", "no_header"
+# What names a rule to gateway_xds/ratelimit: entries of a shared limit's descriptors, and the auth
+# check's context under any limit (requests that fail the check are limited there).
+RULE_KEY, RPS_KEY, BURST_KEY = "rule", "rps", "burst"
 
 
 def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
@@ -124,16 +138,22 @@ def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
     )
 
 
-def shared_rate_limits(backend: str, limit: RateLimit) -> list[route_components_pb2.RateLimit]:
+def rule_entries(backend: str, limit: RateLimit) -> dict[str, str]:
+    return {
+        RULE_KEY: f"{backend}|{limit.prefix}",
+        RPS_KEY: repr(limit.requests_per_second),
+        BURST_KEY: str(limit.burst),
+    }
+
+
+def shared_rate_limits(
+    backend: str, limit: RateLimit, authenticated: bool
+) -> list[route_components_pb2.RateLimit]:
     """The descriptors of one shared rule: the rule itself (service, prefix, rate, burst) and the
-    client (its IP, or its header value; requests without the header are one client)."""
-    rule = [
-        _generic(RULE_KEY, f"{backend}|{limit.prefix}"),
-        _generic(RPS_KEY, repr(limit.requests_per_second)),
-        _generic(BURST_KEY, str(limit.burst)),
-    ]
-    descriptors = [route_components_pb2.RateLimit(actions=[*rule, _action(limit)])]
-    if limit.key is RateLimitKey.HEADER:
+    client (its principal, IP, or header value; requests without the header are one client)."""
+    rule = [_generic(key, value) for key, value in rule_entries(backend, limit).items()]
+    descriptors = [route_components_pb2.RateLimit(actions=[*rule, _client(limit, authenticated)[1]])]
+    if limit.key is RateLimitKey.HEADER and not authenticated:
         absent = route_components_pb2.HeaderMatcher(name=limit.header, present_match=False)
         without_header = route_components_pb2.RateLimit.Action(
             header_value_match=route_components_pb2.RateLimit.Action.HeaderValueMatch(

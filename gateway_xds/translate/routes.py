@@ -7,6 +7,7 @@ prefix (longest first), everything else.
 """
 
 from collections.abc import Iterable
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -21,11 +22,16 @@ from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.resources import ROUTE, Resources
 from gateway_xds.translate.acme import CHALLENGE_PREFIX, challenge_route
-from gateway_xds.translate.authz import check_config, without_checks
+from gateway_xds.translate.authz import auth_check, check_config, without_checks
 from gateway_xds.translate.config_source import milliseconds, pack
 from gateway_xds.translate.cors import CORS_FILTER, cors_policy
 from gateway_xds.translate.headers import forwarded_headers
-from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, local_rate_limit, shared_rate_limits
+from gateway_xds.translate.rate_limits import (
+    RATE_LIMIT_FILTER,
+    local_rate_limit,
+    rule_entries,
+    shared_rate_limits,
+)
 
 BODY_TOO_LARGE_BODY = "request body too large\n"
 # Only failures before the request reached a replica are retried, so no request runs twice.
@@ -125,13 +131,20 @@ def _forward(vhost: VirtualHost) -> route_components_pb2.RouteAction:
 
 
 def _limited(vhost: VirtualHost, limit: RateLimit) -> route_components_pb2.Route:
-    match = route_components_pb2.RouteMatch(prefix=limit.prefix)
     action = _forward(vhost)
+    authenticated = vhost.authorization is not None
+    policies: dict[str, Any] = {}
+    if vhost.authorization is not None:
+        policies.update(auth_check(vhost.authorization, rule_entries(vhost.backend, limit)))
     if limit.shared:
-        action.rate_limits.extend(shared_rate_limits(vhost.backend, limit))
-        return route_components_pb2.Route(match=match, route=action)
-    local = {RATE_LIMIT_FILTER: pack(local_rate_limit(limit))}
-    return route_components_pb2.Route(match=match, route=action, typed_per_filter_config=local)
+        action.rate_limits.extend(shared_rate_limits(vhost.backend, limit, authenticated))
+    else:
+        policies[RATE_LIMIT_FILTER] = pack(local_rate_limit(limit, authenticated))
+    return route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix=limit.prefix),
+        route=action,
+        typed_per_filter_config=policies,
+    )
 
 
 def _body_too_large(limit: int) -> route_components_pb2.Route:

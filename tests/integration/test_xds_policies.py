@@ -1,6 +1,6 @@
 """Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
 by the control plane's ext_authz server, rate limits counted per client (by each Envoy, or shared by
-two Envoys of one gateway), CORS preflights."""
+two Envoys of one gateway) after auth, per principal where there is auth, CORS preflights."""
 
 from __future__ import annotations
 
@@ -80,11 +80,12 @@ class Gateway:
         assert answer.status == status, f"{what}: {answer}\nEnvoy log:\n{self.envoy.log()[-3000:]}"
         return answer
 
-    async def service(self, name: str, **spec: Any) -> resources_pb2.Service:
-        """A service with one replica, live at the gateway once this returns."""
+    async def service(self, name: str, replica: Upstream | None = None, **spec: Any) -> resources_pb2.Service:
+        """A service with one replica (the module's upstream unless given), live at the gateway once
+        this returns (an admin's requests to / wait for it)."""
         driver = self.registry.driver
         service = await driver.service(name, "pol", 8000, **spec)
-        await driver.replica(name, f"{name}-0", f"127.0.0.1:{self.upstream.port}")
+        await driver.replica(name, f"{name}-0", f"127.0.0.1:{(replica or self.upstream).port}")
         token = self.tokens["admin"] if spec.get("auth") else None
         await self.until(lambda: self.request(name, "/", token), 200, f"service {name} live")
         return service
@@ -121,18 +122,11 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) 
             await stubs.close()
 
 
-async def user_token(registry: LiveRegistry, name: str, member: bool) -> str:
-    created = await registry.admin.users.Create(registry_pb2.CreateUserRequest(name=name))
-    if member:
-        await registry.admin.projects.SetMember(registry_pb2.SetMemberRequest(project="main", user=name))
-    return str(created.token)
-
-
 async def test_auth_needs_a_members_token_or_the_services_own_key(gateway: Gateway) -> None:
     await gateway.service("secure", auth=True)
     await gateway.service("other", auth=True)
-    member = await user_token(gateway.registry, "ann", member=True)
-    outsider = await user_token(gateway.registry, "bob", member=False)
+    member = await gateway.registry.user_token("ann", member=True)
+    outsider = await gateway.registry.user_token("bob", member=False)
     key = await gateway.registry.admin.service_keys.Create(
         registry_pb2.CreateServiceKeyRequest(project="main", service="secure")
     )
@@ -150,7 +144,7 @@ async def test_auth_needs_a_members_token_or_the_services_own_key(gateway: Gatew
 
 async def test_a_revoked_token_stops_working(gateway: Gateway) -> None:
     await gateway.service("revocable", auth=True)
-    token = await user_token(gateway.registry, "carl", member=True)
+    token = await gateway.registry.user_token("carl", member=True)
     await gateway.until(lambda: gateway.request("revocable", token=token), 200, "before revocation")
     await gateway.registry.admin.users.RevokeTokens(registry_pb2.RevokeTokensRequest(user="carl"))
     await gateway.until(lambda: gateway.request("revocable", token=token), 401, "after revocation")
@@ -280,3 +274,94 @@ async def test_shared_rate_limits_hold_across_the_gateways_envoys(
         assert statuses(await burst(gateway, 8, "/keyed/x", "shared")) == [200, 200] + [429] * 6
     finally:
         second.stop()
+
+
+# -- the order of checks: auth, then rate limits per principal ------------------------------------
+
+# The limits below cover /api only: waiting for a service to be live (an admin's requests to /)
+# spends none of them.
+API = "/api"
+
+
+@pytest.mark.parametrize(
+    ("scope", "key"),
+    [("local", {"type": "header", "header": "X-User"}), ("global", "ip_address")],
+)
+async def test_unauthenticated_floods_never_spend_a_principals_allowance(
+    gateway: Gateway, scope: str, key: Any
+) -> None:
+    """Requests without a credential, carrying the victim's header (the key of the header-keyed limit)
+    from the victim's address, are limited in a bucket of their own; each principal keeps its own
+    allowance on each service, whatever header it sends."""
+    limits = [{"prefix": API, "rps": ONE_A_MINUTE, "burst": 2, "key": key, "scope": scope}]
+    vera = await gateway.registry.user_token(f"vera-{scope}", member=True)
+    otto = await gateway.registry.user_token(f"otto-{scope}", member=True)
+    as_vera = {"X-User": f"vera-{scope}"}
+    with (
+        Upstream(f"ledger-{scope} replica".encode()) as ledger,
+        Upstream(f"vault-{scope} replica".encode()) as vault,
+    ):
+        replicas = {f"ledger-{scope}": ledger, f"vault-{scope}": vault}
+        for name, replica in replicas.items():
+            await gateway.service(name, replica, auth=True, rate_limits=limits)
+        for name in replicas:
+            flood = await burst(gateway, 6, f"{API}/flood", name, headers=as_vera)
+            assert statuses(flood) == [401] * 3 + [429] * 3
+            assert all(a.headers["retry-after"] in ("59", "60") for a in flood[3:])
+        for name, replica in replicas.items():
+            for token in (vera, otto):
+                answers = await burst(gateway, 4, f"{API}/x", name, token=token, headers=as_vera)
+                assert statuses(answers) == [200, 200, 200, 429], (name, token == vera, answers)
+                assert [a.body for a in answers[:3]] == [replica.body.decode()] * 3
+        # Another address's unauthenticated requests have their own bucket too.
+        elsewhere = await burst(gateway, 4, f"{API}/flood", f"ledger-{scope}", source="127.0.0.5")
+        assert statuses(elsewhere) == [401] * 3 + [429]
+
+
+async def test_replicas_learn_the_principal_from_the_gateway_never_from_the_client(gateway: Gateway) -> None:
+    await gateway.service("teller", auth=True)
+    await gateway.service("lobby")
+    wanda = await gateway.registry.user_token("wanda", member=True)
+    key = await gateway.registry.admin.service_keys.Create(
+        registry_pb2.CreateServiceKeyRequest(project="main", service="teller")
+    )
+    forged = {"X-Gatehouse-Principal": "user:admin"}
+    as_wanda = json.loads((await gateway.request("teller", "/headers", wanda, headers=forged)).body)
+    assert as_wanda["x-gatehouse-principal"] == "user:wanda"
+    with_key = await gateway.until(
+        lambda: gateway.request("teller", "/headers", key.key, headers=forged), 200, "key"
+    )
+    assert json.loads(with_key.body)["x-gatehouse-principal"].startswith("key:")
+    assert "x-gatehouse-principal" not in json.loads(
+        (await gateway.request("lobby", "/headers", headers=forged)).body
+    )
+
+
+async def test_open_services_limit_per_address_or_header_whatever_principal_is_claimed(
+    gateway: Gateway,
+) -> None:
+    limits = [
+        {"prefix": API, "rps": ONE_A_MINUTE, "burst": 1},
+        {
+            "prefix": f"{API}/keyed",
+            "rps": ONE_A_MINUTE,
+            "burst": 1,
+            "key": {"type": "header", "header": "X-User"},
+        },
+    ]
+    with Upstream(b"kiosk replica") as kiosk, Upstream(b"booth replica") as booth:
+        for name, replica in (("kiosk", kiosk), ("booth", booth)):
+            await gateway.service(name, replica, rate_limits=limits)
+            for source in ("127.0.0.6", "127.0.0.7"):
+                for principal in ("user:kim", "user:lee"):
+                    claimed = {"X-Gatehouse-Principal": principal}
+                    answers = await burst(gateway, 2, f"{API}/x", name, headers=claimed, source=source)
+                    assert statuses(answers) == ([200, 200] if principal == "user:kim" else [429, 429])
+                    assert all(a.body == replica.body.decode() for a in answers if a.status == 200)
+            for user in ("kim", "lee"):
+                keyed = await burst(gateway, 3, f"{API}/keyed/x", name, headers={"X-User": user})
+                assert statuses(keyed) == [200, 200, 429]
+            seen = json.loads(
+                (await gateway.request(name, "/headers", headers={"X-Gatehouse-Principal": "user:kim"})).body
+            )
+            assert "x-gatehouse-principal" not in seen

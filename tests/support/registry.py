@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2
 from gateway_xds.testing.registry_driver import RegistryDriver
 from services.common.grpc_server import bind_server, start_server
 from services.common.settings import Settings
@@ -28,6 +29,13 @@ class LiveRegistry:
     def driver(self) -> RegistryDriver:
         """Registers replicas at 127.0.0.1, as Gatehouse's own runners do: only its token may."""
         return RegistryDriver(self.system, self.system)
+
+    async def user_token(self, name: str, member: bool) -> str:
+        """A new user's token; `member`: of project main."""
+        created = await self.admin.users.Create(registry_pb2.CreateUserRequest(name=name))
+        if member:
+            await self.admin.projects.SetMember(registry_pb2.SetMemberRequest(project="main", user=name))
+        return str(created.token)
 
 
 @contextlib.asynccontextmanager

@@ -76,3 +76,50 @@ async def test_the_check_over_grpc(index: CredentialIndex) -> None:
             }
     finally:
         await server.stop(None)
+
+
+class _Context:
+    """What the servicer reads of a call: no client certificate (plain text)."""
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
+def _check(
+    authorization: str, address: str = "10.0.0.1", rule: dict[str, str] | None = None
+) -> external_auth_pb2.CheckRequest:
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.context_extensions.update({"project": "shop", "service_id": "svc-api", **(rule or {})})
+    request.attributes.source.address.socket_address.address = address
+    if authorization:
+        request.attributes.request.http.headers["authorization"] = authorization
+    return request
+
+
+async def _answer(servicer: AuthorizationServicer, request: external_auth_pb2.CheckRequest) -> int:
+    """The HTTP status the check answers with; 200 when let through."""
+    response = await servicer.Check(request, _Context())  # type: ignore[arg-type]
+    return 200 if response.HasField("ok_response") else response.denied_response.status.code
+
+
+async def test_the_principal_replaces_any_the_client_sent(index: CredentialIndex) -> None:
+    servicer = AuthorizationServicer(index)
+    for token, principal in (("member-token", "user:ann"), ("ghk_api", "key:k1")):
+        response = await servicer.Check(_check(f"Bearer {token}"), _Context())  # type: ignore[arg-type]
+        (header,) = response.ok_response.headers
+        assert (header.header.key, header.header.value) == ("x-gatehouse-principal", principal)
+        assert header.append_action == header.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+async def test_requests_that_fail_auth_are_limited_per_address_apart_from_principals(
+    index: CredentialIndex,
+) -> None:
+    servicer = AuthorizationServicer(index)
+    rule = {"rule": "svc-api|/", "rps": repr(1 / 60), "burst": "1"}
+    flood = [await _answer(servicer, _check("Bearer stolen", rule=rule)) for _ in range(4)]
+    assert flood == [401, 401, 429, 429]
+    assert [await _answer(servicer, _check("", "10.0.0.2", rule)) for _ in range(3)] == [401, 401, 429]
+    # A valid credential from the flooded address is let through: its limits come after the check.
+    assert await _answer(servicer, _check("Bearer member-token", rule=rule)) == 200
+    # Without a rule (a prefix without a limit), failures are never limited.
+    assert {await _answer(servicer, _check("Bearer stolen")) for _ in range(5)} == {401}

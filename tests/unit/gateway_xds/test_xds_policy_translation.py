@@ -1,4 +1,5 @@
-"""Traffic policies in the IR and their translation: token buckets, route order, auth per virtual host."""
+"""Traffic policies in the IR and their translation: token buckets, route order, auth per virtual host,
+auth before the rate limits, which count principals behind auth."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import dataclasses
 
 import pytest
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.testing.builders import domain_gateway
+from gateway_xds.translate.http_filters import http_filters
 from gateway_xds.translate.rate_limits import Bucket, bucket
 from gateway_xds.translate.routes import virtual_host
 
@@ -92,3 +95,49 @@ def test_policy_validation_lists_every_problem() -> None:
         f"{where}: rate limit '/h': a header name goes with key 'header' only",
         f"{where}: needs authorization but the listener has no authorization server",
     ]
+
+
+def test_auth_comes_first_and_strips_the_clients_principal() -> None:
+    listener = domain_gateway(["svc-a"]).listeners[0]
+    names = [f.name for f in http_filters(dataclasses.replace(listener, authorization_cluster="xds"))]
+    assert names == [
+        "gatehouse.gateway_headers",
+        "envoy.filters.http.cors",
+        AUTHZ,
+        RATE_LIMIT,
+        "envoy.filters.http.ratelimit",
+        "gatehouse.scale_from_zero",
+        "envoy.filters.http.router",
+    ]
+
+
+def _limited_route(
+    vhost: VirtualHost,
+) -> tuple[ext_authz_pb2.ExtAuthzPerRoute, local_rate_limit_pb2.LocalRateLimit]:
+    (route,) = [r for r in virtual_host(vhost).routes if r.match.prefix == "/api"]
+    check, limit = ext_authz_pb2.ExtAuthzPerRoute(), local_rate_limit_pb2.LocalRateLimit()
+    if AUTHZ in route.typed_per_filter_config:
+        route.typed_per_filter_config[AUTHZ].Unpack(check)
+    route.typed_per_filter_config[RATE_LIMIT].Unpack(limit)
+    return check, limit
+
+
+def test_limits_count_principals_behind_auth_and_the_rules_key_elsewhere() -> None:
+    limits = (RateLimit("/api", 2, 1, RateLimitKey.HEADER, "x-user"),)
+    open_host = dataclasses.replace(VirtualHost("svc", ("a.test",), "svc"), rate_limits=limits)
+    check, limit = _limited_route(open_host)
+    assert not check.check_settings.context_extensions
+    assert [e.key for e in limit.descriptors[0].entries] == ["header"]
+    assert limit.rate_limits[0].actions[0].request_headers.header_name == "x-user"
+    checked = dataclasses.replace(open_host, authorization=Authorization("p", "s1"))
+    check, limit = _limited_route(checked)
+    # The check limits the requests that fail it, under the route's rule.
+    assert dict(check.check_settings.context_extensions) == {
+        "project": "p",
+        "service_id": "s1",
+        "rule": "svc|/api",
+        "rps": "2",
+        "burst": "1",
+    }
+    assert [e.key for e in limit.descriptors[0].entries] == ["principal"]
+    assert limit.rate_limits[0].actions[0].request_headers.header_name == "x-gatehouse-principal"
