@@ -12,6 +12,9 @@ from google.rpc import code_pb2, status_pb2
 from gateway_xds.authz.credentials import PRINCIPAL_HEADER
 from gateway_xds.ratelimit.buckets import retry_after_seconds
 
+# Loading the credentials takes well under a second.
+LOADING_RETRY_AFTER_SECONDS = 1
+
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -46,6 +49,13 @@ def too_many_unauthenticated(wait: float) -> external_auth_pb2.CheckResponse:
     retry_after = _header("retry-after", str(retry_after_seconds(wait)))
     message = "too many requests without a valid credential"
     return _refused(http_status_pb2.TooManyRequests, "rate_limited", message, retry_after)
+
+
+def loading() -> external_auth_pb2.CheckResponse:
+    """The credential cannot be checked yet (the control plane has just started): not a 401."""
+    retry_after = _header("retry-after", str(LOADING_RETRY_AFTER_SECONDS))
+    message = "the gateway is loading its credentials; retry shortly"
+    return _refused(http_status_pb2.ServiceUnavailable, "unavailable", message, retry_after)
 
 
 def allowed(principal: str) -> external_auth_pb2.CheckResponse:

@@ -84,8 +84,10 @@ class RegistryProvider:
 
     async def on_change(self, change: Change) -> None:
         started = time.perf_counter()
+        # Before the keys are fetched (a registry round trip each): checks wait for the credentials.
+        self._follow_credentials(change)
         await self._certificates.fetch_keys(self.mirror, self._certificate_ids(change))
-        gateways = self.apply(change)
+        gateways = self._apply_objects(change)
         if change.resync and self._after_resync is not None:
             self._after_resync()
         self._retry_keys_later()
@@ -99,10 +101,16 @@ class RegistryProvider:
         """Bring the snapshots of the gateways `change` touched up to date; returns their ids.
 
         Certificates are served only once their keys are fetched (on_change does it first)."""
-        self._revision = change.revision
+        self._follow_credentials(change)
+        return self._apply_objects(change)
+
+    def _follow_credentials(self, change: Change) -> None:
         if self._credentials is not None and (change.resync or change.credentials):
             # At once, before any snapshot: a revoked token stops opening anything with this event.
             self._credentials.replace(self.mirror.credentials.values())
+
+    def _apply_objects(self, change: Change) -> set[str]:
+        self._revision = change.revision
         if change.resync:
             return self._resync()
         services = set(change.services)

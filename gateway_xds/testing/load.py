@@ -1,5 +1,6 @@
 """A bounded request loop on loopback: a few threads with keep-alive connections, every answer
-counted. Used to check that configuration changes never fail a request."""
+counted (and, if asked, sorted into kinds). Used to check that configuration changes never fail a
+request."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import http.client
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    # What `classify` made of each answer.
+    kinds: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -29,9 +33,13 @@ class LoadResult:
         return f"{self.total} requests, statuses {dict(self.statuses)}, errors {dict(self.errors)}"
 
 
+# An answer's status, headers (lower-case names) and body -> its kind.
+Classify = Callable[[int, Mapping[str, str], bytes], str]
+
+
 class LoadLoop:
-    """GET `path` with `Host: host` on 127.0.0.1:`port` from `connections` threads until stopped, or
-    `max_seconds` at the latest (the loop is always bounded)."""
+    """GET `path` with `Host: host` (and `headers`) on 127.0.0.1:`port` from `connections` threads
+    until stopped, or `max_seconds` at the latest (the loop is always bounded)."""
 
     def __init__(
         self,
@@ -41,8 +49,12 @@ class LoadLoop:
         connections: int = 4,
         max_seconds: float = 120.0,
         pause: float = 0.0,
+        headers: Mapping[str, str] | None = None,
+        classify: Classify | None = None,
     ) -> None:
-        self._port, self._host, self._path = port, host, path
+        self._port, self._path = port, path
+        self._headers = {**(headers or {}), "Host": host}
+        self._classify = classify
         self._max_seconds = max_seconds
         self._pause = pause
         self._stop = threading.Event()
@@ -74,11 +86,17 @@ class LoadLoop:
             if connection is None:
                 connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=10)
             try:
-                connection.request("GET", self._path, headers={"Host": self._host})
+                connection.request("GET", self._path, headers=self._headers)
                 response = connection.getresponse()
-                response.read()
+                body = response.read()
+                kind = None
+                if self._classify is not None:
+                    headers = {name.lower(): value for name, value in response.getheaders()}
+                    kind = self._classify(response.status, headers, body)
                 with self._lock:
                     self.result.statuses[response.status] += 1
+                    if kind is not None:
+                        self.result.kinds[kind] += 1
                 if response.will_close:
                     connection.close()
                     connection = None

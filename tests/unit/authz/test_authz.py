@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -109,6 +110,23 @@ async def test_the_principal_replaces_any_the_client_sent(index: CredentialIndex
         (header,) = response.ok_response.headers
         assert (header.header.key, header.header.value) == ("x-gatehouse-principal", principal)
         assert header.append_action == header.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+async def test_until_the_credentials_load_a_credential_waits_then_gets_503_never_401() -> None:
+    index = CredentialIndex()
+    servicer = AuthorizationServicer(index, loading_hold_seconds=0.05)
+    assert await _answer(servicer, _check("")) == 401  # nothing to wait for
+    response = await servicer.Check(_check("Bearer member-token"), _Context())  # type: ignore[arg-type]
+    assert response.denied_response.status.code == 503
+    headers = {h.header.key: h.header.value for h in response.denied_response.headers}
+    assert headers["retry-after"] == "1" and "loading" in response.denied_response.body
+    held = asyncio.create_task(
+        _answer(AuthorizationServicer(index, loading_hold_seconds=10), _check("Bearer x"))
+    )
+    await asyncio.sleep(0)
+    assert not held.done()
+    index.replace([resources_pb2.Credential(id="t1", hash=_hash("x"), user="ann", projects=["shop"])])
+    assert await held == 200
 
 
 async def test_requests_that_fail_auth_are_limited_per_address_apart_from_principals(
