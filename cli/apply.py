@@ -161,24 +161,38 @@ async def _live_on_gateway(stubs: Stubs, service: resources_pb2.Service) -> bool
 
 async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: bool) -> int:
     get = registry_pb2.GetRequest(project=service.project, name=service.name)
-    if not detach:
-        with console.status("Starting..."):
-            async for _ in _deadline_loop():
-                service = await stubs.services.Get(get)
-                if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
-                    break
-                ready = (
-                    service.status.ready_replicas >= min(1, service.status.desired_replicas)
-                    or not service.spec.commands
-                )
-                if ready and await _live_on_gateway(stubs, service):
-                    break
+    applied = service.generation
+    if detach:
+        services_table([service])
+        for url in service.status.urls:
+            console.print(f"The service will be available at {url} once a replica is ready")
+        return 0
+    with console.status("Starting..."):
+        async for _ in _deadline_loop():
+            service = await stubs.services.Get(get)
+            # Runners report on the generation they looked at: an older one's failure is not this one's.
+            seen = not service.spec.commands or service.status.observed_generation >= applied
+            if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
+                break
+            if seen and _ready(service) and await _live_on_gateway(stubs, service):
+                break
     services_table([service])
     if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
         raise CliError(f'service "{service.name}" failed: {service.status.message}')
+    if service.status.desired_replicas and not service.status.ready_replicas:
+        raise CliError(
+            f'service "{service.name}" has no ready replica: {service.status.message or "see its logs"}'
+        )
     for url in service.status.urls:
         console.print(f"The service is available at {url}")
     return 0
+
+
+def _ready(service: resources_pb2.Service) -> bool:
+    """A replica takes traffic (a service scaled to zero is ready with none: Envoy wakes it)."""
+    if not service.spec.commands:
+        return True
+    return service.status.ready_replicas >= min(1, service.status.desired_replicas)
 
 
 async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: bool) -> int:

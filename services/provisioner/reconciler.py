@@ -6,6 +6,7 @@ harmless and every step can run again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from gatehouse.client.connection import Stubs
@@ -49,6 +50,8 @@ class Provisioner:
         self._gateways = WorkQueue("gateways", self.reconcile_gateway, workers=4)
         self._services = WorkQueue("services", self.reconcile_service, workers=8)
         self._failures: dict[str, int] = {}
+        # Per service: the generation that failed, and when its replicas may be started again.
+        self._backoff: dict[str, tuple[int, float]] = {}
         self._delete_failures: dict[str, int] = {}
 
     async def run(self) -> None:
@@ -162,9 +165,12 @@ class Provisioner:
         return Result()
 
     async def _service_status(self, service: resources_pb2.Service, state: int, message: str = "") -> None:
-        if (service.status.state, service.status.message) == (state, message):
+        written = (service.status.state, service.status.message, service.status.observed_generation)
+        if written == (state, message, service.generation):
             return
-        status = resources_pb2.ServiceStatus(state=state, message=message)
+        status = resources_pb2.ServiceStatus(
+            state=state, message=message, observed_generation=service.generation
+        )
         await self._stubs.services.UpdateStatus(
             registry_pb2.UpdateServiceStatusRequest(id=service.id, status=status)
         )
@@ -193,6 +199,7 @@ class Provisioner:
         if service is None:
             await self._runner.stop_service(service_id)
             self._failures.pop(service_id, None)
+            self._backoff.pop(service_id, None)
             return Result()
         if not service.spec.commands:
             return Result()
@@ -210,6 +217,16 @@ class Provisioner:
                 await self._unregister(replica.id)
                 await self._runner.stop(replica)
         current = [self._runner.is_current(self._runner.replica(service_id, i), run) for i in range(desired)]
+        held = self._backoff.get(service_id)
+        if held is not None and held[0] != service.generation:
+            # A changed spec is tried at once, with a backoff of its own.
+            self._failures.pop(service_id, None)
+            self._backoff.pop(service_id, None)
+        elif held is not None and not all(current):
+            # Status writes wake this reconciler too: a restart still waits out its backoff.
+            wait = held[1] - asyncio.get_running_loop().time()
+            if wait > 0:
+                return Result(requeue_after=wait)
         started = False
         for index in range(desired):
             replica = self._runner.replica(service_id, index)
@@ -225,7 +242,8 @@ class Provisioner:
             if replica.id in self.mirror.replicas:
                 await self._register(service, replica, ready=False)
             await replica.process.stop()
-            if not serving:
+            if not serving and service_id not in self._failures:
+                # After a failure its reason stays shown until a replica is ready again.
                 await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
             try:
                 await self._runner.start(replica, run)
@@ -241,6 +259,7 @@ class Provisioner:
         if not started:
             # A pass with nothing to restart: the service has been healthy since the last one.
             self._failures.pop(service_id, None)
+            self._backoff.pop(service_id, None)
         await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
         return Result(requeue_after=REPLICA_RECHECK_SECONDS)
 
@@ -269,6 +288,7 @@ class Provisioner:
         failures = self._failures.get(service.id, 0) + 1
         self._failures[service.id] = failures
         delay = min(MAX_RETRY_SECONDS, 2.0 ** (failures - 1))
+        self._backoff[service.id] = (service.generation, asyncio.get_running_loop().time() + delay)
         state = resources_pb2.SERVICE_STATE_RUNNING if serving else resources_pb2.SERVICE_STATE_FAILED
         await self._service_status(service, state, f"{reason} (retrying in {delay:.0f}s)")
         return Result(requeue_after=delay)
