@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from cli.config import CliError, UsageError
 from cli.output import console
+from gatehouse.client.backoff import Backoff
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import tunnel_pb2
 
 CHUNK = 64 << 10
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)
+# A session that registered resets the delay; failed attempts wait longer each time up to the
+# maximum, which bounds how long the agent stays away once a restarted server is back.
+RETRY_INITIAL_SECONDS = 0.1
+RETRY_MAX_SECONDS = 1.0
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -90,7 +94,9 @@ class _Connections:
             task.cancel()
 
 
-async def _session(stubs: Stubs, hello: tunnel_pb2.TunnelHello, target: tuple[str, int]) -> None:
+async def _session(
+    stubs: Stubs, hello: tunnel_pb2.TunnelHello, target: tuple[str, int], on_ready: Callable[[], None]
+) -> None:
     outgoing: asyncio.Queue[tunnel_pb2.TunnelFrame] = asyncio.Queue(maxsize=256)
     connections = _Connections(target, outgoing)
 
@@ -104,6 +110,7 @@ async def _session(stubs: Stubs, hello: tunnel_pb2.TunnelHello, target: tuple[st
         async for frame in call:
             kind = frame.WhichOneof("frame")
             if kind == "ready":
+                on_ready()
                 console.print(
                     f"Replica {hello.replica_id} of {hello.service} is reachable through the gateway "
                     f"(the gateway sees it at {frame.ready.address})"
@@ -119,17 +126,42 @@ async def _session(stubs: Stubs, hello: tunnel_pb2.TunnelHello, target: tuple[st
         call.cancel()
 
 
-async def run_agent(stubs: Stubs, project: str, service: str, target: str, replica_id: str | None) -> int:
+class _Reconnects:
+    """After a session ends: how long to wait before the next, and one line per outage."""
+
+    def __init__(self) -> None:
+        self._backoff = Backoff(RETRY_INITIAL_SECONDS, RETRY_MAX_SECONDS)
+        self._reported = False
+
+    def ready(self) -> None:
+        self._backoff.reset()
+        self._reported = False
+
+    def ended(self, reason: str) -> float:
+        if not self._reported:
+            console.print(f"The connection to the server ended ({reason}); reconnecting")
+            self._reported = True
+        return self._backoff.next_delay()
+
+
+async def run_agent(
+    connect: Callable[[], Stubs], project: str, service: str, target: str, replica_id: str | None
+) -> int:
+    """Serves the replica until interrupted. `connect` makes a new channel for each session, which
+    resolves the server's name again: a server that comes back at another address is found."""
     address = parse_target(target)
     replica = replica_id or f"{service}-agent-{socket.gethostname()}"
     hello = tunnel_pb2.TunnelHello(project=project, service=service, replica_id=replica)
-    for attempt in itertools.count():
+    reconnects = _Reconnects()
+    while True:
+        stubs = connect()
+        reason = "closed by the server"
         try:
-            await _session(stubs, hello, address)
+            await _session(stubs, hello, address, on_ready=reconnects.ready)
         except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            if error.code() not in RETRIED:
                 raise CliError(error.details() or error.code().name.lower()) from None
-        delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-        console.print(f"The connection to the server ended; trying again in {delay:.0f}s")
-        await asyncio.sleep(delay)
-    return 0
+            reason = error.code().name.lower()
+        finally:
+            await stubs.close()
+        await asyncio.sleep(reconnects.ended(reason))

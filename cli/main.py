@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from typing import Any
 
@@ -72,14 +73,15 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
 
 async def _client_command(args: argparse.Namespace) -> int:
     config = CliConfig.load(server=args.server, project=args.project)
+    if args.top == "agent":
+        connect = functools.partial(Stubs.connect, config.server, config.token)
+        return await run_agent(connect, config.project, args.service, args.target, args.replica_id)
     stubs = Stubs.connect(config.server, config.token)
     try:
         if args.top == "apply":
             return await apply_file(stubs, config.project, args.file, args.yes, args.force, args.detach)
         if args.top == "delete":
             return await delete_file(stubs, config.project, args.file, args.yes, args.force)
-        if args.top == "agent":
-            return await run_agent(stubs, config.project, args.service, args.target, args.replica_id)
         command: Command = args.command
         return await generated.run(stubs.channel, command, args, config.project)
     except grpc.aio.AioRpcError as rpc_error:

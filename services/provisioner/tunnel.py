@@ -126,8 +126,10 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
                 cleanup.add_done_callback(self._cleanups.discard)
 
     async def _unregister_if_ours(self, hello: tunnel_pb2.TunnelHello, address: str) -> None:
-        """A reconnected agent may already have registered the same id at a new address: leave it."""
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        """A reconnected agent may already have registered the same id at a new address: leave it.
+        A server that is stopping has closed its channel already: the agent registers again with the
+        next server."""
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
             listed = await self._stubs.replicas.List(
                 registry_pb2.ListReplicasRequest(project=hello.project, service=hello.service)
             )
