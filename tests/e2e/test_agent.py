@@ -3,6 +3,8 @@ becomes reachable through the gateway once `gatehouse agent` opens its outbound 
 
 from __future__ import annotations
 
+import math
+import re
 import signal
 import subprocess
 import sys
@@ -13,11 +15,16 @@ from pathlib import Path
 import pytest
 
 from services.common.probes import free_port
+from tests.support.dns import DnsServer
 from tests.support.http import fetch, wait_for_status
-from tests.support.server import GATEHOUSE, ServerProcess
+from tests.support.server import GATEHOUSE, ServerProcess, running_server
 
 pytestmark = pytest.mark.real
 HIDDEN = "127.0.0.2"
+RESTARTS = 5
+# The server's API alternates between them, behind one name.
+SERVER_ADDRESSES = ("127.0.0.1", "127.0.9.1")
+BACK_WITHIN_SECONDS = 2.0
 
 
 @pytest.fixture
@@ -38,28 +45,31 @@ def hidden_replica(tmp_path: Path) -> Iterator[int]:
     replica.wait(timeout=10)
 
 
-def test_the_agent_carries_gateway_traffic_to_a_hidden_replica(
-    server: ServerProcess, tmp_path: Path, hidden_replica: int
-) -> None:
+def serve_through_gateway(server: ServerProcess, tmp_path: Path, replica_port: int) -> tuple[Path, str]:
+    """Gateway nat-gw and service nat (no `commands`: its replicas come from agents); the gateway's
+    configuration file and the service's URL."""
     gateway = tmp_path / "gw.dstack.yml"
     gateway.write_text("type: gateway\nname: nat-gw\nbackend: local\nregion: local\n")
     assert server.cli("apply", "-f", str(gateway), "-y").code == 0
-    gateway_port = free_port()
     service = tmp_path / "nat.dstack.yml"
-    service.write_text(
-        f"type: service\nname: nat\ngateway: nat-gw\nport: '{gateway_port}:{hidden_replica}'\n"
-    )
-    assert server.cli("apply", "-f", str(service), "-y").code == 0
-    # The gateway's side cannot reach the replica directly.
-    assert fetch(f"http://127.0.0.1:{hidden_replica}/hello.txt")[0] == 0
-    agent = subprocess.Popen(
+    service.write_text(f"type: service\nname: nat\ngateway: nat-gw\nport: '{free_port()}:{replica_port}'\n")
+    # -d: its replica comes with the agent, started after.
+    applied = server.cli("apply", "-f", str(service), "-y", "-d")
+    available = re.search(r"available at (http://\S+)", applied.stdout)
+    assert applied.code == 0 and available is not None, applied
+    return gateway, available.group(1)
+
+
+def start_agent(server: ServerProcess, replica_port: int, *options: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             GATEHOUSE,
+            *options,
             "agent",
             "--service",
             "nat",
             "--target",
-            f"{HIDDEN}:{hidden_replica}",
+            f"{HIDDEN}:{replica_port}",
             "--id",
             "nat-laptop",
         ],
@@ -67,21 +77,76 @@ def test_the_agent_carries_gateway_traffic_to_a_hidden_replica(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> bytes:
+    agent.send_signal(signal.SIGINT)
+    out, _ = agent.communicate(timeout=10)
+    return out
+
+
+def test_the_agent_carries_gateway_traffic_to_a_hidden_replica(
+    server: ServerProcess, tmp_path: Path, hidden_replica: int
+) -> None:
+    gateway, service_url = serve_through_gateway(server, tmp_path, hidden_replica)
+    url = f"{service_url}/hello.txt"
+    # The gateway's side cannot reach the replica directly.
+    assert fetch(f"http://127.0.0.1:{hidden_replica}/hello.txt")[0] == 0
+    agent = start_agent(server, hidden_replica)
     try:
-        status, body = wait_for_status(f"http://127.0.0.1:{gateway_port}/hello.txt", 200, token=server.token)
+        status, body = wait_for_status(url, 200, token=server.token)
         assert (status, body) == (200, "hello from behind NAT")
         listed = server.cli("replica", "list", "nat")
         assert "nat-laptop" in listed.stdout and "agent" in listed.stdout
         # Many requests, some concurrent, all through the one stream.
         for _ in range(20):
-            assert fetch(f"http://127.0.0.1:{gateway_port}/hello.txt", token=server.token)[0] == 200
+            assert fetch(url, token=server.token)[0] == 200
     finally:
-        agent.send_signal(signal.SIGINT)
-        out, _ = agent.communicate(timeout=10)
+        out = stop_agent(agent)
     assert b"Replica nat-laptop of nat is reachable through the gateway" in out
-    assert wait_for_status(f"http://127.0.0.1:{gateway_port}/hello.txt", 503, token=server.token)[0] == 503
+    assert wait_for_status(url, 503, token=server.token)[0] == 503
     deadline = time.monotonic() + 15
     while "nat-laptop" in server.cli("replica", "list", "nat").stdout and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "nat-laptop" not in server.cli("replica", "list", "nat").stdout  # its stream ended: it left
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def seconds_until(url: str, answer: tuple[int, str], token: str, within: float = 10.0) -> float:
+    """How long until `url` gives `answer`; infinity if it does not within `within` seconds."""
+    start = time.monotonic()
+    while fetch(url, token=token) != answer:
+        if time.monotonic() - start > within:
+            return math.inf
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_the_agent_is_back_soon_after_each_server_restart_wherever_the_name_points(
+    tmp_path: Path, hidden_replica: int
+) -> None:
+    """Five restarts in a row, every other one at another address behind the same name: each time
+    the replica answers through the gateway (a body it serves only from this round on) within
+    BACK_WITHIN_SECONDS of the server's return."""
+    marker = tmp_path / "hello.txt"
+    with (
+        DnsServer("gatehouse.test", SERVER_ADDRESSES[0]) as names,
+        running_server(tmp_path / "home", api_port=free_port()) as server,
+    ):
+        gateway, service_url = serve_through_gateway(server, tmp_path, hidden_replica)
+        url = f"{service_url}/hello.txt"
+        agent = start_agent(server, hidden_replica, "--server", names.target(server.api_port))
+        try:
+            assert wait_for_status(url, 200, token=server.token) == (200, marker.read_text())
+            for restart in range(1, RESTARTS + 1):
+                server.stop()
+                address = SERVER_ADDRESSES[restart % 2]
+                names.address = server.extra_env["GATEHOUSE_API_HOST"] = address
+                marker.write_text(f"restart {restart}")
+                server.start()
+                back = seconds_until(url, (200, f"restart {restart}"), server.token)
+                assert back < BACK_WITHIN_SECONDS, f"restart {restart} at {address}: back after {back:.2f}s"
+        finally:
+            out = stop_agent(agent)
+        assert out.count(b"Replica nat-laptop of nat is reachable through the gateway") == RESTARTS + 1
+        assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.probes import free_port
+from services.provisioner.backends.base import BackendError
+from services.provisioner.backends.local.gateway import envoy_binary
+from tests.support.real import require_real
 
 GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
 START_TIMEOUT_SECONDS = 30.0
@@ -30,6 +35,8 @@ class ServerProcess:
     http_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
     xds_port: int = field(default_factory=free_port)
+    # 0 picks a free port at each start; a fixed one lets clients find a restarted server again.
+    api_port: int = 0
     # Settings on top of the ones above (e.g. an ACME directory); they win over them.
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -58,9 +65,13 @@ class ServerProcess:
 
     def start(self) -> None:
         self.state_file.unlink(missing_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.home / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [GATEHOUSE, "server", "--port", "0"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [GATEHOUSE, "server", "--port", str(self.api_port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.state_file.exists():
@@ -113,3 +124,20 @@ class ServerProcess:
             timeout=120,
         )
         return CliResult(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+@contextlib.contextmanager
+def running_server(home: Path, api_port: int = 0) -> Iterator[ServerProcess]:
+    """A started server with local Envoys (skipped where there is no Envoy), stopped after with its
+    Envoys and replicas."""
+    try:
+        envoy_binary()
+    except BackendError as error:
+        require_real(str(error))
+    process = ServerProcess(home=home, api_port=api_port)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        process.kill_data_plane()
