@@ -4,49 +4,31 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 LISTEN = "0A"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
 class Listener:
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    address: Address
     port: int
     inode: int
 
 
-def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _address(hex_address: str) -> Address:
     raw = bytes.fromhex(hex_address)
     # The kernel prints each 32-bit word in host (little-endian) order.
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     return ipaddress.ip_address(words)
 
 
-def listeners(port: int, net_dir: Path = Path("/proc/net")) -> list[Listener]:
-    """The TCP sockets listening on `port` in the network namespace `net_dir` belongs to
-    (/proc/net: this process's; /proc/<pid>/net: that process's)."""
-    found = []
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (net_dir / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], int(fields[9])
-            hex_address, _, hex_port = local.partition(":")
-            if state == LISTEN and int(hex_port, 16) == port:
-                found.append(Listener(_address(hex_address), port, inode))
-    return found
-
-
-def listening_addresses(
-    net_dir: Path = Path("/proc/net"),
-) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Every address some TCP socket listens on, on any port."""
-    found = set()
+def _listening(net_dir: Path) -> Iterator[Listener]:
+    """Every listening TCP socket in the network namespace `net_dir` belongs to (/proc/net: this
+    process's; /proc/<pid>/net: that process's)."""
     for table in ("tcp", "tcp6"):
         try:
             lines = (net_dir / table).read_text().splitlines()[1:]
@@ -55,8 +37,18 @@ def listening_addresses(
         for line in lines:
             fields = line.split()
             if fields[3] == LISTEN:
-                found.add(_address(fields[1].partition(":")[0]))
-    return found
+                hex_address, _, hex_port = fields[1].partition(":")
+                yield Listener(_address(hex_address), int(hex_port, 16), int(fields[9]))
+
+
+def listeners(port: int, net_dir: Path = Path("/proc/net")) -> list[Listener]:
+    """The sockets listening on `port`."""
+    return [listener for listener in _listening(net_dir) if listener.port == port]
+
+
+def listening_addresses(net_dir: Path = Path("/proc/net")) -> set[Address]:
+    """Every address some socket listens on, on any port."""
+    return {listener.address for listener in _listening(net_dir)}
 
 
 def group_holds(group: int, inodes: set[int]) -> bool:

@@ -223,6 +223,11 @@ def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
                         "envoy_grpc": {
                             "cluster_name": "gatehouse_xds",
                             "max_receive_message_length": XDS_MESSAGE_LIMIT_BYTES,
+                            # Back within a second of the control plane's return (Envoy's default
+                            # waits 0.5 s growing to 30 s), jittered by Envoy.
+                            "retry_policy": {
+                                "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}
+                            },
                         }
                     }
                 ],
