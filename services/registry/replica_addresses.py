@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.common.errors import InvalidArgument
+from services.registry.host_networks import Network
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 CLOUD_METADATA = frozenset(

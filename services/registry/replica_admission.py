@@ -23,7 +23,7 @@ from services.registry.replica_addresses import AddressRules, Claim, Resolver, S
 from services.registry.replicas import GATEHOUSE_RUNNERS, LOCAL_RUNNER
 
 
-def _require_users(row: ReplicaRow) -> None:
+def _require_not_gatehouses(row: ReplicaRow) -> None:
     if row.runner in GATEHOUSE_RUNNERS:
         raise PermissionDenied(
             f'replica "{row.id}" is run by Gatehouse ({row.runner} runner): only Gatehouse changes it'
@@ -49,7 +49,7 @@ class ReplicaAdmission:
         principal.require_project(row.project_id)
         if not principal.system:
             principal.require_runner(row.project_id)
-            _require_users(row)
+            _require_not_gatehouses(row)
 
     async def claim(self, principal: Principal, address: str) -> Claim | None:
         """`address` resolved, before any transaction (resolving may take seconds); None for
@@ -72,7 +72,7 @@ class ReplicaAdmission:
             return
         existing = await session.get(ReplicaRow, replica_id)
         if existing is not None and existing.service_id == service.id:
-            _require_users(existing)
+            _require_not_gatehouses(existing)
         refusal = await self.refusal(session, service, found)
         if refusal is not None:
             raise InvalidArgument(refusal)
