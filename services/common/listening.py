@@ -26,7 +26,7 @@ def _address(hex_address: str) -> Address:
     return ipaddress.ip_address(words)
 
 
-def _listening(net_dir: Path) -> Iterator[Listener]:
+def listening(net_dir: Path = Path("/proc/net")) -> Iterator[Listener]:
     """Every listening TCP socket in the network namespace `net_dir` belongs to (/proc/net: this
     process's; /proc/<pid>/net: that process's)."""
     for table in ("tcp", "tcp6"):
@@ -43,12 +43,12 @@ def _listening(net_dir: Path) -> Iterator[Listener]:
 
 def listeners(port: int, net_dir: Path = Path("/proc/net")) -> list[Listener]:
     """The sockets listening on `port`."""
-    return [listener for listener in _listening(net_dir) if listener.port == port]
+    return [listener for listener in listening(net_dir) if listener.port == port]
 
 
 def listening_addresses(net_dir: Path = Path("/proc/net")) -> set[Address]:
     """Every address some socket listens on, on any port."""
-    return {listener.address for listener in _listening(net_dir)}
+    return {listener.address for listener in listening(net_dir)}
 
 
 def group_holds(group: int, inodes: set[int]) -> bool:

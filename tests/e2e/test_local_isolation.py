@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import collections
 import json
+import stat
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from services.common.listening import group_holds, listening
+from services.provisioner.backends.local.gateway import admin_socket_path
 from tests.support.gateways import gateway_host
 from tests.support.http import fetch
 from tests.support.server import ServerProcess
@@ -195,3 +198,25 @@ def test_apply_detach_delete_apply_leaves_exactly_the_replicas_asked_for(
     assert _replica_ids(server, "slow") == [f"{service['id']}-0"]
     assert "1/1" in server.cli("service", "list").stdout
     assert server.cli("delete", "-f", str(config), "-y").code == 0
+
+
+def test_a_gateways_envoy_listens_only_on_its_address_and_admin_is_a_private_socket(
+    server: ServerProcess, tenants: dict[str, str]
+) -> None:
+    address = tenants[f"{PROJECTS[1]}-one"]
+    gateway_ids = [path.name for path in (server.home / "gateways").iterdir()]
+    mine = []
+    for gateway_id in gateway_ids:
+        pid = int((server.home / "gateways" / gateway_id / "envoy.pid").read_text().split()[0])
+        held = {listener for listener in listening() if group_holds(pid, {listener.inode})}
+        if any(str(listener.address) == address for listener in held):
+            mine.append((gateway_id, held))
+    [(gateway_id, held)] = mine
+    # The gateway's HTTP port and its service's mapped port, on its own address: nothing else
+    # (no admin port a replica address such as 127.0.0.1:<port> could be pointed at).
+    assert {(str(listener.address), listener.port) for listener in held} == {
+        (address, server.http_port),
+        (address, 5001),
+    }
+    admin = Path(admin_socket_path(server.home / "gateways" / gateway_id)).stat()
+    assert stat.S_ISSOCK(admin.st_mode) and stat.S_IMODE(admin.st_mode) == 0o600
