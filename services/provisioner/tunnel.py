@@ -86,7 +86,9 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         if first.WhichOneof("frame") != "hello":
             raise InvalidArgument("an agent starts with hello: project, service and replica id")
         hello = first.hello
-        current_principal().require_project(hello.project)
+        # The agent's replica is registered with this server's own token: the caller must be allowed
+        # to register replicas of the project itself.
+        current_principal().require_runner(hello.project)
         session = _Session()
         server = await asyncio.start_server(session.accept, self._bind, 0)
         port = server.sockets[0].getsockname()[1]
@@ -102,7 +104,11 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         tasks: list[asyncio.Task[None]] = []
         registered = False
         try:
-            await self._stubs.replicas.Register(register)
+            try:
+                await self._stubs.replicas.Register(register)
+            except grpc.aio.AioRpcError as refused:
+                # The registry's one line (a service that runs `commands`, …), as the agent's error.
+                await context.abort(refused.code(), refused.details() or "")
             registered = True
             log.info(
                 "agent replica %s of %s/%s at %s", hello.replica_id, hello.project, hello.service, address

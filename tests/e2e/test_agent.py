@@ -150,3 +150,37 @@ def test_the_agent_is_back_soon_after_each_server_restart_wherever_the_name_poin
             out = stop_agent(agent)
         assert out.count(b"Replica nat-laptop of nat is reachable through the gateway") == RESTARTS + 1
         assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def test_only_those_who_may_register_replicas_run_an_agent(
+    server: ServerProcess, tmp_path: Path, hidden_replica: int
+) -> None:
+    serve_through_gateway(server, tmp_path, hidden_replica)
+    created = server.cli("user", "create", "mallory")
+    assert created.code == 0, created.stderr
+    assert server.cli("project", "set-member", "main", "mallory").code == 0
+    member_env = {**server.env, "GATEHOUSE_TOKEN": created.stdout.split()[-1]}
+    refused = subprocess.run(
+        [GATEHOUSE, "agent", "--service", "nat", "--target", f"{HIDDEN}:{hidden_replica}", "--id", "m-1"],
+        env=member_env,
+        capture_output=True,
+        timeout=30,
+    )
+    lines = refused.stderr.decode().strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, lines
+    assert "registering replicas needs the admin role" in lines[0]
+    assert "m-1" not in server.cli("replica", "list", "nat").stdout
+
+    # A service that runs `commands` takes replicas from its runner only, agents included.
+    runs = tmp_path / "runs.dstack.yml"
+    runs.write_text("type: service\nname: runs\ngateway: nat-gw\nport: 8000\ncommands: ['sleep 600']\n")
+    assert server.cli("apply", "-f", str(runs), "-y", "-d").code == 0
+    refused = subprocess.run(
+        [GATEHOUSE, "agent", "--service", "runs", "--target", f"{HIDDEN}:{hidden_replica}", "--id", "r-1"],
+        env=server.env,
+        capture_output=True,
+        timeout=30,
+    )
+    lines = refused.stderr.decode().strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "commands" in lines[0], lines
+    assert server.cli("delete", "-f", str(runs), "-y").code == 0
