@@ -145,10 +145,8 @@ async def _check_domain_free(session: AsyncSession, project: str, config: Gatewa
         return
     for other in await list_rows(session):
         if other.project_id != project and gateway_config(other).domain == config.domain:
-            raise AlreadyExists(
-                f'domain {config.domain} belongs to project "{other.project_id}" (gateway "{other.name}"): '
-                "use another domain"
-            )
+            # Never the owner's names: which projects exist is not another tenant's business.
+            raise AlreadyExists(f"domain {config.domain} belongs to another project: use another domain")
 
 
 async def touch_users(session: AsyncSession, gateway_id: str) -> None:
