@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from itertools import count
@@ -36,15 +38,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: a socket file is reached from any network namespace."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 @dataclass
 class EnvoyProcess:
-    """Envoy on `bootstrap` (its admin address must be 127.0.0.1:<admin_port>)."""
+    """Envoy on `bootstrap`, its admin interface on 127.0.0.1:<admin_port> or on a Unix socket (`pipe`).
+
+    `command_prefix` starts Envoy behind another command that must exec it (so the process is Envoy
+    itself, and stopping it stops Envoy), e.g. `ip netns exec NAME` for a network namespace of its
+    own: then the admin interface must be a Unix socket, which the test reaches from outside it.
+    """
 
     binary: Path
     workdir: Path
     bootstrap: dict[str, Any]
     concurrency: int = 1
     log_level: str = "warn"
+    command_prefix: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -60,6 +86,7 @@ class EnvoyProcess:
         config = self.workdir / "bootstrap.yaml"
         config.write_text(yaml.safe_dump(self.bootstrap))
         argv = [
+            *self.command_prefix,
             str(self.binary),
             *("-c", str(config)),
             "--disable-hot-restart",
@@ -91,9 +118,24 @@ class EnvoyProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def admin(self, path: str, timeout: float = 5.0) -> bytes:
-        url = f"http://127.0.0.1:{self.admin_port}{path}"
-        with _no_proxy.open(url, timeout=timeout) as response:
-            return bytes(response.read())
+        """The answer's body; an HTTP error (e.g. 503 from /ready before the first configuration)
+        raises urllib.error.HTTPError, an OSError, whichever way the interface is reached."""
+        pipe = self.bootstrap["admin"]["address"].get("pipe")
+        if pipe is None:
+            url = f"http://127.0.0.1:{self.admin_port}{path}"
+            with _no_proxy.open(url, timeout=timeout) as response:
+                return bytes(response.read())
+        connection = _UnixHTTPConnection(pipe["path"], timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status >= 400:
+                url = f"unix:{pipe['path']}{path}"
+                raise urllib.error.HTTPError(url, response.status, response.reason, response.headers, None)
+            return body
+        finally:
+            connection.close()
 
     def wait_ready(self, within: float = 30.0) -> None:
         """Until the admin API answers (Envoy may still wait for its initial configuration)."""

@@ -68,10 +68,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class Upstream:
-    """`with Upstream(b"body") as upstream: upstream.port`"""
+    """`with Upstream(b"body") as upstream: upstream.port`, listening on `host` (loopback unless given)."""
 
-    def __init__(self, body: bytes = b"hello from upstream") -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def __init__(self, body: bytes = b"hello from upstream", host: str = "127.0.0.1") -> None:
+        self._server = _Server((host, 0), _Handler)
         self._server.body = body
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -1,14 +1,16 @@
 """Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
 by the control plane's ext_authz server, rate limits counted per client (by each Envoy, or shared by
-two Envoys of one gateway) after auth, per principal where there is auth, CORS preflights."""
+the Envoys of a gateway's two hosts) after auth, per principal where there is auth, CORS preflights."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
+import ipaddress
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -18,6 +20,8 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
+from services.common.settings import Settings
+from services.provisioner.backends.local.network import NamespaceNetwork, namespaces_available
 from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.real import require_real
 from tests.support.registry import LiveRegistry, live_registry
@@ -45,6 +49,8 @@ class Gateway:
     tokens: dict[str, str]
     gateway_id: str
     xds_port: int
+    # Where this host's Envoy is reached (the gateway listens on all of each host's addresses).
+    address: str = "127.0.0.1"
 
     async def request(
         self,
@@ -61,7 +67,9 @@ class Gateway:
         return await asyncio.to_thread(self._request, method, path, sent, source)
 
     def _request(self, method: str, path: str, headers: dict[str, str], source: str) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5, source_address=(source, 0))
+        connection = http.client.HTTPConnection(
+            self.address, self.port, timeout=5, source_address=(source, 0)
+        )
         try:
             connection.request(method, path, headers=headers)
             response = connection.getresponse()
@@ -104,10 +112,15 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) 
         require_real("no envoy binary beside the interpreter nor on PATH")
     async with live_registry(tmp_path_factory.mktemp("policies-registry")) as registry:
         stubs = Stubs.connect(registry.address, registry.system_token)
-        app = XdsApp.build(stubs, "127.0.0.1:0")
+        # On every address of this machine, for the gateway's second host (a network namespace of its
+        # own, test_shared_rate_limits_…) to reach it at the host end of its veth, as a second VM would
+        # reach the control plane. Only this machine's Envoys connect to it, over its own addresses.
+        app = XdsApp.build(stubs, "0.0.0.0:0")
         running = asyncio.create_task(app.run())
         port = free_port()
-        reported = await registry.driver.running_gateway("pol", "127.0.0.1", port, domain=DOMAIN)
+        # Each host's Envoy binds every address of its own: loopback here, the second host's own address
+        # in its namespace.
+        reported = await registry.driver.running_gateway("pol", "0.0.0.0", port, domain=DOMAIN)
         params = BootstrapParams(reported.id, 0, "127.0.0.1", app.port, admin_port=free_port())
         envoy = EnvoyProcess(binary, tmp_path_factory.mktemp("policies-envoy"), render_bootstrap(params))
         envoy.start()
@@ -226,9 +239,55 @@ async def test_rate_limits_count_each_client_against_its_prefix(gateway: Gateway
     assert statuses(await burst(gateway, 4, "/keyed/more/x")) == [200] * 3 + [429]
 
 
-async def test_shared_rate_limits_hold_across_the_gateways_envoys(
+@dataclass(frozen=True)
+class SecondHost:
+    gateway: Gateway  # its Envoy, reached at the host's own address
+    host_end: str  # this machine's address on the host's veth: the host's default route
+
+
+@pytest.fixture
+async def second_host(
     gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SecondHost]:
+    """Host 1 of the gateway, as on a second VM: a network namespace of its own, made by the local
+    backend's own code, where its Envoy binds the gateway's listener on the host's own addresses and
+    reaches gateway_xds (ADS, ext_authz, the shared rate limits) at the veth's host end, its default
+    route. Its admin interface is a Unix socket, reached from here whatever the namespace."""
+    if not namespaces_available():
+        require_real("network namespaces need root and `ip` from iproute2")
+    binary = envoy_binary()
+    assert binary is not None
+    network = NamespaceNetwork(ipaddress.IPv4Network(Settings.from_env().local_replica_subnet))
+    directory = tmp_path_factory.mktemp("policies-host-1")
+    envoy: EnvoyProcess | None = None
+    try:
+        host = await network.attach(directory)
+        # The veth's two ends are the two addresses of a /31, the host end first (network.py).
+        host_end = str(ipaddress.IPv4Address(host.address) - 1)
+        params = BootstrapParams(
+            gateway.gateway_id, 1, host_end, gateway.xds_port, admin_socket=str(directory / "admin.sock")
+        )
+        envoy = EnvoyProcess(
+            binary, directory / "envoy", render_bootstrap(params), command_prefix=host.command_prefix
+        )
+        envoy.start()
+        await asyncio.to_thread(envoy.wait_ready)
+        yield SecondHost(replace(gateway, envoy=envoy, address=host.address), host_end)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        await network.detach(directory)
+
+
+async def test_shared_rate_limits_hold_across_the_gateways_envoys(
+    gateway: Gateway, second_host: SecondHost
 ) -> None:
+    """One client sends to the gateway's two hosts in turn (its own requests, not the kernel's spread):
+    a global limit is one count for both."""
+    # One client both hosts see at one address: this machine, from its end of the second host's veth.
+    # The first host is this machine: it listens there too.
+    client = second_host.host_end
+    hosts = (replace(gateway, address=client), second_host.gateway)
     limits = [
         {"prefix": "/", "rps": ONE_A_MINUTE, "burst": 5, "scope": "global"},
         {
@@ -239,41 +298,49 @@ async def test_shared_rate_limits_hold_across_the_gateways_envoys(
             "scope": "global",
         },
     ]
-    await gateway.registry.driver.service("shared", "pol", 8000, rate_limits=limits)
-    await gateway.registry.driver.replica("shared", "shared-0", f"127.0.0.1:{gateway.upstream.port}")
+    # The replica listens where both hosts reach it (the module's upstream is on this machine's loopback).
+    with Upstream(b"hello from a replica both hosts reach", host=client) as replica:
+        await gateway.registry.driver.service("shared", "pol", 8000, rate_limits=limits)
+        await gateway.registry.driver.replica("shared", "shared-0", f"{client}:{replica.port}")
+        probes = itertools.count()
 
-    async def from_elsewhere() -> Answer:
-        return await gateway.request("shared", "/probe", source="127.0.0.3")
+        async def probe(host: Gateway) -> Answer:
+            # A header value of its own each time, under /keyed: spends none of the allowances below.
+            headers = {"X-Client": f"probe-{next(probes)}"}
+            try:
+                return await host.request("shared", "/keyed/probe", headers=headers, source=client)
+            except OSError as error:  # the listener is not there yet
+                return Answer(0, {}, str(error))
 
-    await gateway.until(from_elsewhere, 200, "the service with shared limits")
-    # A second Envoy of the gateway on the same port: the kernel spreads connections over both
-    # (SO_REUSEPORT, Envoy's default), and each new connection may land on either.
-    binary = envoy_binary()
-    assert binary is not None
-    params = BootstrapParams(gateway.gateway_id, 1, "127.0.0.1", gateway.xds_port, admin_port=free_port())
-    second = EnvoyProcess(binary, tmp_path_factory.mktemp("policies-envoy-1"), render_bootstrap(params))
-    second.start()
-    try:
-        await asyncio.to_thread(second.wait_ready)
-        await gateway.until(lambda: gateway.request("shared", "/probe", source="127.0.0.4"), 200, "2nd Envoy")
+        for index, host in enumerate(hosts):
+            await host.until(lambda host=host: probe(host), 200, f"the shared service on host {index}")
 
-        def served(envoy: EnvoyProcess) -> int:
-            return sum(v for k, v in envoy.stats("cluster.svc_main_shared.upstream_rq_total").items())
+        def served(host: Gateway) -> int:
+            return sum(host.envoy.stats("cluster.svc_main_shared.upstream_rq_total").values())
 
-        before = (served(gateway.envoy), served(second))
-        answers = await burst(gateway, 24, "/probe", "shared")
-        # burst + 1 for the client whichever Envoy it reached, then 429 with the time to the next token.
-        assert statuses(answers) == [200] * 6 + [429] * 18, (statuses(answers), second.log()[-2000:])
+        async def in_turn(count: int, path: str, **options: Any) -> list[Answer]:
+            """`count` requests from the client, to host 0, host 1, host 0, …"""
+            return [
+                await hosts[i % len(hosts)].request("shared", path, source=client, **options)
+                for i in range(count)
+            ]
+
+        before = [served(host) for host in hosts]
+        answers = await in_turn(24, "/probe")
+        # burst + 1 for the client whichever host it reached, then 429 with the time to the next token.
+        assert statuses(answers) == [200] * 6 + [429] * 18, (
+            statuses(answers),
+            second_host.gateway.envoy.log()[-2000:],
+        )
         assert all(a.headers["retry-after"] in ("59", "60") for a in answers[6:])
-        after = (served(gateway.envoy), served(second))
-        assert after[0] > before[0] and after[1] > before[1], "both Envoys took requests"
-        # Per header value, and requests without it as one client, across both Envoys.
-        for client in ("a", "b"):
-            keyed = await burst(gateway, 8, "/keyed/x", "shared", headers={"X-Client": client})
-            assert statuses(keyed) == [200, 200] + [429] * 6
-        assert statuses(await burst(gateway, 8, "/keyed/x", "shared")) == [200, 200] + [429] * 6
-    finally:
-        second.stop()
+        after = [served(host) for host in hosts]
+        assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3], "each host took its turns"
+        # Per header value, and requests without it as one client, across both hosts.
+        for value in ("a", "b"):
+            assert (
+                statuses(await in_turn(8, "/keyed/x", headers={"X-Client": value})) == [200, 200] + [429] * 6
+            )
+        assert statuses(await in_turn(8, "/keyed/x")) == [200, 200] + [429] * 6
 
 
 # -- the order of checks: auth, then rate limits per principal ------------------------------------
