@@ -4,8 +4,10 @@ readiness asks who holds the listening socket."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -153,3 +155,53 @@ async def test_replica_networks_are_kept_across_a_runner_restart(
         await asyncio.wait_for(again.wait_ready(adopted, 8000), 5)
     finally:
         await isolated.stop_service("kept")
+
+
+def _connects(namespace_prefix: tuple[str, ...], address: str, port: int) -> bool:
+    """Whether a process in the replica's network opens a TCP connection to address:port."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2)"
+    done = subprocess.run([*namespace_prefix, sys.executable, "-c", probe], capture_output=True)
+    return done.returncode == 0
+
+
+def _isolation_rules(action: str, *prefixes: tuple[str, ...]) -> str:
+    """Adds or deletes the replicas' routing rules (`ip rule`); the rules there are after."""
+    for prefix in prefixes:
+        link = "gh" + prefix[-1].removeprefix("gh-")
+        subprocess.run(["ip", "rule", action, "iif", link, "to", SUBNET, "prohibit"], check=True)
+    return subprocess.run(["ip", "rule"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def forwarding() -> Iterator[None]:
+    """This machine forwards packets (as Docker hosts do) for the test's length."""
+    setting = Path("/proc/sys/net/ipv4/ip_forward")
+    before = setting.read_text()
+    setting.write_text("1\n")
+    yield
+    setting.write_text(before)
+
+
+async def test_a_replica_reaches_this_machine_but_never_another_replica(
+    isolated: LocalRunner, listening_elsewhere: int, forwarding: None
+) -> None:
+    first, second = isolated.replica("near", 0), isolated.replica("far", 0)
+    try:
+        for replica, name in ((first, "near"), (second, "far")):
+            await isolated.start(replica, service(name, 8000, SEED_COMMAND))
+            await isolated.wait_ready(replica, 8000)
+        near = await isolated.network.attach(first.process.directory)
+        far = await isolated.network.attach(second.process.directory)
+        host_end = str(ipaddress.ip_address(near.address) - 1)
+        assert await asyncio.to_thread(_connects, near.command_prefix, host_end, listening_elsewhere)
+        assert not await asyncio.to_thread(_connects, near.command_prefix, far.address, 8000)
+        # Without the rules this machine would forward those packets: the check above can fail.
+        await asyncio.to_thread(_isolation_rules, "delete", near.command_prefix, far.command_prefix)
+        try:
+            assert await asyncio.to_thread(_connects, near.command_prefix, far.address, 8000)
+        finally:
+            await asyncio.to_thread(_isolation_rules, "add", near.command_prefix, far.command_prefix)
+    finally:
+        await isolated.stop_service("near")
+        await isolated.stop_service("far")
+    assert "gh" not in await asyncio.to_thread(_isolation_rules, "list")

@@ -6,7 +6,8 @@ host end and replica end are the two addresses of a /31 of the replica network. 
 means port 8000 inside every replica, replicas of different services (and projects) never see each
 other's ports, and only the replica's own processes can answer on its address. Replicas reach this
 machine at the host end (their default route); the outside only where the host forwards and
-masquerades the replica network.
+masquerades the replica network; another replica never (a routing rule per replica prohibits it,
+forwarding or not).
 
 Elsewhere every replica shares this machine's network, as before: replica 0 listens on the
 service's port, the others on ports of their own, and readiness asks which process owns the
@@ -124,7 +125,11 @@ class NamespaceNetwork:
         if (NETNS_DIR / names.namespace).exists():
             await _ip("netns", "delete", names.namespace, check=False)
         await _ip("link", "delete", names.host_link, check=False)
+        await _ip("rule", "delete", *self._isolation_rule(names), check=False)
         (directory / STATE_FILE).unlink(missing_ok=True)
+
+    def _isolation_rule(self, names: _Names) -> list[str]:
+        return ["iif", names.host_link, "to", str(self._subnet), "prohibit"]
 
     @staticmethod
     def _endpoint(names: _Names, replica: str) -> ReplicaEndpoint:
@@ -144,8 +149,12 @@ class NamespaceNetwork:
             try:
                 self._make(names, host, replica)
             except NetworkError:
-                subprocess.run(["ip", "netns", "delete", names.namespace], capture_output=True, check=False)
-                subprocess.run(["ip", "link", "delete", names.host_link], capture_output=True, check=False)
+                for undo in (
+                    ["netns", "delete", names.namespace],
+                    ["link", "delete", names.host_link],
+                    ["rule", "delete", *self._isolation_rule(names)],
+                ):
+                    subprocess.run(["ip", *undo], capture_output=True, check=False)
                 raise
         return str(replica)
 
@@ -162,8 +171,7 @@ class NamespaceNetwork:
                 return host, replica
         raise NetworkError(f"no address is free in the replica network {self._subnet}")
 
-    @staticmethod
-    def _make(names: _Names, host: ipaddress.IPv4Address, replica: ipaddress.IPv4Address) -> None:
+    def _make(self, names: _Names, host: ipaddress.IPv4Address, replica: ipaddress.IPv4Address) -> None:
         ns = names.namespace
         steps = [
             ["netns", "add", ns],
@@ -175,6 +183,8 @@ class NamespaceNetwork:
             ["-n", ns, "addr", "add", f"{replica}/31", "dev", "eth0"],
             ["-n", ns, "link", "set", "eth0", "up"],
             ["-n", ns, "route", "add", "default", "via", str(host)],
+            # Even where this machine forwards packets, nothing from a replica is routed to another.
+            ["rule", "add", *self._isolation_rule(names)],
         ]
         for step in steps:
             done = subprocess.run(["ip", *step], capture_output=True, text=True, check=False)
