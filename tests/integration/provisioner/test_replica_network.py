@@ -205,3 +205,21 @@ async def test_a_replica_reaches_this_machine_but_never_another_replica(
         await isolated.stop_service("near")
         await isolated.stop_service("far")
     assert "gh" not in await asyncio.to_thread(_isolation_rules, "list")
+
+
+async def test_a_replica_gets_none_of_the_servers_secrets(
+    isolated: LocalRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEHOUSE_TOKEN", "server-token-value")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cloud-key-value")
+    replica = isolated.replica("curious", 0)
+    try:
+        await isolated.start(
+            replica, service("curious", 8000, "env > seen.txt", "python -m http.server 8000")
+        )
+        await isolated.wait_ready(replica, 8000)
+        seen = (replica.workdir / "seen.txt").read_text()
+    finally:
+        await isolated.stop_service("curious")
+    assert "GATEHOUSE_SERVICE=curious" in seen and "PORT=8000" in seen
+    assert "server-token-value" not in seen and "cloud-key-value" not in seen
