@@ -14,7 +14,7 @@ import pytest
 from gateway_xds.resources import CLUSTER
 from gateway_xds.testing.ads_client import AdsClient
 from services.common.internal_ca import XDS_SERVER_NAME
-from services.common.probes import http_get
+from services.common.probes import unix_http_get
 from services.provisioner.backends.local.gateway import CA_FILE, CERTIFICATE_FILE, KEY_FILE
 from tests.support.server import ServerProcess
 
@@ -68,12 +68,12 @@ async def test_local_envoys_connect_with_their_gateways_certificate(gateways: di
         bootstrap = json.loads((directory / "bootstrap.json").read_text())
         assert "transport_socket" in bootstrap["static_resources"]["clusters"][0]
         assert stat.S_IMODE((directory / KEY_FILE).stat().st_mode) == 0o600
-        admin = bootstrap["admin"]["address"]["socket_address"]
+        admin = bootstrap["admin"]["address"]["pipe"]["path"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONNECT_DEADLINE_SECONDS
         body = ""
         while loop.time() < deadline and CONNECTED not in body:
-            _, body = await http_get(admin["address"], admin["port_value"], "/stats?filter=connected_state")
+            _, body = await unix_http_get(admin, "/stats?filter=connected_state")
             await asyncio.sleep(0.1)
         assert CONNECTED in body, body
 

@@ -239,7 +239,9 @@ case "$mode" in
   renew) renew_host ;;
   renew-loop)
     sleeper=""
-    trap 'kill $sleeper 2> /dev/null; exit 0' TERM INT
+    # Stopped before the first sleep began there is no sleeper: `kill` with nothing to kill would
+    # fail the trap under `set -e`.
+    trap '[ -z "$sleeper" ] || kill "$sleeper" 2> /dev/null || true; exit 0' TERM INT
     while :; do
       (renew_host) || log "renewal failed; trying again in ${interval}s"
       sleep "$interval" &
