@@ -14,6 +14,7 @@ from cli.config import CliError
 from cli.loader import load_configuration
 from cli.output import console, gateways_table, services_table
 from cli.prompt import confirm
+from gatehouse import gateway_resources
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 
@@ -144,8 +145,9 @@ def _print_dns_record(gateway: resources_pb2.Gateway) -> None:
     )
 
 
-async def _live_on_gateway(stubs: Stubs, service: resources_pb2.Service) -> bool:
-    """Whether every connected Envoy of the service's gateway has the service's current routes."""
+async def _on_gateway(stubs: Stubs, service: resources_pb2.Service) -> tuple[bool, str]:
+    """Whether every connected Envoy of the service's gateway has the service's current routes, and
+    what those that answered them refuse of the service's own resources (with Envoy's reason)."""
     replicas = await stubs.replicas.List(
         registry_pb2.ListReplicasRequest(project=service.project, service=service.name)
     )
@@ -154,9 +156,12 @@ async def _live_on_gateway(stubs: Stubs, service: resources_pb2.Service) -> bool
     gateways = await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project=owner))
     gateway = next((gw for gw in gateways.gateways if gw.id == service.spec.gateway_id), None)
     if gateway is None:
-        return True
+        return True, ""
     connected = [envoy for envoy in gateway.status.envoys if envoy.connected]
-    return bool(connected) and all(envoy.acked_revision >= needed for envoy in connected)
+    refused = gateway_resources.refused(service, connected, needed)
+    if refused:
+        return False, gateway_resources.refusal_message(gateway.name, refused)
+    return bool(connected) and all(envoy.acked_revision >= needed for envoy in connected), ""
 
 
 async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: bool) -> int:
@@ -174,8 +179,15 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
             seen = not service.spec.commands or service.status.observed_generation >= applied
             if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
                 break
-            if seen and _ready(service) and await _live_on_gateway(stubs, service):
-                break
+            if seen and _ready(service):
+                live, refusal = await _on_gateway(stubs, service)
+                if refusal:
+                    # What the registry says of the service once it reads the same report.
+                    service.status.state = resources_pb2.SERVICE_STATE_FAILED
+                    service.status.message = refusal
+                    break
+                if live:
+                    break
     services_table([service])
     if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
         raise CliError(f'service "{service.name}" failed: {service.status.message}')

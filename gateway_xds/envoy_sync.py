@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway_xds.server.reporter import SyncReporter
+from gateway_xds.server.reporter import Rejection, SyncReporter
 
 
 class EnvoySync:
@@ -38,6 +38,9 @@ class EnvoySync:
 
     def rejected(self, node_id: str, gateway_id: str, type_url: str, version: str, message: str) -> None:
         self._then.rejected(node_id, gateway_id, type_url, version, message)
+
+    def rejections(self, node_id: str, gateway_id: str, rejected: tuple[Rejection, ...]) -> None:
+        self._then.rejections(node_id, gateway_id, rejected)
 
     def all_acked(self, gateway_id: str, revision: int) -> bool:
         """Whether every connected Envoy of the gateway has applied `revision` (true with none)."""

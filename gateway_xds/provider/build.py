@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
+from gatehouse import gateway_resources
+from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
 from gateway_xds.incremental import ServiceRoute
 from gateway_xds.ir.backends import Backend, Endpoint
@@ -16,18 +18,11 @@ from gateway_xds.ir.tls import AcmeChallenge, TLSPort
 from gateway_xds.provider import policies
 from gateway_xds.provider.tls import ServedCertificate, covered, tls_port
 
-HTTP_PORT = 80
-HTTP_LISTENER = "http"
-
 
 def backend_name(service: resources_pb2.Service) -> str:
-    """`svc_<project>_<name>`: names cannot hold `_`, so no two services share a cluster (with `-`,
-    project `a` + service `b-c` and project `a-b` + service `c` would, on a shared gateway)."""
-    return f"svc_{service.project}_{service.name}"
-
-
-def listener_name(logical_port: int) -> str:
-    return HTTP_LISTENER if logical_port == HTTP_PORT else f"port-{logical_port}"
+    """The service's cluster, endpoints and route scope (the rule is in gatehouse/gateway_resources.py,
+    where the registry reads Envoy's rejections back by name)."""
+    return gateway_resources.backend_name(service.project, service.name)
 
 
 def logical_port(service: resources_pb2.Service) -> int | None:

@@ -9,10 +9,15 @@ import grpc
 
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
+from gateway_xds.resources import short_name
+from gateway_xds.server.reporter import Rejection
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 0.05
+# Of what one Envoy refuses, the resources the registry keeps, and Envoy's messages its text shows.
+REPORTED_REJECTIONS = 100
+SHOWN_MESSAGES = 3
 
 
 class RegistryReporter:
@@ -41,11 +46,18 @@ class RegistryReporter:
     def acked(self, node_id: str, gateway_id: str, revision: int) -> None:
         envoy = self._envoy(node_id, gateway_id)
         envoy.acked_revision = max(envoy.acked_revision, revision)
-        envoy.rejected = ""
 
     def rejected(self, node_id: str, gateway_id: str, type_url: str, version: str, message: str) -> None:
-        # Shown as is on the gateway's status; the resource type is in Envoy's own message.
-        self._envoy(node_id, gateway_id).rejected = f"config rejected: {message}"
+        pass  # what the node refuses comes with `rejections`, which replace the last ones
+
+    def rejections(self, node_id: str, gateway_id: str, rejected: tuple[Rejection, ...]) -> None:
+        envoy = self._envoy(node_id, gateway_id)
+        del envoy.rejected_resources[:]
+        for rejection in rejected[:REPORTED_REJECTIONS]:
+            envoy.rejected_resources.add(
+                type=short_name(rejection.type_url), name=rejection.name, reason=rejection.reason
+            )
+        envoy.rejected = rejected_text(rejected)
 
     async def run(self) -> None:
         while True:
@@ -63,3 +75,14 @@ class RegistryReporter:
                     log.warning("could not report Envoy status of %s: %s", gateway_id, error.details())
                     self._dirty.add(gateway_id)
                     self._wake.set()
+
+
+def rejected_text(rejected: tuple[Rejection, ...]) -> str:
+    """`config rejected: <Envoy's message>` (its distinct messages), shown as is on the gateway."""
+    messages = list(dict.fromkeys(rejection.message for rejection in rejected))
+    if not messages:
+        return ""
+    more = len(messages) - SHOWN_MESSAGES
+    return (
+        "config rejected: " + "; ".join(messages[:SHOWN_MESSAGES]) + (f" (+{more} more)" if more > 0 else "")
+    )

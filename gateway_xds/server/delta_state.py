@@ -4,6 +4,8 @@ Versions are tracked per resource: a response carries only the resources whose v
 lacks, and the names it must drop. What the node has is learnt from `initial_resource_versions` when
 it reconnects, so a reconnect re-sends nothing that did not change. Per-name state is kept as
 differences from the current snapshot (node_state.py), so a node in step costs no memory per name.
+A NACKed response was applied but for the resources Envoy names in its message (rejections.py): the
+others count as acknowledged, the named ones as refused at the version sent.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTI
 from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.node_state import NodeNames, NodeVersions
 from gateway_xds.server.protocol import StreamProtocol
-from gateway_xds.server.reporter import SyncReporter
+from gateway_xds.server.reporter import Rejection, SyncReporter
 from gateway_xds.server.view import DesiredView
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,8 @@ class DeltaTypeState:
     acked: NodeVersions = field(default_factory=NodeVersions)
     # nonce -> what the response set (a version) or removed (None).
     pending: dict[str, dict[str, str | None]] = field(default_factory=dict)
-    # Names of a rejected response: the node may or may not have applied them. They are offered
-    # again with the type's next push, never on their own (no resend loop).
+    # Names the node refused: offered again with the type's next push, never on their own (no
+    # resend loop).
     unconfirmed: set[str] = field(default_factory=set)
     # The node answered a response of the type, or told us what it has of it when it reconnected.
     answered_once: bool = False
@@ -125,6 +127,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
                 state.sent.drop(gone)
                 state.acked.drop(gone)
                 candidates.add(gone)
+            self._accepted(type_url, forgotten)
         if request.response_nonce:
             self._on_answer(request, state)
         self._touch(type_url, candidates)
@@ -148,22 +151,26 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         if answered is None:
             return  # an answer to a response this stream does not know (or answered already)
         state.answered_once = True
+        refused: Set[str] = frozenset()
         if request.HasField("error_detail"):
-            state.unconfirmed.update(answered)
             shown = sorted(answered)[:_REPORTED_NAMES]
             more = len(answered) - len(shown)
             names = ", ".join(f"{n}@{answered[n] or 'removed'}" for n in shown) + (
                 f" (+{more})" if more else ""
             )
-            self._rejected(request.type_url, names, request.error_detail.message)
-            return
-        self.counters.acks += 1
+            refused = self._rejected(request.type_url, names, answered, request.error_detail.message)
+            state.unconfirmed.update(refused)
+        else:
+            self.counters.acks += 1
         for name, version in answered.items():
+            if name in refused:
+                continue
             if version is None:
                 state.acked.drop(name)
             elif state.subscribed(name):
                 state.acked.set(name, version)
             state.unconfirmed.discard(name)
+        self._accepted(request.type_url, (name for name in answered if name not in refused))
         self._touch(request.type_url, answered)
 
     # -- pushes ------------------------------------------------------------------------------------
@@ -288,19 +295,37 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         view, state = self.view, self.types[type_url]
         if view is None:
             return
+        refusals = self.rejected.get(type_url, {})
+        excused = self._excused().get(type_url, set()) if self.rejected else set()
         for name in names:
             desired = view.get(type_url, name)
             acked = state.acked.get(name)
+            refused = refusals.get(name) if refusals else None
             if desired is not None:
-                wrong = acked != desired.version if view.is_required(type_url, name) else False
+                # A version the node refused is answered all the same.
+                wrong = (
+                    view.is_required(type_url, name)
+                    and name not in excused
+                    and acked != desired.version
+                    and (refused is None or refused.version != desired.version)
+                )
             else:
-                wrong = acked is not None and not view.keeps(type_url, name)
+                # So is a removal it refused: it keeps what it has.
+                wrong = (
+                    acked is not None
+                    and not view.keeps(type_url, name)
+                    and (refused is None or refused.version is not None)
+                )
             if wrong:
                 state.mismatch.add(name)
             else:
                 state.mismatch.discard(name)
         if not state.mismatch:
             state.mismatch = set()  # a set does not shrink as it empties
+
+    def _refusals_changed(self, changed: Iterable[Rejection]) -> None:
+        for type_url, names in self._references_of(changed).items():
+            self._touch(type_url, names)
 
     def _all_names(self, type_url: str) -> Iterable[str]:
         view = self.view
@@ -316,7 +341,17 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         return {t for t, state in self.types.items() if state.pending}
 
     def _routing_settled(self) -> bool:
-        return not any(self.types[t].pending or self.types[t].unconfirmed for t in ROUTING_TYPES)
+        """Every routing response answered; a refused resource holds the routing only if the node had
+        an earlier version of it (one it never had routes nothing)."""
+        for type_url in ROUTING_TYPES:
+            state = self.types[type_url]
+            if state.pending:
+                return False
+            for name in state.unconfirmed:
+                refused = self._refused(type_url, name)
+                if refused is None or refused.version is None or state.acked.has(name):
+                    return False
+        return True
 
     def _applied(self) -> bool:
         for type_url, state in self.types.items():

@@ -1,7 +1,10 @@
 """The State-of-the-World protocol of one ADS stream, without I/O.
 
 Every response carries all the resources of its type the node subscribes to, and one version for
-the type; a type is re-sent only when its version or the node's subscription changes.
+the type; a type is re-sent only when its version or the node's subscription changes. A NACKed
+response was applied but for the resources Envoy names in its message (rejections.py): the type is
+answered at that version, and the named resources are the node's rejections of the type until it
+next answers one.
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ class TypeState:
     acked_version: str | None = None
     acked_names: frozenset[str] = frozenset()
     nacked_version: str | None = None
+    nacked_names: frozenset[str] = frozenset()
+    # What the unanswered response was made from (for the versions of what the node may refuse).
+    sent_view: DesiredView | None = None
+
+    def answered_names(self, version: str) -> frozenset[str] | None:
+        """The names the node answered (accepted or refused) at `version`; None if it has not."""
+        if self.acked_version == version:
+            return self.acked_names
+        if self.answered and self.nacked_version == version == self.sent_version:
+            return self.nacked_names
+        return None
 
 
 class SotwStreamState(StreamProtocol[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
@@ -82,9 +96,14 @@ class SotwStreamState(StreamProtocol[discovery_pb2.DiscoveryRequest, discovery_p
             state.node_version = request.version_info
         elif request.response_nonce == state.nonce and not state.answered:
             state.answered = True
+            sent_view, state.sent_view = state.sent_view, None
+            # Every response carries the whole type: what the node refused of the last one is over.
+            self._accepted(request.type_url)
             if request.HasField("error_detail"):
-                state.nacked_version = state.sent_version
-                self._rejected(request.type_url, state.sent_version or "", request.error_detail.message)
+                state.nacked_version, state.nacked_names = state.sent_version, state.sent_names
+                answered = {name: _version(sent_view, request.type_url, name) for name in state.sent_names}
+                message = request.error_detail.message
+                self._rejected(request.type_url, state.sent_version or "", answered, message)
             else:
                 self.counters.acks += 1
                 state.acked_version, state.acked_names = state.sent_version, state.sent_names
@@ -115,11 +134,19 @@ class SotwStreamState(StreamProtocol[discovery_pb2.DiscoveryRequest, discovery_p
         return {t for t, state in self.types.items() if not state.answered}
 
     def _routing_settled(self) -> bool:
-        return all(
-            state.answered and state.acked_version == state.sent_version
-            for t, state in self.types.items()
-            if t in ROUTING_TYPES
-        )
+        """Every routing type answered; a refused resource holds the routing only if the node had an
+        earlier version of it (one it never had routes nothing)."""
+        for type_url in ROUTING_TYPES:
+            state = self.types[type_url]
+            if not state.answered:
+                return False
+            if state.acked_version == state.sent_version:
+                continue
+            if state.nacked_version != state.sent_version:
+                return False
+            if any(name in state.acked_names for name in self.rejected.get(type_url, {})):
+                return False
+        return True
 
     def _respond(self, type_url: str, force: bool = False) -> list[discovery_pb2.DiscoveryResponse]:
         view, state = self.view, self.types[type_url]
@@ -148,26 +175,35 @@ class SotwStreamState(StreamProtocol[discovery_pb2.DiscoveryRequest, discovery_p
         response = discovery_pb2.DiscoveryResponse(
             version_info=version, resources=resources, type_url=type_url, nonce=self._next_nonce()
         )
-        state.nonce, state.answered = response.nonce, False
+        state.nonce, state.answered, state.sent_view = response.nonce, False, view
         state.sent_version, state.sent_subscription, state.sent_names = version, subscription, names
         self.counters.responses += 1
         self.counters.resources_sent += len(resources)
         return [response]
 
     def _applied(self) -> bool:
+        """Every type the view needs answered at the view's version (accepted, or refused in part)."""
         view = self.view
         assert view is not None
+        excused = self._excused() if self.rejected else None
         for type_url, state in self.types.items():
+            answered = state.answered_names(view.version(type_url))
             if type_url in WILDCARD_TYPES:
                 needed = type_url in _ALWAYS_SUBSCRIBED or next(view.names(type_url), None) is not None
-                if needed and state.acked_version != view.version(type_url):
+                if needed and answered is None:
                     return False
                 continue
             required = {n for n in view.snapshot.required_names(type_url)} | {
                 n for n in view.retained.get(type_url, {}) if view.is_required(type_url, n)
             }
+            required -= excused.get(type_url, set()) if excused is not None else set()
             if not required:
                 continue
-            if state.acked_version != view.version(type_url) or not required <= state.acked_names:
+            if answered is None or not required <= answered:
                 return False
         return True
+
+
+def _version(view: DesiredView | None, type_url: str, name: str) -> str | None:
+    resource = view.get(type_url, name) if view is not None else None
+    return resource.version if resource is not None else None

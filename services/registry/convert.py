@@ -70,14 +70,7 @@ def gateway_message(row: GatewayRow, envoys: list[EnvoyStatusRow] | None = None)
         spec.certificate.type = config.certificate.type
         spec.certificate.arn = getattr(config.certificate, "arn", "")
     status = gateway_status(row)
-    for envoy in envoys or ():
-        status.envoys.add(
-            node_id=envoy.node_id,
-            connected=envoy.connected,
-            acked_revision=envoy.acked_revision,
-            rejected=envoy.rejected,
-            updated_at=timestamp(envoy.updated_at),
-        )
+    status.envoys.extend(envoy_status(envoy) for envoy in envoys or ())
     return resources_pb2.Gateway(
         id=row.id,
         project=row.project_id,
@@ -87,6 +80,20 @@ def gateway_message(row: GatewayRow, envoys: list[EnvoyStatusRow] | None = None)
         generation=row.generation,
         resource_version=row.resource_version,
         created_at=timestamp(row.created_at),
+    )
+
+
+def envoy_status(row: EnvoyStatusRow) -> resources_pb2.EnvoyStatus:
+    return resources_pb2.EnvoyStatus(
+        node_id=row.node_id,
+        connected=row.connected,
+        acked_revision=row.acked_revision,
+        rejected=row.rejected,
+        updated_at=timestamp(row.updated_at),
+        rejected_resources=[
+            resources_pb2.RejectedResource(**resource)
+            for resource in json.loads(row.rejected_resources or "[]")
+        ],
     )
 
 

@@ -130,6 +130,8 @@ class EnvoyStatusRow(Base):
     acked_revision: Mapped[int] = mapped_column(BigInteger, default=0)
     rejected: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # JSON list of the resources it refuses now: [{"type", "name", "reason"}].
+    rejected_resources: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class Event(Base):

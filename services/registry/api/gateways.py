@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
 from services.common.auth import current_principal
 from services.common.errors import AlreadyExists, NotFound
-from services.registry import feed, gateways
+from services.registry import feed, gateways, refusals
 from services.registry.api.configurations import _require_admin, delete_gateway
 from services.registry.api.context import RegistryContext
 from services.registry.configurations import GatewayConfig, parse_configuration
@@ -34,8 +34,10 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             async with self._ctx.read() as session:
                 rows = await gateways.list_rows(session, request.project)
                 envoys = await gateways.envoys_of(session, [row.id for row in rows])
-            return registry_pb2.ListGatewaysResponse(
-                gateways=[gateway_message(row, envoys.get(row.id)) for row in rows]
+            return refusals.show_on_gateways(
+                registry_pb2.ListGatewaysResponse(
+                    gateways=[gateway_message(row, envoys.get(row.id)) for row in rows]
+                )
             )
 
         return await self._ctx.reads.get(("gateways", request.project), load)
@@ -47,8 +49,10 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
 
         async def load() -> resources_pb2.Gateway:
             async with self._ctx.read() as session:
-                return await gateways.message(
-                    session, await gateways.get(session, request.project, request.name)
+                return refusals.show_on_gateway(
+                    await gateways.message(
+                        session, await gateways.get(session, request.project, request.name)
+                    )
                 )
 
         return await self._ctx.reads.get(("gateway", request.project, request.name), load)
@@ -143,6 +147,7 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
                         connected=envoy.connected,
                         acked_revision=envoy.acked_revision,
                         rejected=envoy.rejected,
+                        rejected_resources=refusals.stored(envoy),
                         updated_at=utcnow(),
                     )
                 )

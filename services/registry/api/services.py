@@ -7,7 +7,7 @@ import grpc
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
 from services.common.auth import current_principal
 from services.common.errors import NotFound
-from services.registry import services
+from services.registry import refusals, services
 from services.registry.api.context import RegistryContext
 from services.registry.models import ServiceRow
 
@@ -24,7 +24,8 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         async def load() -> registry_pb2.ListServicesResponse:
             async with self._ctx.read() as session:
                 rows = await services.list_rows(session, request.project)
-                return registry_pb2.ListServicesResponse(services=await services.messages(session, rows))
+                found = await refusals.show_on_services(session, await services.messages(session, rows))
+                return registry_pb2.ListServicesResponse(services=found)
 
         return await self._ctx.reads.get(("services", request.project), load)
 
@@ -35,9 +36,10 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
 
         async def load() -> resources_pb2.Service:
             async with self._ctx.read() as session:
-                return await services.message(
+                found = await services.message(
                     session, await services.get(session, request.project, request.name)
                 )
+                return (await refusals.show_on_services(session, [found]))[0]
 
         return await self._ctx.reads.get(("service", request.project, request.name), load)
 
