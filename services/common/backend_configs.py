@@ -58,6 +58,9 @@ class GCPBackendConfig(_Model):
     creds: Annotated[ServiceAccountCreds | DefaultCreds, Field(discriminator="type")] = DEFAULT_CREDS
     endpoint_url: str | None = None
     vpc_name: str = "default"
+    # Region → the subnetwork of `vpc_name` hosts there get (as in dstack). Needed for a custom-mode
+    # network; an auto-mode network (like `default`) picks its own subnetwork in a region without one.
+    subnetworks: dict[str, str] | None = None
 
 
 class AzureBackendConfig(_Model):

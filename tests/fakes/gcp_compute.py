@@ -1,6 +1,12 @@
 """A wire-level fake of the Compute Engine REST API (v1) for google-cloud-compute: camelCase JSON,
-operations that finish on the next poll, 404/409 error bodies, a quota, and OAuth for a service
-account (self-signed JWTs, or tokens from the fake's token endpoint)."""
+operations that take several polls (and end in error when told to), 404/409 error bodies, a quota,
+and OAuth for a service account (self-signed JWTs, or tokens from the fake's token endpoint).
+
+It is as strict as Compute Engine on what Gatehouse sends (`gcp_rules`, each rule with its source):
+names, label syntax, metadata sizes, required fields, machine types offered zone by zone, boot disk
+types each machine series accepts (pd-standard when none is given), auto- and custom-mode networks
+(a custom-mode network needs the interface's `subnetwork`), and `addresses.insert` dropping labels,
+which only `setLabels` (with the current fingerprint) sets."""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.fakes import gcp_rules
+from tests.fakes.gcp_rules import error
 from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
 
 BASE = "https://www.googleapis.com/compute/v1"
@@ -30,17 +38,6 @@ UNAUTHENTICATED = (
 
 def _b64url(data: str) -> bytes:
     return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-
-
-def error(status: int, reason: str, message: str) -> HttpError:
-    body = {
-        "error": {
-            "code": status,
-            "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
-        }
-    }
-    return HttpError(status, body)
 
 
 def not_found(path: str) -> HttpError:
@@ -101,6 +98,8 @@ class Operation:
     body: dict[str, Any]
     effect: Any = None
     polls: int = 0
+    # Set by `fail_next`: the operation ends with this error instead of its effect.
+    failure: dict[str, str] | None = None
 
 
 @dataclass
@@ -114,10 +113,16 @@ class FakeCompute:
             "e2-small": "X86_64",
             "e2-medium": "X86_64",
             "n2-standard-4": "X86_64",
+            "n4-standard-2": "X86_64",
+            "c3-standard-4": "X86_64",
             "t2a-standard-1": "ARM64",
         }
     )
+    # (machine type, zone) pairs a zone does not offer (machine types are offered zone by zone).
+    not_offered: set[tuple[str, str]] = field(default_factory=set)
     instance_quota: int = 24
+    # How many polls an operation stays RUNNING before it is DONE (real ones take seconds to minutes).
+    operation_polls: int = 2
     account: ServiceAccount = field(
         default_factory=lambda: ServiceAccount(
             "gatehouse@gatehouse-test.iam.gserviceaccount.com", rsa.generate_private_key(65537, 2048)
@@ -129,6 +134,11 @@ class FakeCompute:
     disks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     addresses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every project starts with the auto-mode network `default` (a subnetwork of that name per region).
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subnetworks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Operation type (insert, delete, setLabels…) → the error the next such operation ends with.
+    failures: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     images: list[dict[str, Any]] = field(default_factory=list)
     operations: dict[str, Operation] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
@@ -150,7 +160,37 @@ class FakeCompute:
             self._image("ubuntu-2404-noble-arm64-v20250115", "ubuntu-2404-lts-arm64", "ARM64"),
             self._image("ubuntu-2410-oracular-amd64-v20250201", "ubuntu-2410-amd64", "X86_64"),
         ]
+        self.add_network("default", auto=True)
         self._routes()
+
+    def add_network(self, name: str, auto: bool = False, subnets: dict[str, str] | None = None) -> None:
+        """A VPC network: auto mode (a subnetwork named like it in every region) or custom mode
+        (only the `subnets` given, region → name)."""
+        link = f"{BASE}/projects/{self.project}/global/networks/{name}"
+        if auto:
+            subnets = {region: name for region in self.regions}
+        for number, (region, subnet) in enumerate(sorted((subnets or {}).items())):
+            self.subnetworks[(region, subnet)] = {
+                "kind": "compute#subnetwork",
+                "name": subnet,
+                "network": link,
+                "region": f"{BASE}/projects/{self.project}/regions/{region}",
+                "ipCidrRange": f"10.{128 + len(self.subnetworks) % 100}.{number}.0/24",
+                "selfLink": f"{BASE}/projects/{self.project}/regions/{region}/subnetworks/{subnet}",
+            }
+        self.networks[name] = {
+            "kind": "compute#network",
+            "name": name,
+            "autoCreateSubnetworks": auto,
+            "selfLink": link,
+            "subnetworks": [
+                s["selfLink"] for (region, _), s in self.subnetworks.items() if s["network"] == link
+            ],
+        }
+
+    def fail_next(self, operation_type: str, code: str, message: str) -> None:
+        """The next operation of this type (insert, delete…) ends with this error, after its polls."""
+        self.failures.setdefault(operation_type, []).append({"code": code, "message": message})
 
     @contextmanager
     def serve(self) -> Iterator[FakeCompute]:
@@ -200,6 +240,13 @@ class FakeCompute:
     def _operation(
         self, request: Request, scope: str, kind: str, target: str, effect: Any = None
     ) -> Response:
+        if kind == "insert":
+            for pending in self.operations.values():
+                same = (
+                    pending.body["targetLink"] == f"{BASE}/{target}" and pending.body["operationType"] == kind
+                )
+                if same and pending.body["status"] != "DONE":
+                    raise error(409, "alreadyExists", f"The resource '{target}' already exists")
         name = f"operation-{next(self.ids)}-{secrets.token_hex(4)}"
         body = {
             "kind": "compute#operation",
@@ -215,7 +262,9 @@ class FakeCompute:
             body["zone"] = f"{BASE}/projects/{self.project}/{scope}"
         elif scope.startswith("regions/"):
             body["region"] = f"{BASE}/projects/{self.project}/{scope}"
-        self.operations[name] = Operation(body, effect)
+        queued = self.failures.get(kind)
+        failure = queued.pop(0) if queued else None
+        self.operations[name] = Operation(body, effect, failure=failure)
         return Response(200, body)
 
     def _poll(self, name: str) -> dict[str, Any]:
@@ -223,12 +272,15 @@ class FakeCompute:
         if operation is None:
             raise not_found(f"projects/{self.project}/operations/{name}")
         operation.polls += 1
-        if operation.body["status"] != "DONE":
-            if operation.effect is not None:
+        if operation.body["status"] != "DONE" and operation.polls >= self.operation_polls:
+            failure = operation.failure
+            if failure is None and operation.effect is not None:
                 failure = operation.effect()
-                if failure is not None:
-                    operation.body["error"] = {"errors": [failure]}
+            if failure is not None:
+                operation.body["error"] = {"errors": [failure]}
             operation.body.update(status="DONE", progress=100)
+        elif operation.body["status"] != "DONE":
+            operation.body["progress"] = 50
         return operation.body
 
     def _zone_of(self, zone: str) -> str:
@@ -236,6 +288,46 @@ class FakeCompute:
         if region not in self.regions or zone.rsplit("-", 1)[1] not in self.regions[region]:
             raise not_found(f"projects/{self.project}/zones/{zone}")
         return region
+
+    def _network_of(self, field: str, link: str | None) -> dict[str, Any]:
+        if not link:
+            raise gcp_rules.required(field)
+        name = link.rsplit("/", 1)[-1]
+        if name not in self.networks:
+            raise not_found(f"projects/{self.project}/global/networks/{name}")
+        return self.networks[name]
+
+    def _check_interface(self, field: str, nic: dict[str, Any], region: str) -> None:
+        """A custom-mode network needs the interface's subnetwork, which must be in the instance's
+        region and of that network."""
+        network = self._network_of(f"{field}.network", nic.get("network"))
+        subnet = nic.get("subnetwork")
+        if not subnet:
+            if not network["autoCreateSubnetworks"]:
+                raise gcp_rules.invalid(
+                    field, nic, "Subnetwork should be specified for custom subnetmode network"
+                )
+            return
+        parts = subnet.split("/")
+        if "regions" in parts and parts[parts.index("regions") + 1] != region:
+            raise gcp_rules.invalid(
+                f"{field}.subnetwork", subnet, "Subnetwork must be in the same region as the instance."
+            )
+        found = self.subnetworks.get((region, parts[-1]))
+        if found is None:
+            raise not_found(f"projects/{self.project}/regions/{region}/subnetworks/{parts[-1]}")
+        if found["network"] != network["selfLink"]:
+            raise gcp_rules.invalid(
+                f"{field}.subnetwork", subnet, f"Subnetwork must belong to network '{network['name']}'."
+            )
+
+    def _disk_type(self, zone: str, link: str | None) -> str:
+        if not link:
+            return gcp_rules.DEFAULT_DISK_TYPE
+        name = link.rsplit("/", 1)[-1]
+        if name not in gcp_rules.DISK_TYPES or f"zones/{zone}/" not in link:
+            raise not_found(f"projects/{self.project}/zones/{zone}/diskTypes/{name}")
+        return name
 
     def _advance(self, instance: dict[str, Any]) -> dict[str, Any]:
         """Every look at a booting instance moves it on: PROVISIONING → STAGING → RUNNING."""
@@ -273,7 +365,7 @@ class FakeCompute:
             self._authorize(request)
             zone, name = request.params["zone"], request.params["type"]
             self._zone_of(zone)
-            if name not in self.machine_types:
+            if name not in self.machine_types or (name, zone) in self.not_offered:
                 raise not_found(f"projects/{self.project}/zones/{zone}/machineTypes/{name}")
             return Response(
                 200,
@@ -311,6 +403,23 @@ class FakeCompute:
                 self._authorize(request)
                 return Response(200, self._poll(request.params["operation"]))
 
+        # Networks (global) and their subnetworks (regional)
+        @r.route("GET", p + "/global/networks/{name}")
+        def get_network(request: Request) -> Response:
+            self._authorize(request)
+            found = self.networks.get(request.params["name"])
+            if found is None:
+                raise not_found(f"projects/{self.project}/global/networks/{request.params['name']}")
+            return Response(200, found)
+
+        @r.route("GET", p + "/regions/{region}/subnetworks/{name}")
+        def get_subnetwork(request: Request) -> Response:
+            self._authorize(request)
+            key = (request.params["region"], request.params["name"])
+            if key not in self.subnetworks:
+                raise not_found(f"projects/{self.project}/regions/{key[0]}/subnetworks/{key[1]}")
+            return Response(200, self.subnetworks[key])
+
         # Firewalls (global)
         @r.route("GET", p + "/global/firewalls/{name}")
         def get_firewall(request: Request) -> Response:
@@ -324,6 +433,8 @@ class FakeCompute:
         def insert_firewall(request: Request) -> Response:
             self._authorize(request)
             body = request.body
+            gcp_rules.check_name("resource.name", body.get("name"))
+            self._network_of("resource.network", body.get("network"))
             if body["name"] in self.firewalls:
                 raise error(
                     409,
@@ -392,7 +503,11 @@ class FakeCompute:
             if region not in self.regions:
                 raise not_found(f"projects/{self.project}/regions/{region}")
             body = request.body
+            gcp_rules.check_name("resource.name", body.get("name"))
             key = (region, body["name"])
+            # Ignored on insert: "These can only be added or modified by the setLabels method."
+            body.pop("labels", None)
+            body["labelFingerprint"] = gcp_rules.label_fingerprint(None)
             if key in self.addresses:
                 raise error(
                     409,
@@ -411,6 +526,25 @@ class FakeCompute:
             )
             self.addresses[key] = body
             return self._operation(request, f"regions/{region}", "insert", link)
+
+        @r.route("POST", p + "/regions/{region}/addresses/{name}/setLabels")
+        def set_address_labels(request: Request) -> Response:
+            self._authorize(request)
+            key = (request.params["region"], request.params["name"])
+            link = f"projects/{self.project}/regions/{key[0]}/addresses/{key[1]}"
+            address = self.addresses.get(key)
+            if address is None:
+                raise not_found(link)
+            body = request.body or {}
+            gcp_rules.check_labels("labels", body.get("labels"))
+            gcp_rules.check_fingerprint(address, body.get("labelFingerprint"))
+            labels = dict(body.get("labels") or {})
+
+            def relabel() -> None:
+                address["labels"] = labels
+                address["labelFingerprint"] = gcp_rules.label_fingerprint(labels)
+
+            return self._operation(request, f"regions/{key[0]}", "setLabels", link, relabel)
 
         @r.route("DELETE", p + "/regions/{region}/addresses/{name}")
         def delete_address(request: Request) -> Response:
@@ -462,19 +596,24 @@ class FakeCompute:
             zone = request.params["zone"]
             region = self._zone_of(zone)
             body = request.body
+            gcp_rules.check_instance(body)
             key = (zone, body["name"])
             link = f"projects/{self.project}/zones/{zone}/instances/{body['name']}"
             if key in self.instances:
                 raise error(409, "alreadyExists", f"The resource '{link}' already exists")
             machine_type = body["machineType"].rsplit("/", 1)[-1]
-            if machine_type not in self.machine_types:
+            if machine_type not in self.machine_types or (machine_type, zone) in self.not_offered:
                 raise error(
                     400,
                     "invalid",
                     f"Invalid value for field 'resource.machineType': '{body['machineType']}'. "
                     f"Machine type with name '{machine_type}' does not exist in zone '{zone}'.",
                 )
-            boot = body["disks"][0]
+            boot = next(disk for disk in body["disks"] if disk.get("boot"))
+            disk_type = self._disk_type(zone, boot["initializeParams"].get("diskType"))
+            gcp_rules.check_disk_type(machine_type, disk_type)
+            for number, nic in enumerate(body["networkInterfaces"]):
+                self._check_interface(f"resource.networkInterfaces[{number}]", nic, region)
             image = boot["initializeParams"]["sourceImage"].rsplit("/", 1)[-1]
             if not any(known["name"] == image for known in self.images):
                 raise error(
@@ -512,6 +651,7 @@ class FakeCompute:
                     "kind": "compute#disk",
                     "name": disk_name,
                     "sizeGb": str(boot["initializeParams"].get("diskSizeGb", "10")),
+                    "type": f"{BASE}/projects/{self.project}/zones/{zone}/diskTypes/{disk_type}",
                     "sourceImage": boot["initializeParams"]["sourceImage"],
                     "labels": boot["initializeParams"].get("labels", {}),
                     "zone": f"{BASE}/projects/{self.project}/zones/{zone}",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google.api_core import exceptions as api_exceptions
+from google.cloud import compute_v1
 
 from services.provisioner.backends.base import BackendError
 from services.provisioner.backends.cloud import CloudGatewayBackend
@@ -28,7 +31,12 @@ def compute() -> Iterator[FakeCompute]:
         yield fake
 
 
-def backend(compute: FakeCompute, ports: frozenset[int] = frozenset(), **creds: Any) -> CloudGatewayBackend:
+def backend(
+    compute: FakeCompute,
+    ports: frozenset[int] = frozenset(),
+    network: dict[str, Any] | None = None,
+    **creds: Any,
+) -> CloudGatewayBackend:
     info = compute.credentials_info(**creds)
     config = GCPBackendConfig.model_validate(
         {
@@ -36,6 +44,7 @@ def backend(compute: FakeCompute, ports: frozenset[int] = frozenset(), **creds: 
             "project_id": compute.project,
             "creds": {"type": "service_account", "data": json.dumps(info)},
             "endpoint_url": compute.url,
+            **(network or {}),
         }
     )
     return CloudGatewayBackend("gcp", GcpDriver(config), XDS, lambda _: ports)
@@ -145,7 +154,9 @@ async def test_quota_unknown_types_and_regions_fail_in_one_line_with_the_clouds_
         str(quota.value)
         == "gcp: QUOTA_EXCEEDED: Quota 'INSTANCES' exceeded. Limit: 0.0 in region europe-west4."
     )
-    with pytest.raises(BackendError, match=r"^gcp: machine type n9-huge does not exist in europe-west4-a$"):
+    with pytest.raises(
+        BackendError, match=r"^gcp: machine type n9-huge is not offered in any zone of europe-west4$"
+    ):
         await converge(backend(compute), gateway("gcp", REGION, GATEWAY_ID, instance_type="n9-huge"))
     with pytest.raises(
         BackendError, match=r"^gcp: region mars-central1 not found in project gatehouse-test$"
@@ -159,3 +170,151 @@ async def test_wrong_credentials_fail_the_gateway_with_the_clouds_message(comput
         await converge(wrong, gateway("gcp", REGION, GATEWAY_ID))
     assert str(failure.value).startswith("gcp: Request had invalid authentication credentials.")
     assert "\n" not in str(failure.value)
+
+
+async def test_a_custom_mode_network_needs_a_configured_subnetwork_which_hosts_get(
+    compute: FakeCompute,
+) -> None:
+    compute.add_network("edge", subnets={REGION: "edge-eu", "us-central1": "edge-us"})
+    gw = gateway("gcp", REGION, GATEWAY_ID, replicas=2)
+    with pytest.raises(BackendError) as failure:
+        await converge(backend(compute, network={"vpc_name": "edge"}), gw)
+    assert str(failure.value) == (
+        "gcp: network edge is a custom-mode VPC: hosts need a subnetwork; "
+        "set subnetworks: {europe-west4: <subnetwork>} in the project's gcp backend"
+    )
+    assert compute.inventory() == {"instances": set(), "disks": set(), "addresses": set(), "firewalls": set()}
+
+    wrong = {"vpc_name": "edge", "subnetworks": {REGION: "edge-us"}}
+    with pytest.raises(BackendError, match=r"^gcp: subnetwork edge-us not found in europe-west4$"):
+        await converge(backend(compute, network=wrong), gw)
+
+    configured = {"vpc_name": "edge", "subnetworks": {REGION: "edge-eu"}}
+    await converge(backend(compute, network=configured), gw)
+    for instance in compute.instances.values():
+        [interface] = instance["networkInterfaces"]
+        assert interface["network"].endswith("/global/networks/edge")
+        assert interface["subnetwork"].endswith(f"/regions/{REGION}/subnetworks/edge-eu")
+    assert compute.firewalls[f"gatehouse-{GATEWAY_ID}"]["network"].endswith("/global/networks/edge")
+    # The auto-mode default network needs none (the instance gets the region's own subnetwork).
+    await converge(backend(compute), gateway("gcp", REGION, "gw-000000000002"))
+    [auto] = [i for (_, name), i in compute.instances.items() if "gw-000000000002" in name]
+    assert "subnetwork" not in auto["networkInterfaces"][0]
+
+
+async def test_static_addresses_carry_the_gateways_labels_and_go_with_it(compute: FakeCompute) -> None:
+    gw = gateway("gcp", REGION, GATEWAY_ID, replicas=2)
+    await converge(backend(compute), gw)
+    for index in range(2):
+        address = compute.addresses[(REGION, f"gatehouse-{GATEWAY_ID}-{index}")]
+        assert address["labels"]["gatehouse-gateway"] == GATEWAY_ID
+        assert address["labels"]["gatehouse-host"] == str(index)
+    # An address left unlabelled (made before labels were set, or a crash before setLabels) goes too.
+    compute.addresses[(REGION, f"gatehouse-{GATEWAY_ID}-1")]["labels"] = {}
+    await delete_fully(backend(compute), gw)
+    assert compute.addresses == {}
+
+
+async def test_the_boot_disk_type_is_one_the_machine_series_takes(compute: FakeCompute) -> None:
+    await converge(backend(compute), gateway("gcp", REGION, GATEWAY_ID))
+    [disk] = compute.disks.values()
+    assert disk["type"].endswith(f"/zones/{REGION}-a/diskTypes/pd-balanced")
+    await delete_fully(backend(compute), gateway("gcp", REGION, GATEWAY_ID))
+
+    # N4 takes Hyperdisk only; C3 refuses pd-standard, the API's default when no type is given.
+    for machine_type, disk_type in (
+        ("n4-standard-2", "hyperdisk-balanced"),
+        ("c3-standard-4", "pd-balanced"),
+    ):
+        gw = gateway("gcp", REGION, GATEWAY_ID, instance_type=machine_type)
+        await converge(backend(compute), gw)
+        [disk] = compute.disks.values()
+        assert disk["type"].endswith(f"/diskTypes/{disk_type}"), machine_type
+        await delete_fully(backend(compute), gw)
+
+
+async def test_hosts_spread_only_over_zones_that_offer_the_machine_type(compute: FakeCompute) -> None:
+    compute.not_offered.add(("n2-standard-4", f"{REGION}-b"))
+    gw = gateway("gcp", REGION, GATEWAY_ID, replicas=3, instance_type="n2-standard-4")
+    await converge(backend(compute), gw)
+    assert sorted(compute.instances) == [
+        (f"{REGION}-a", f"gatehouse-{GATEWAY_ID}-0"),
+        (f"{REGION}-a", f"gatehouse-{GATEWAY_ID}-2"),
+        (f"{REGION}-c", f"gatehouse-{GATEWAY_ID}-1"),
+    ]
+    compute.not_offered |= {("e2-medium", f"{REGION}-{zone}") for zone in "abc"}
+    with pytest.raises(
+        BackendError, match=r"^gcp: machine type e2-medium is not offered in any zone of europe-west4$"
+    ):
+        await converge(backend(compute), gateway("gcp", REGION, "gw-000000000002", instance_type="e2-medium"))
+
+
+async def test_operations_take_several_polls_and_one_ending_in_error_is_reported_or_retried(
+    compute: FakeCompute,
+) -> None:
+    compute.operation_polls = 3
+    gw = gateway("gcp", REGION, GATEWAY_ID)
+    compute.fail_next("insert", "INTERNAL_ERROR", "Internal error. Please try again.")
+    # A transient failure is raised as it is (the reconciler retries it); the next pass succeeds.
+    with pytest.raises(Exception, match="INTERNAL_ERROR"):
+        await backend(compute).create_or_update(gw)
+    await converge(backend(compute), gw)
+    assert len(compute.instances) == 1
+
+    compute.fail_next(
+        "insert",
+        "ZONE_RESOURCE_POOL_EXHAUSTED",
+        "The zone 'projects/gatehouse-test/zones/europe-west4-a' does not have enough resources available "
+        "to fulfill the request.",
+    )
+    with pytest.raises(BackendError, match=r"^gcp: ZONE_RESOURCE_POOL_EXHAUSTED: The zone "):
+        await converge(backend(compute), gateway("gcp", REGION, "gw-000000000002"))
+
+
+async def test_the_fake_refuses_what_compute_engine_refuses(compute: FakeCompute) -> None:
+    """The rules the fake holds the backend to, each refused the way the API refuses it."""
+    gcp = backend(compute)
+    gw = gateway("gcp", REGION, GATEWAY_ID)
+    await converge(gcp, gw)
+    driver = gcp.driver
+    instances = driver.clients.client(compute_v1.InstancesClient)  # type: ignore[attr-defined]
+    [created] = compute.instances.values()
+
+    def instance(**changes: Any) -> compute_v1.Instance:
+        body = {key: value for key, value in created.items() if key in ("machineType", "disks")}
+        body["disks"] = [
+            {
+                "boot": True,
+                "initializeParams": {"sourceImage": compute.disks[next(iter(compute.disks))]["sourceImage"]},
+            }
+        ]
+        body.update(
+            name="another",
+            networkInterfaces=[{"network": f"projects/{compute.project}/global/networks/default"}],
+        )
+        body.update(changes)
+        return compute_v1.Instance.from_json(json.dumps(body), ignore_unknown_fields=True)
+
+    refused = {
+        "Label key 'Gatehouse' violates format constraints": instance(labels={"Gatehouse": "x"}),
+        "Label value 'A/B' violates format constraints": instance(labels={"gatehouse": "A/B"}),
+        "Metadata value for key 'startup-script' is 262145 bytes": instance(
+            metadata={"items": [{"key": "startup-script", "value": "x" * (256 * 1024 + 1)}]}
+        ),
+        "[pd-standard] features are not compatible": instance(
+            machineType=f"zones/{REGION}-a/machineTypes/c3-standard-4"
+        ),
+        "Must be a match of regex": instance(name="Another_Host"),
+    }
+    for message, body in refused.items():
+        with pytest.raises(api_exceptions.BadRequest, match=re.escape(message)):
+            instances.insert(project=compute.project, zone=f"{REGION}-a", instance_resource=body)
+    addresses = driver.clients.client(compute_v1.AddressesClient)  # type: ignore[attr-defined]
+    stale = compute_v1.RegionSetLabelsRequest(labels={"a": "b"}, label_fingerprint="stale")
+    with pytest.raises(api_exceptions.PreconditionFailed, match="Labels fingerprint either invalid"):
+        addresses.set_labels(
+            project=compute.project,
+            region=REGION,
+            resource=f"gatehouse-{GATEWAY_ID}-0",
+            region_set_labels_request_resource=stale,
+        )
