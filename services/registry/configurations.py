@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from gatehouse import limits
 from services.common.errors import InvalidArgument
+from services.registry.configuration_errors import describe, format_validation_error
 
 BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
@@ -23,6 +34,13 @@ DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([smh]?)\s*$")
 TAG_KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/=+@-]{0,62}$")
 TAG_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,255}$")
 HEADER_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# `${{ ... }}` anywhere in a string, and the one form Gatehouse resolves.
+INTERPOLATION = re.compile(r"\$\{\{(.*?)(\}\}|$)")
+SECRET_REFERENCE = re.compile(r"^\s*secrets\.[A-Za-z_][A-Za-z0-9_]*\s*$")
+# What `parse_configuration` passes as validation context: rules for new input only, so that a
+# stored spec written under older rules still loads.
+ADMISSION = {"admission": True}
 MAX_REPLICAS = 100
 DEFAULT_GATEWAY_PORT = 80
 
@@ -41,6 +59,23 @@ class AcmCertificate(_Strict):
 
 
 CertificateConfig = Annotated[LetsEncryptCertificate | AcmCertificate, Field(discriminator="type")]
+CERTIFICATE_FORMS = "use lets-encrypt (the default), {type: acm, arn: ARN} or null"
+
+
+def _certificate_shape(value: Any) -> Any:
+    """`certificate: lets-encrypt` is short for `{type: lets-encrypt}`; anything else is explained."""
+    if value is None:
+        return None
+    if value == "lets-encrypt":
+        return {"type": "lets-encrypt"}
+    if value == "acm":
+        raise ValueError("acm needs the certificate's ARN: {type: acm, arn: ARN}")
+    if isinstance(value, dict):
+        kind = value.get("type", "lets-encrypt")
+        if kind not in ("lets-encrypt", "acm"):
+            raise ValueError(f"{CERTIFICATE_FORMS}, not type {describe(kind)}")
+        return {"type": kind, **value}
+    raise ValueError(f"{CERTIFICATE_FORMS}, not {describe(value)}")
 
 
 def _check_name(value: str | None) -> str | None:
@@ -79,6 +114,7 @@ class GatewayConfig(_Strict):
     router: Any = Field(None, exclude=True)
 
     _name = field_validator("name")(_check_name)
+    _certificate = field_validator("certificate", mode="before")(_certificate_shape)
 
     @field_validator("tags")
     @classmethod
@@ -175,6 +211,10 @@ def parse_duration(value: int | str) -> int:
 
 def parse_replicas(value: int | str) -> tuple[int, int]:
     """`2` → (2, 2); `"1..4"` → (1, 4)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"use a number (2) or a range (1..4), not {describe(value)}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{value} is not a replica count: use 1 or more (or a range 0..4 with `scaling`)")
     if isinstance(value, int) or str(value).strip().isdigit():
         count = int(value)
         low, high = count, count
@@ -229,11 +269,15 @@ class IpAddressKey(_Strict):
     type: Literal["ip_address"] = "ip_address"
 
 
+MIN_RPS = 1 / 60
+KEY_FORMS = "use ip_address or {type: header, header: NAME}"
+
+
 class RateLimitConfig(_Strict):
     prefix: str = Field("/", description="Requests whose path starts with this; the longest prefix wins")
-    rps: float = Field(ge=1 / 60, description="Sustained requests per second (down to 1/60)")
+    rps: float = Field(description="Sustained requests per second (down to 1/60: one a minute)")
     burst: int = Field(0, ge=0, description="Extra requests allowed at once")
-    key: IpAddressKey | HeaderKey = Field(
+    key: Annotated[IpAddressKey | HeaderKey, Field(discriminator="type")] = Field(
         default_factory=IpAddressKey, description="ip_address (default) or {type: header, header: NAME}"
     )
     scope: Literal["local", "global"] = Field(
@@ -241,10 +285,30 @@ class RateLimitConfig(_Strict):
         description="local: each gateway host counts on its own (default); global: shared by all hosts",
     )
 
+    @field_validator("rps", mode="before")
+    @classmethod
+    def _valid_rps(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"use a number of requests per second, not {describe(value)}")
+        # A small tolerance: 0.0167 is what people write for one a minute.
+        if value < MIN_RPS - 1e-4:
+            raise ValueError(f"use at least 1/60 (one request a minute), not {describe(value)}")
+        return max(float(value), MIN_RPS)
+
     @field_validator("key", mode="before")
     @classmethod
     def _short_key(cls, value: Any) -> Any:
-        return {"type": value} if isinstance(value, str) else value
+        if value is None or value == "ip_address":
+            return {"type": "ip_address"}
+        if value == "header":
+            raise ValueError("a header key needs the header's name: {type: header, header: NAME}")
+        if isinstance(value, dict) and value.get("type") == "header" and "header" not in value:
+            raise ValueError("a header key needs the header's name: {type: header, header: NAME}")
+        if isinstance(value, dict) and value.get("type") in ("ip_address", "header"):
+            return value
+        if isinstance(value, dict):
+            return _raise(f"{KEY_FORMS}, not type {describe(value.get('type'))}")
+        return _raise(f"{KEY_FORMS}, not {describe(value)}")
 
     @field_validator("prefix")
     @classmethod
@@ -252,6 +316,51 @@ class RateLimitConfig(_Strict):
         if not value.startswith("/"):
             raise ValueError(f"prefix {value!r} must start with /")
         return value
+
+
+def _raise(message: str) -> Any:
+    raise ValueError(message)
+
+
+def _env_mapping(value: Any) -> Any:
+    """dstack's two forms of `env`: a mapping, or a list of `KEY=VALUE` (a bare `KEY` is filled by
+    the CLI from its own environment before the configuration is sent). Numbers and booleans are
+    written as text, as a shell would see them."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        mapping: dict[str, Any] = {}
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ValueError(f"item {index + 1}: write KEY=VALUE, not {describe(item)}")
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ValueError(
+                    f"item {index + 1} ({key or item!r}) has no value: write {key or 'KEY'}=VALUE "
+                    "(the CLI fills a bare `- KEY` from its own environment)"
+                )
+            if key in mapping:
+                raise ValueError(f"{key} is set twice")
+            mapping[key] = text
+        value = mapping
+    if not isinstance(value, dict):
+        raise ValueError(f"use a mapping (KEY: VALUE) or a list (- KEY=VALUE), not {describe(value)}")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not ENV_NAME_PATTERN.match(str(key)):
+            raise ValueError(
+                f"{str(key)!r} is not a variable name: letters, digits and _, not starting with a digit"
+            )
+        if isinstance(item, bool):
+            env[key] = "true" if item else "false"
+        elif isinstance(item, int | float | str):
+            env[key] = item if isinstance(item, str) else describe(item)
+        elif item is None:
+            raise ValueError(f"{key} has no value: write {key}: VALUE")
+        else:
+            raise ValueError(f"{key} must be text, not {describe(item)}")
+    return env
 
 
 class ServiceConfig(_Strict):
@@ -271,12 +380,54 @@ class ServiceConfig(_Strict):
     model: str | None = None
 
     _name = field_validator("name")(_check_name)
+    _env = field_validator("env", mode="before")(_env_mapping)
 
-    @field_validator("replicas")
+    @field_validator("gateway", mode="before")
     @classmethod
-    def _valid_replicas(cls, value: int | str) -> int | str:
+    def _gateway_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | bool):
+            return value
+        return _raise(
+            f"use a gateway name, <project>/<name>, its address, true or false, not {describe(value)}"
+        )
+
+    @field_validator("https", mode="before")
+    @classmethod
+    def _https_shape(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        return _raise(f"use true, false or auto, not {describe(value)}")
+
+    @field_validator("commands", mode="before")
+    @classmethod
+    def _commands_shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("use a list of shell commands, one `- command` a line")
+        return value
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _valid_replicas(cls, value: Any) -> Any:
         parse_replicas(value)
         return value
+
+    @model_validator(mode="after")
+    def _admission(self, info: ValidationInfo) -> ServiceConfig:
+        """Rules for what is applied now (stored specs from older rules still load)."""
+        if not (info.context or {}).get("admission"):
+            return self
+        if self.replica_range[1] == 0:
+            raise ValueError(
+                "`replicas: 0` runs no replica: use 1 or more, "
+                "or a range 0..N with `scaling` to scale to zero"
+            )
+        used = limits.env_bytes(self.env)
+        if used > limits.ENV_BYTES:
+            raise ValueError(
+                f"`env` is {limits.size(used)}: a replica's environment is at most "
+                f"{limits.size(limits.ENV_BYTES)} (put large values in a file the commands read)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _scaling_rules(self) -> ServiceConfig:
@@ -295,9 +446,13 @@ class ServiceConfig(_Strict):
     def replica_range(self) -> tuple[int, int]:
         return parse_replicas(self.replicas)
 
-    @field_validator("port")
+    @field_validator("port", mode="before")
     @classmethod
-    def _valid_port(cls, value: int | str) -> int | str:
+    def _valid_port(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(
+                f'use 8000 or "<gateway-port>:<app-port>" like "5001:8000", not {describe(value)}'
+            )
         parse_port(value)
         return value
 
@@ -311,37 +466,68 @@ class ServiceConfig(_Strict):
         return ":" in str(self.port)
 
 
-def _closest(field: str, model: type[BaseModel]) -> str:
-    match = difflib.get_close_matches(field, list(model.model_fields), n=1)
-    return f" (did you mean `{match[0]}`?)" if match else ""
+TYPES = ("gateway", "service")
 
 
-def format_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
-    parts: list[str] = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
-        if not location:
-            parts.append(item["msg"].removeprefix("Value error, "))
-        elif item["type"] == "extra_forbidden":
-            parts.append(f"unknown field `{location}`{_closest(str(item['loc'][-1]), model)}")
-        elif item["type"] == "missing":
-            parts.append(f"`{location}` is required")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            parts.append(f"`{location}`: {message}")
-    return "; ".join(parts)
+def check_size(data: dict[str, Any]) -> None:
+    """A configuration is stored whole, as JSON: it has a size limit of its own."""
+    used = len(json.dumps(data, separators=(",", ":")).encode())
+    if used > limits.CONFIGURATION_BYTES:
+        raise InvalidArgument(
+            f"the configuration is {limits.size(used)}: at most {limits.size(limits.CONFIGURATION_BYTES)}"
+        )
+
+
+def _strings(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}[{index}]")
+
+
+def check_interpolations(data: dict[str, Any]) -> None:
+    """Every `${{ ... }}` is `${{ secrets.NAME }}`: a typo is a bad interpolation, said so, not an
+    unknown gateway or a command that fails later."""
+    for where, text in _strings(data, ""):
+        for match in INTERPOLATION.finditer(text):
+            inner, closed = match.group(1), match.group(2)
+            written = match.group(0).strip()
+            if not closed:
+                raise ValueError(f"`{where}`: {written!r} is not closed: write ${{{{ secrets.NAME }}}}")
+            if SECRET_REFERENCE.match(inner):
+                continue
+            prefix, _, name = inner.strip().partition(".")
+            if name and ENV_NAME_PATTERN.match(name) and difflib.get_close_matches(prefix, ["secrets"]):
+                hint = f"did you mean ${{{{ secrets.{name} }}}}?"
+            else:
+                hint = "only ${{ secrets.NAME }} is resolved"
+            raise ValueError(f"`{where}`: {written} is not an interpolation Gatehouse knows: {hint}")
 
 
 def parse_configuration(data: dict[str, Any]) -> GatewayConfig | ServiceConfig:
+    """A configuration as applied (its secrets outside `env` and `commands` resolved): checked for
+    size, interpolation and every rule, with one line for everything wrong."""
     kind = data.get("type")
     model: type[GatewayConfig] | type[ServiceConfig]
     if kind == "gateway":
         model = GatewayConfig
     elif kind == "service":
         model = ServiceConfig
+    elif kind is None:
+        raise InvalidArgument("`type` is required: gateway or service")
     else:
-        raise InvalidArgument(f"`type` must be gateway or service, not {kind!r}")
+        match = difflib.get_close_matches(str(kind), TYPES, n=1)
+        hint = f" (did you mean {match[0]}?)" if match else ""
+        raise InvalidArgument(f"`type` must be gateway or service, not {describe(kind)}{hint}")
+    check_size(data)
     try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise InvalidArgument(f"{kind} configuration: {format_validation_error(error, model)}") from None
+        check_interpolations(data)
+        return model.model_validate(data, context=ADMISSION)
+    except ValueError as error:
+        # pydantic's ValidationError is a ValueError too.
+        message = format_validation_error(error, model) if isinstance(error, ValidationError) else str(error)
+        raise InvalidArgument(f"{kind} configuration: {message}") from None
