@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gatehouse import limits
 from services.common.auth import Authenticator, bearer_token, set_current_principal
 from services.common.errors import ApiError
 
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 64 << 20
 SERVER_OPTIONS = [
+    # Answers (snapshots of every service) may be large; what a client sends is held to the API's
+    # request limit, refused with RESOURCE_EXHAUSTED before it is read.
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
-    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_receive_message_length", limits.API_REQUEST_BYTES),
 ]
 UNAUTHENTICATED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
+
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import registry_pb2, resources_pb2
@@ -205,7 +207,14 @@ class Provisioner:
             return Result()
         # The autoscaler's count within `replicas: min..max`, else the configured one.
         desired = service.status.desired_replicas
-        run = await self._service_run(service)
+        try:
+            run = await self._service_run(service)
+        except grpc.aio.AioRpcError as refused:
+            if refused.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            # The registry will not give this run its environment (too large with its secrets).
+            await self._service_status(service, resources_pb2.SERVICE_STATE_FAILED, refused.details() or "")
+            return Result(requeue_after=MAX_RETRY_SECONDS)
 
         def wanted() -> bool:
             current = self.mirror.services.get(service_id)

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from gatehouse import limits
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.registry.configuration_errors import describe, format_validation_error
 
 BACKENDS = ("local", "aws", "gcp", "azure", "kubernetes")
@@ -475,6 +475,17 @@ def check_size(data: dict[str, Any]) -> None:
     if used > limits.CONFIGURATION_BYTES:
         raise InvalidArgument(
             f"the configuration is {limits.size(used)}: at most {limits.size(limits.CONFIGURATION_BYTES)}"
+        )
+
+
+def check_environment(env: dict[str, str], resolved: bool = True) -> None:
+    """A replica's environment, its secrets resolved, within what a process is given."""
+    used = limits.env_bytes(env)
+    if used > limits.ENV_BYTES:
+        secrets = " with its secrets resolved" if resolved else ""
+        raise FailedPrecondition(
+            f"`env` is {limits.size(used)}{secrets}: a replica's environment is at most "
+            f"{limits.size(limits.ENV_BYTES)} (put large values in a file the commands read)"
         )
 
 

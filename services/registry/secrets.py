@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse import limits
 from services.common.crypto import Cipher
 from services.common.errors import InvalidArgument, NotFound
 from services.registry.models import SecretRow
@@ -24,6 +25,12 @@ def check_name(name: str) -> None:
 
 async def put(session: AsyncSession, cipher: Cipher, project: str, name: str, value: str) -> None:
     check_name(name)
+    size = len(value.encode())
+    if size > limits.SECRET_VALUE_BYTES:
+        raise InvalidArgument(
+            f"the secret {name} is {limits.size(size)}: "
+            f"a secret is at most {limits.size(limits.SECRET_VALUE_BYTES)}"
+        )
     row = await session.get(SecretRow, (project, name))
     if row is None:
         session.add(SecretRow(project_id=project, name=name, value_encrypted=cipher.encrypt(value)))

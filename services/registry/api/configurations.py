@@ -12,7 +12,12 @@ from services.common.auth import current_principal
 from services.common.errors import NotFound
 from services.registry import gateways, secrets, services
 from services.registry.api.context import RegistryContext
-from services.registry.configurations import GatewayConfig, ServiceConfig, parse_configuration
+from services.registry.configurations import (
+    GatewayConfig,
+    ServiceConfig,
+    check_environment,
+    parse_configuration,
+)
 from services.registry.convert import gateway_config, gateway_status, service_config
 
 RUNTIME_FIELDS = ("env", "commands")
@@ -42,6 +47,9 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
         config = parse_configuration(_integral(data))
         if isinstance(config, GatewayConfig):
             _require_admin(project)
+        elif secrets.references(dict(config.env)):
+            resolved = await secrets.interpolate(session, self._ctx.cipher, project, dict(config.env))
+            check_environment(resolved)
         return config
 
     async def GetPlan(

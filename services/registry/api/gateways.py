@@ -60,17 +60,23 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
     async def Create(
         self, request: registry_pb2.CreateGatewayRequest, context: grpc.aio.ServicerContext
     ) -> resources_pb2.Gateway:
-        """Creates a gateway, then answers once the provisioner says it runs or failed."""
+        """Creates a gateway, then answers once the provisioner says it runs or failed. The local
+        backend (region `local`) is the default, as `gatehouse server` embeds it. Headers go out
+        once the gateway is created, so a client can say "it may take some time" only then."""
         _require_admin(request.project)
-        data = {"type": "gateway", "name": request.name or None, "backend": request.backend}
-        data |= {"region": request.region or None, "domain": request.domain or None}
+        backend = request.backend or "local"
+        region = request.region or ("local" if backend == "local" else None)
+        data = {"type": "gateway", "name": request.name or None, "backend": backend}
+        data |= {"region": region, "domain": request.domain or None}
         config = parse_configuration({key: value for key, value in data.items() if value is not None})
         assert isinstance(config, GatewayConfig)
+        gateways.check_backend_rules(config)
         async with self._ctx.write() as session:
             if config.name and await gateways.find(session, request.project, config.name) is not None:
                 raise AlreadyExists(f'gateway "{config.name}" already exists in project "{request.project}"')
             row = await gateways.apply(session, request.project, config, "", 0, False)
             gateway_id = row.id
+        await context.send_initial_metadata(())
         deadline = asyncio.get_running_loop().time() + (context.time_remaining() or CREATE_WAIT_SECONDS)
         while True:
             waiter = self._ctx.broadcaster.arm()

@@ -9,6 +9,7 @@ from services.common.auth import current_principal
 from services.common.errors import NotFound
 from services.registry import secrets
 from services.registry.api.context import RegistryContext
+from services.registry.configurations import check_environment
 from services.registry.convert import service_config
 from services.registry.models import ServiceRow
 
@@ -50,6 +51,8 @@ class SecretsServicer(registry_pb2_grpc.SecretsServicer):
                 row.project_id,
                 {"env": dict(config.env), "commands": config.commands},
             )
+        # A secret may have grown since the service was applied.
+        check_environment(resolved["env"])
         return registry_pb2.ResolvedRun(env=resolved["env"], commands=resolved["commands"])
 
     async def Delete(
