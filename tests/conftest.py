@@ -41,3 +41,7 @@ def _no_replica_network_left() -> Iterator[None]:
     yield
     for name in _replica_namespaces() - before:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        link = "gh" + name.removeprefix("gh-")
+        subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
+        rule = ["iif", link, "to", os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET", "10.213.0.0/16")]
+        subprocess.run(["ip", "rule", "delete", *rule, "prohibit"], capture_output=True, check=False)

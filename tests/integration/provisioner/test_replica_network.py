@@ -76,6 +76,12 @@ async def test_every_replica_listens_on_the_service_port_in_its_own_network(isol
     finally:
         await isolated.stop_service("web")
     assert namespaces() == before
+    # A gone replica's address fails here at once; it never leaves by this machine's default route.
+    gone = addresses[0].rpartition(":")[0]
+    route = await asyncio.to_thread(
+        subprocess.run, ["ip", "route", "get", gone], capture_output=True, text=True
+    )
+    assert route.returncode != 0 and "no route to host" in route.stderr.lower(), route
 
 
 async def test_a_replica_that_never_listens_is_never_ready_beside_another_process_on_its_port(
@@ -204,7 +210,9 @@ async def test_a_replica_reaches_this_machine_but_never_another_replica(
     finally:
         await isolated.stop_service("near")
         await isolated.stop_service("far")
-    assert "gh" not in await asyncio.to_thread(_isolation_rules, "list")
+    rules = await asyncio.to_thread(_isolation_rules, "list")
+    for prefix in (near.command_prefix, far.command_prefix):
+        assert f"iif gh{prefix[-1].removeprefix('gh-')}" not in rules
 
 
 async def test_a_replica_gets_none_of_the_servers_secrets(

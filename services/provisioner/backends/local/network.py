@@ -145,6 +145,9 @@ class NamespaceNetwork:
         """Runs in a thread: the lock is a file lock shared with every server on this machine."""
         with open(ALLOCATION_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # An address of a replica that is gone must fail at once, here: never leave this machine
+            # by its default route (each replica's /31 is more specific while it exists).
+            subprocess.run(["ip", "route", "replace", "unreachable", str(self._subnet)], capture_output=True)
             host, replica = self._free_pair()
             try:
                 self._make(names, host, replica)
