@@ -15,6 +15,8 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
+from cli.fit import fit, natural_width
+
 PLACEHOLDER = re.compile(r"\{([^{}|]+)(?:\|([a-z]+))?\}")
 
 # Piped output is never cut to a terminal's width: scripts read whole values.
@@ -96,12 +98,18 @@ def parse_columns(specs: Sequence[str]) -> list[tuple[str, str]]:
     return [tuple(spec.split("=", 1)) for spec in specs]  # type: ignore[misc]
 
 
-def table(columns: Sequence[tuple[str, str]], rows: Sequence[Any]) -> Table:
+def table(columns: Sequence[tuple[str, str]], rows: Sequence[Any], width: int | None = None) -> Table:
+    """The rows under the columns, fitted to `width` (the terminal's) by `fit`: names and states
+    whole, free text wrapped, the least useful columns left out only when nothing else fits."""
+    headers = [header for header, _ in columns]
+    cells = [[fill(template, row) for _, template in columns] for row in rows]
+    shown, widths = fit(headers, cells, console.width if width is None else width)
     grid = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-    for header, _ in columns:
-        grid.add_column(header, no_wrap=True)
-    for row in rows:
-        grid.add_row(*(fill(template, row) for _, template in columns))
+    for index in shown:
+        wraps = widths[index] < natural_width(headers[index], cells, index)
+        grid.add_column(headers[index], no_wrap=not wraps, width=widths[index], overflow="fold")
+    for row_cells in cells:
+        grid.add_row(*(row_cells[index] for index in shown))
     return grid
 
 
