@@ -51,15 +51,18 @@ async def _confirm_plan(stubs: Stubs, plan: registry_pb2.Plan, path: str, yes: b
     """Asks what the plan needs asked; a yes to re-creating deletes the old one first."""
     kind, name = plan.type, plan.name
     if plan.action == "create":
-        return confirm(f"The {kind} {name + ' ' if name else ''}doesn't exist. Create it?", yes)
+        # Seed 000's words: "The example-gateway doesn't exist. Create it? [y/n]:"
+        question = f"The {name} doesn't exist. Create it?" if name else f"Create a new {kind}?"
+        return await confirm(question, yes)
     if plan.action == "update":
         console.print(f"The {kind} {name} will be updated in place:")
         for change in plan.changes:
             console.print(f"  {change}")
-        return confirm(f"Update the {kind} {name}?", yes)
+        return await confirm(f"Update the {kind} {name}?", yes)
     if plan.action == "recreate":
         reason = "; ".join(plan.changes) or "it failed"
-        if not confirm(f"The {kind} {name} cannot be updated in place ({reason}). Re-create it?", yes):
+        question = f"The {kind} {name} cannot be updated in place ({reason}). Re-create it?"
+        if not await confirm(question, yes):
             return False
         deleted = await stubs.gateways.Delete(
             registry_pb2.DeleteRequest(project=plan.gateway.project, name=name)
@@ -92,7 +95,7 @@ async def apply_file(stubs: Stubs, project: str, path: str, yes: bool, force: bo
         resource = response.gateway if response.HasField("gateway") else response.service
         kind = "gateway" if response.HasField("gateway") else "service"
         console.print()
-        if created and confirm(f"Delete the {kind} {resource.name} that is being created?", False):
+        if created and await confirm(f"Delete the {kind} {resource.name} that is being created?", False):
             remove = registry_pb2.DeleteRequest(project=project, name=resource.name, force=True)
             if kind == "gateway":
                 await stubs.gateways.Delete(remove)
@@ -139,9 +142,11 @@ def _print_dns_record(gateway: resources_pb2.Gateway) -> None:
         record = "A"
     except ValueError:
         record = "CNAME"
+    # `certificate: null` serves plain HTTP: no https:// promised.
+    scheme = "https" if gateway.spec.HasField("certificate") else "http"
     console.print(
         f"Add a DNS record: *.{gateway.spec.domain} {record} {gateway.status.hostname} "
-        f"(services will be at https://<run-name>.{gateway.spec.domain})"
+        f"(services will be at {scheme}://<run-name>.{gateway.spec.domain})"
     )
 
 
@@ -171,6 +176,7 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
         services_table([service])
         for url in service.status.urls:
             console.print(f"The service will be available at {url} once a replica is ready")
+        _how_to_call(service)
         return 0
     with console.status("Starting..."):
         async for _ in _deadline_loop():
@@ -197,7 +203,19 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
         )
     for url in service.status.urls:
         console.print(f"The service is available at {url}")
+    _how_to_call(service)
     return 0
+
+
+def _how_to_call(service: resources_pb2.Service) -> None:
+    """`auth: true` is the default, so the first request without a token gets 401: say how."""
+    if not service.spec.auth or not service.status.urls:
+        return
+    console.print(
+        "It needs a token (auth: true): "
+        f'curl -H "Authorization: Bearer $(gatehouse token)" {service.status.urls[0]}',
+        soft_wrap=True,
+    )
 
 
 def _ready(service: resources_pb2.Service) -> bool:
@@ -208,12 +226,12 @@ def _ready(service: resources_pb2.Service) -> bool:
 
 
 async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: bool) -> int:
-    data, source = load_configuration(path)
+    data, source = load_configuration(path, pass_through=False)
     request = registry_pb2.ApplyRequest(project=project, configuration=_struct(data), source=source)
     plan = await stubs.configurations.GetPlan(request)
     if plan.action == "create":
         raise CliError(f'the {plan.type} {plan.name or "of " + path} does not exist in project "{project}"')
-    if not confirm(f"Delete the {plan.type} {plan.name}?", yes):
+    if not await confirm(f"Delete the {plan.type} {plan.name}?", yes):
         return 0
     response = await stubs.configurations.Delete(
         registry_pb2.DeleteConfigurationRequest(

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
+import shtab
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -19,6 +20,7 @@ from cli.config import UsageError
 from cli.descriptors import Command
 from cli.loader import read_yaml_mapping
 from cli.prompt import confirm
+from gatehouse.client.defaults import ACCEPTED_METADATA
 from gatehouse.v1 import cli_pb2
 
 WATCH_SECONDS = 2.0
@@ -45,7 +47,9 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
-def _add_field(parser: argparse.ArgumentParser, field: FieldDescriptor, positional: bool) -> None:
+def _add_field(
+    parser: argparse.ArgumentParser, field: FieldDescriptor, positional: bool, required: bool = False
+) -> None:
     dest = f"field_{field.name}"
     help_text = _help(field)
     if positional:
@@ -56,19 +60,28 @@ def _add_field(parser: argparse.ArgumentParser, field: FieldDescriptor, position
     flag = "--" + field.name.replace("_", "-")
     repeated = field.is_repeated
     if field.message_type is not None and field.message_type.full_name == STRUCT:
-        parser.add_argument(flag, dest=dest, metavar="FILE", help=help_text)
+        action = parser.add_argument(flag, dest=dest, metavar="FILE", help=help_text, required=required)
+        action.complete = shtab.FILE  # type: ignore[attr-defined]
     elif _is_map(field):
-        parser.add_argument(flag, dest=dest, action="append", metavar="KEY=VALUE", help=help_text)
+        parser.add_argument(
+            flag, dest=dest, action="append", metavar="KEY=VALUE", help=help_text, required=required
+        )
     elif field.type == FieldDescriptor.TYPE_BOOL:
         parser.add_argument(flag, dest=dest, action="store_true", help=help_text)
     elif field.enum_type is not None:
         choices = [value.name for value in field.enum_type.values]
-        parser.add_argument(flag, dest=dest, choices=choices, help=help_text)
+        parser.add_argument(flag, dest=dest, choices=choices, help=help_text, required=required)
     elif field.type in SCALAR_TYPES:
         kind = SCALAR_TYPES[field.type]
         metavar = field.name.upper()
         parser.add_argument(
-            flag, dest=dest, type=kind, action="append" if repeated else None, metavar=metavar, help=help_text
+            flag,
+            dest=dest,
+            type=kind,
+            action="append" if repeated else None,
+            metavar=metavar,
+            help=help_text,
+            required=required,
         )
 
 
@@ -85,14 +98,15 @@ def _output_flags(parser: argparse.ArgumentParser, command: Command) -> None:
 def add_command(parser: argparse.ArgumentParser, command: Command) -> None:
     request = command.method.input_type
     positional = list(command.option.positional)
-    unknown = [name for name in positional if name not in request.fields_by_name]
+    required = set(command.option.required)
+    unknown = [name for name in [*positional, *required] if name not in request.fields_by_name]
     if unknown:
-        raise ValueError(f"{command.path}: positional {unknown} are not fields of {request.full_name}")
+        raise ValueError(f"{command.path}: {unknown} are not fields of {request.full_name}")
     for name in positional:
         _add_field(parser, request.fields_by_name[name], positional=True)
     for field in request.fields:
         if field.name not in positional and field.name not in IMPLICIT_FIELDS:
-            _add_field(parser, field, positional=False)
+            _add_field(parser, field, positional=False, required=field.name in required)
     _output_flags(parser, command)
     parser.set_defaults(command=command)
 
@@ -146,14 +160,54 @@ def build_request(command: Command, args: argparse.Namespace, project: str) -> M
     return request
 
 
-async def _call(channel: grpc.aio.Channel, command: Command, request: Message) -> Message:
+def _changes(command: Command, args: argparse.Namespace) -> list[str]:
+    """The flags given to change something (not the positionals that name what to change)."""
+    request: Descriptor = command.method.input_type
+    given = []
+    for field in request.fields:
+        if field.name in command.option.positional or field.name in IMPLICIT_FIELDS:
+            continue
+        if getattr(args, f"field_{field.name}", None) not in (None, False, []):
+            given.append(field.name)
+    return given
+
+
+def _change_flags(command: Command) -> str:
+    request: Descriptor = command.method.input_type
+    flags = [
+        "--" + field.name.replace("_", "-")
+        for field in request.fields
+        if field.name not in command.option.positional and field.name not in IMPLICIT_FIELDS
+    ]
+    return " or ".join(flags)
+
+
+def check_args(command: Command, args: argparse.Namespace) -> None:
+    """What argparse cannot see: an `update` that changes nothing is a usage error, not a no-op."""
+    if command.option.name == "update" and not _changes(command, args):
+        raise UsageError(f"nothing to change: pass {_change_flags(command)}")
+
+
+async def _call(channel: grpc.aio.Channel, command: Command, request: Message, progress: str = "") -> Message:
+    """The RPC's answer. `progress` is printed once the server says it has accepted the request
+    (initial metadata `gatehouse-accepted`), while the answer is still to come: never before a
+    validation error. A unary call shows no headers before its answer, so such a call is read as a
+    stream of its one answer, which is the same on the wire."""
     response_type = message_factory.GetMessageClass(command.method.output_type)
-    stub = channel.unary_unary(
-        command.path,
-        request_serializer=lambda message: message.SerializeToString(),
-        response_deserializer=response_type.FromString,
+    serializer = lambda message: message.SerializeToString()  # noqa: E731
+    if not progress:
+        stub = channel.unary_unary(
+            command.path, request_serializer=serializer, response_deserializer=response_type.FromString
+        )
+        return await stub(request)  # type: ignore[no-any-return]
+    streamed = channel.unary_stream(
+        command.path, request_serializer=serializer, response_deserializer=response_type.FromString
     )
-    return await stub(request)  # type: ignore[no-any-return]
+    call = streamed(request)
+    if ACCEPTED_METADATA in list(await call.initial_metadata() or ()):
+        print(progress, file=sys.stderr, flush=True)
+    answers = [answer async for answer in call]
+    return answers[0]  # type: ignore[no-any-return]
 
 
 def _columns(command: Command, verbose: bool) -> list[tuple[str, str]]:
@@ -168,14 +222,15 @@ def _rows(command: Command, response: Message) -> list[Any]:
 
 
 async def run(channel: grpc.aio.Channel, command: Command, args: argparse.Namespace, project: str) -> int:
+    check_args(command, args)
     request = build_request(command, args, project)
     option = command.option
-    if option.confirm and not confirm(render.fill(option.confirm, request), getattr(args, "yes", False)):
+    if option.confirm and not await confirm(
+        render.fill(option.confirm, request), getattr(args, "yes", False)
+    ):
         return 0
     as_json = getattr(args, "json", False)
-    if option.progress and not as_json:
-        print(option.progress, file=sys.stderr, flush=True)
-    response = await _call(channel, command, request)
+    response = await _call(channel, command, request, "" if as_json else option.progress)
     if as_json:
         render.print_json(response)
         return 0

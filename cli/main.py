@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import sys
 from typing import Any
 
 import grpc
+import shtab
 
 from cli import generated
 from cli.agent import run_agent
@@ -17,6 +19,7 @@ from cli.apply import apply_file, delete_file
 from cli.config import CliConfig, CliError, UsageError
 from cli.descriptors import Command, api_files, commands
 from cli.output import error
+from gatehouse import limits
 from gatehouse.client.connection import Stubs
 
 SERVICE_ROLES = ("registry", "provisioner", "certificates", "xds")
@@ -27,12 +30,34 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--server",
+        default=default,
+        help="API address host:port (default: $GATEHOUSE_SERVER or the CLI config)",
+    )
+    parser.add_argument(
+        "--project", default=default, help="project (default: $GATEHOUSE_PROJECT or the CLI config)"
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_subparsers(child)]
+    return found
+
+
+def _file_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    flag = parser.add_argument("-f", "--file", required=True, help=help_text)
+    flag.complete = shtab.FILE  # type: ignore[attr-defined]
+
+
 def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="gatehouse", description="A front door for services.")
-    parser.add_argument(
-        "--server", help="API address host:port (default: $GATEHOUSE_SERVER or the CLI config)"
-    )
-    parser.add_argument("--project", help="project (default: $GATEHOUSE_PROJECT or the CLI config)")
+    _global_flags(parser, None)
     top = parser.add_subparsers(dest="top", metavar="COMMAND", parser_class=_Parser)
 
     server = top.add_parser("server", help="run registry, provisioner, certificates and xDS in one process")
@@ -45,15 +70,18 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
         one.add_argument("--registry", help="the registry's address (default $GATEHOUSE_REGISTRY)")
 
     apply = top.add_parser("apply", help="create or update what a configuration file describes")
-    apply.add_argument("-f", "--file", required=True, help="a *.dstack.yml configuration")
-    apply.add_argument("-y", "--yes", action="store_true", help="answer yes to every question")
-    apply.add_argument(
-        "--force", action="store_true", help="apply even if the resource changed since the plan"
-    )
-    apply.add_argument("-d", "--detach", action="store_true", help="do not wait until it runs")
+    run = top.add_parser("run", help="dstack's older form of apply: `run [DIR] -f FILE`")
+    run.add_argument("directory", nargs="?", metavar="DIR", help="the working directory (dstack's `.`)")
+    for parser_of_apply in (apply, run):
+        _file_flag(parser_of_apply, "a *.dstack.yml configuration")
+        parser_of_apply.add_argument("-y", "--yes", action="store_true", help="answer yes to every question")
+        parser_of_apply.add_argument(
+            "--force", action="store_true", help="apply even if the resource changed since the plan"
+        )
+        parser_of_apply.add_argument("-d", "--detach", action="store_true", help="do not wait until it runs")
 
     delete = top.add_parser("delete", help="delete what a configuration file describes")
-    delete.add_argument("-f", "--file", required=True, help="a *.dstack.yml configuration")
+    _file_flag(delete, "a *.dstack.yml configuration")
     delete.add_argument("-y", "--yes", action="store_true", help="answer yes")
     delete.add_argument("--force", action="store_true", help="a gateway: delete its services too")
 
@@ -67,7 +95,15 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
     completion = top.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
 
+    top.add_parser(
+        "token",
+        help='print the CLI\'s token, for `curl -H "Authorization: Bearer $(gatehouse token)" URL`',
+    )
+
     generated.add_groups(top, commands(files if files is not None else api_files()), _Parser)
+    # `--project` and `--server` wherever they are typed: `gatehouse secrets add N V --project P`.
+    for child in _subparsers(parser):
+        _global_flags(child, argparse.SUPPRESS)
     return parser
 
 
@@ -78,7 +114,9 @@ async def _client_command(args: argparse.Namespace) -> int:
         return await run_agent(connect, config.project, args.service, args.target, args.replica_id)
     stubs = Stubs.connect(config.server, config.token)
     try:
-        if args.top == "apply":
+        if args.top in ("apply", "run"):
+            if args.top == "run" and args.directory and not os.path.isdir(args.directory):
+                raise UsageError(f"{args.directory}: no such directory")
             return await apply_file(stubs, config.project, args.file, args.yes, args.force, args.detach)
         if args.top == "delete":
             return await delete_file(stubs, config.project, args.file, args.yes, args.force)
@@ -92,6 +130,9 @@ async def _client_command(args: argparse.Namespace) -> int:
             ) from None
         if rpc_error.code() == grpc.StatusCode.UNIMPLEMENTED:
             raise CliError(f"the server at {config.server} does not offer this command") from None
+        if rpc_error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            most = limits.size(limits.API_REQUEST_BYTES)
+            raise CliError(f"the request is larger than the server takes (at most {most})") from None
         raise CliError(rpc_error.details() or rpc_error.code().name.lower()) from None
     finally:
         await stubs.close()
@@ -111,10 +152,22 @@ def _run_server(args: argparse.Namespace) -> int:
 
 
 def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
-    import shtab
-
     print(shtab.complete(parser, shell=shell))
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    print(CliConfig.load(server=args.server, project=args.project).token)
+    return 0
+
+
+def _reader_gone() -> int:
+    """`gatehouse gateway list --json | head -1`: the reader left; exit quietly, as `cat` does.
+    Whatever Python still holds for stdout goes nowhere instead of into a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,9 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             return _run_server(args)
         if args.top == "completion":
             return _completion(parser, args.shell)
-        if args.top not in ("apply", "delete", "agent") and getattr(args, "command", None) is None:
+        if args.top == "token":
+            return _token(args)
+        if args.top not in ("apply", "run", "delete", "agent") and getattr(args, "command", None) is None:
             raise UsageError(f"`gatehouse {args.top}` needs a COMMAND (see `gatehouse {args.top} --help`)")
-        return asyncio.run(_client_command(args))
+        if getattr(args, "command", None) is not None:
+            generated.check_args(args.command, args)
+        code = asyncio.run(_client_command(args))
+        sys.stdout.flush()
+        return code
     except UsageError as usage:
         error(str(usage))
         return 2
@@ -139,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def test_apply_asks_and_shows_the_plan(server: ServerProcess, tmp_path: Path) ->
     config = tmp_path / "gw.dstack.yml"
     config.write_text("type: gateway\nname: plan-gw\nbackend: local\nregion: local\n")
     declined = server.cli("apply", "-f", str(config), stdin="n\n")
-    assert declined.code == 0 and "The gateway plan-gw doesn't exist. Create it? [y/n]" in declined.stdout
+    assert declined.code == 0 and "The plan-gw doesn't exist. Create it? [y/n]: " in declined.stdout
     assert "Backend" in declined.stdout and "local" in declined.stdout
     assert "plan-gw" not in server.cli("gateway", "list").stdout
     accepted = server.cli("apply", "-f", str(config), stdin="y\n")

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 from sqlalchemy import delete
 
+from gatehouse.client.defaults import ACCEPTED_METADATA
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
 from services.common.auth import current_principal
 from services.common.errors import AlreadyExists, NotFound
@@ -76,7 +77,7 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
                 raise AlreadyExists(f'gateway "{config.name}" already exists in project "{request.project}"')
             row = await gateways.apply(session, request.project, config, "", 0, False)
             gateway_id = row.id
-        await context.send_initial_metadata(())
+        await context.send_initial_metadata((ACCEPTED_METADATA,))
         deadline = asyncio.get_running_loop().time() + (context.time_remaining() or CREATE_WAIT_SECONDS)
         while True:
             waiter = self._ctx.broadcaster.arm()
