@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -105,6 +107,17 @@ async def apply_file(stubs: Stubs, project: str, path: str, yes: bool, force: bo
         return 130
 
 
+@contextlib.contextmanager
+def _status(text: str) -> Iterator[None]:
+    """A spinner on a terminal; piped, the line once (seed 000's "Provisioning...")."""
+    if console.is_terminal:
+        with console.status(text):
+            yield
+    else:
+        console.print(text)
+        yield
+
+
 async def _deadline_loop() -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _timeout()
@@ -119,7 +132,7 @@ async def _deadline_loop() -> Any:
 async def _follow_gateway(stubs: Stubs, gateway: resources_pb2.Gateway, detach: bool) -> int:
     get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
     if not detach:
-        with console.status("Provisioning..."):
+        with _status("Provisioning..."):
             async for _ in _deadline_loop():
                 gateway = await stubs.gateways.Get(get)
                 if gateway.status.state in (
@@ -178,7 +191,7 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
             console.print(f"The service will be available at {url} once a replica is ready")
         _how_to_call(service)
         return 0
-    with console.status("Starting..."):
+    with _status("Starting..."):
         async for _ in _deadline_loop():
             service = await stubs.services.Get(get)
             # Runners report on the generation they looked at: an older one's failure is not this one's.
@@ -227,7 +240,9 @@ def _ready(service: resources_pb2.Service) -> bool:
 
 async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: bool) -> int:
     data, source = load_configuration(path, pass_through=False)
-    request = registry_pb2.ApplyRequest(project=project, configuration=_struct(data), source=source)
+    request = registry_pb2.ApplyRequest(
+        project=project, configuration=_struct(data), source=source, deleting=True
+    )
     plan = await stubs.configurations.GetPlan(request)
     if plan.action == "create":
         raise CliError(f'the {plan.type} {plan.name or "of " + path} does not exist in project "{project}"')
@@ -246,7 +261,7 @@ async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: b
 
 async def _wait_gone(stubs: Stubs, gateway: resources_pb2.Gateway) -> None:
     get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
-    with console.status("Deleting..."):
+    with _status("Deleting..."):
         async for _ in _deadline_loop():
             try:
                 await stubs.gateways.Get(get)

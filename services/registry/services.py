@@ -250,21 +250,17 @@ def diff(current: ServiceConfig, desired: ServiceConfig) -> list[str]:
     ]
 
 
-async def apply(
+async def admit(
     session: AsyncSession,
     principal: Principal,
     project: str,
     config: ServiceConfig,
-    source: str,
-    expected_version: int,
-    force: bool,
+    row: ServiceRow | None,
     reserved: ReservedPorts,
-) -> ServiceRow:
-    row = await resolve_target(session, project, config, source)
-    if row is not None and expected_version and expected_version != row.resource_version and not force:
-        raise FailedPrecondition(
-            f'service "{row.name}" changed since the plan: look at the plan again, or pass --force'
-        )
+) -> tuple[GatewayRow | None, str, int | None, str | None]:
+    """Every check `apply` makes before it writes: the gateway, its state, the port or hostname
+    the service takes, https. The plan makes them too, so what apply would refuse is refused before
+    anyone is asked to confirm it. Returns the gateway, name, gateway port and hostname."""
     gateway = await resolve_gateway(session, principal, project, config.gateway)
     if gateway is not None and gateway_status(gateway).state not in USABLE_GATEWAY_STATES:
         state = resources_pb2.GatewayState.Name(gateway_status(gateway).state).removeprefix("GATEWAY_STATE_")
@@ -284,6 +280,25 @@ async def apply(
         if port is not None:
             reserved.check(port, config.ports[1], gateway)
         await _check_free(session, gateway, project, port, hostname, row.id if row else None)
+    return gateway, name, port, hostname
+
+
+async def apply(
+    session: AsyncSession,
+    principal: Principal,
+    project: str,
+    config: ServiceConfig,
+    source: str,
+    expected_version: int,
+    force: bool,
+    reserved: ReservedPorts,
+) -> ServiceRow:
+    row = await resolve_target(session, project, config, source)
+    if row is not None and expected_version and expected_version != row.resource_version and not force:
+        raise FailedPrecondition(
+            f'service "{row.name}" changed since the plan: look at the plan again, or pass --force'
+        )
+    gateway, name, port, hostname = await admit(session, principal, project, config, row, reserved)
     spec = config.model_copy(update={"name": name}).model_dump_json()
     unchanged = row is not None and row.spec == spec and row.gateway_id == (gateway.id if gateway else None)
     if unchanged and row is not None and (row.gateway_port, row.hostname) == (port, hostname):

@@ -72,6 +72,10 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
                     plan.action = "none" if not changes else "update" if in_place else "recreate"
                 return plan
             service_row = await services.resolve_target(session, request.project, config, request.source)
+            # What Apply would refuse (an unknown gateway, a port taken) is refused by the plan.
+            if not request.deleting:
+                principal, reserved = current_principal(), self._ctx.reserved_ports
+                await services.admit(session, principal, request.project, config, service_row, reserved)
             if service_row is None:
                 return registry_pb2.Plan(type="service", name=config.name or "", action="create")
             changes = services.diff(service_config(service_row), config)
