@@ -2,17 +2,26 @@
 and of the Microsoft identity platform's token endpoint, served over TLS as the SDKs require.
 
 Writes answer like ARM: 201/200 with `provisioningState` and an `Azure-AsyncOperation` to poll,
-deletes 202 with a `Location`; every operation finishes when the next request arrives (any
-request: time passes whether or not anyone polls). Error bodies are ARM's `{"error": {code,
-message}}`; references between resources are checked, as are resources still in use."""
+deletes 202 with a `Location`; an operation finishes once `operation_ticks` more requests have
+arrived (any request: time passes whether or not anyone polls). Error bodies are ARM's `{"error":
+{code, message}}`; references between resources are checked, as are resources still in use.
+
+As strict as ARM on what Gatehouse sends (`azure_rules`, each rule with its source): names, tags,
+custom data size, required VM fields, sizes from the Resource SKUs API (restricted ones refused,
+architecture and Hyper-V generation checked against the image), cores per family against the quota.
+A VM can be made to end `Failed` (`fail_next_vm`), or be stopped or deallocated (`set_power`), and
+its instance view says so, as Azure's does; a VM list takes `$expand=instanceView` only with a
+`$filter`, as the API documents."""
 
 # ruff: noqa: E501 - error messages are Azure's, verbatim
 
 from __future__ import annotations
 
 import base64
+import datetime
 import ipaddress
 import itertools
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,25 +30,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
+from tests.fakes import azure_rules
+from tests.fakes.azure_rules import SIZES, VmSize, arm_error
+from tests.fakes.jsonhttp import Request, Response, Router, serving
 from tests.fakes.tls import loopback_tls
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 TENANT = "00000000-0000-0000-0000-0000000000bb"
 CLIENT_ID = "00000000-0000-0000-0000-0000000000cc"
 CLIENT_SECRET = "gatehouse-test-secret"
-NO_DELAY = {"Retry-After": "0"}
+# Poll again at once (azure-core reads a zero `Retry-After` as "not given" and waits 30 s).
+NO_DELAY = {"x-ms-retry-after-ms": "10"}
 
 
-def arm_error(status: int, code: str, message: str) -> HttpError:
-    return HttpError(status, {"error": {"code": code, "message": message}})
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 @dataclass
 class FakeAzure:
     locations: tuple[str, ...] = ("westeurope", "eastus")
-    vm_sizes: tuple[str, ...] = ("Standard_B1s", "Standard_B1ms", "Standard_B2s", "Standard_D2s_v5")
+    sizes: dict[str, VmSize] = field(default_factory=lambda: dict(SIZES))
+    # (size, location) pairs not available to this subscription (a `NotAvailableForSubscription` restriction).
+    restricted: set[tuple[str, str]] = field(default_factory=set)
+    # Cores per size family (ARM's "standardBSFamily Cores quota").
     core_quota: int = 20
+    operation_ticks: int = 2
+    # (code, message) the next VMs asked for end `Failed` with, in turn.
+    vm_failures: list[tuple[str, str]] = field(default_factory=list)
+    # VM name (lowercase) → its power state once provisioned: running, stopped, deallocated…
+    power: dict[str, str] = field(default_factory=dict)
+    failed_vms: dict[str, dict[str, str]] = field(default_factory=dict)
     url: str = ""
     ca_file: Path | None = None
     router: Router = field(default_factory=Router)
@@ -47,8 +68,9 @@ class FakeAzure:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom_data: dict[str, str] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
-    pending: list[Callable[[], None]] = field(default_factory=list)
+    pending: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
     operations: dict[str, str] = field(default_factory=dict)
+    operation_errors: dict[str, dict[str, str]] = field(default_factory=dict)
     ips: Iterator[ipaddress.IPv4Address] = field(
         default_factory=lambda: iter(ipaddress.IPv4Network("198.51.100.0/24").hosts())
     )
@@ -71,18 +93,62 @@ class FakeAzure:
 
     def _tick(self) -> None:
         pending, self.pending = self.pending, []
-        for finish in pending:
-            finish()
+        for left, finish in pending:
+            if left <= 1:
+                finish()
+            else:
+                self.pending.append((left - 1, finish))
 
-    def _operation(self, namespace: str, location: str, finish: Callable[[], None]) -> dict[str, str]:
+    def _later(self, finish: Callable[[], None]) -> None:
+        self.pending.append((self.operation_ticks, finish))
+
+    def fail_next_vm(self, code: str, message: str) -> None:
+        """The next VM asked for is accepted, then ends `Failed` with this error (as an allocation
+        failure or an image that cannot boot does)."""
+        self.vm_failures.append((code, message))
+
+    def set_power(self, name: str, state: str) -> None:
+        """Stops (`stopped`) or deallocates (`deallocated`) a VM outside Gatehouse, as its owner might."""
+        self.power[name.lower()] = state
+
+    def instance_view(self, vm: dict[str, Any]) -> dict[str, Any]:
+        """What `instanceView` reports: the provisioning state, and the power state once provisioned."""
+        state = vm["properties"]["provisioningState"]
+        failure = self.failed_vms.get(vm["name"].lower())
+        if failure is not None:
+            statuses = [
+                {
+                    "code": f"ProvisioningState/failed/{failure['code']}",
+                    "level": "Error",
+                    "displayStatus": "Provisioning failed",
+                    "message": failure["message"],
+                    "time": failure["time"],
+                }
+            ]
+        else:
+            statuses = [{"code": f"ProvisioningState/{state.lower()}", "level": "Info"}]
+        if state == "Succeeded":
+            power = self.power.setdefault(vm["name"].lower(), "running")
+            statuses.append({"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"})
+        return {"computerName": vm["name"], "statuses": statuses}
+
+    def _operation(
+        self,
+        namespace: str,
+        location: str,
+        finish: Callable[[], None],
+        failure: dict[str, str] | None = None,
+    ) -> dict[str, str]:
         operation = str(uuid.uuid4())
         self.operations[operation] = "InProgress"
 
         def done() -> None:
             finish()
-            self.operations[operation] = "Succeeded"
+            self.operations[operation] = "Failed" if failure else "Succeeded"
+            if failure:
+                self.operation_errors[operation] = failure
 
-        self.pending.append(done)
+        self._later(done)
         link = f"{self.url}/subscriptions/{SUBSCRIPTION}/providers/{namespace}/locations/{location}/operations/{operation}"
         return {"Azure-AsyncOperation": f"{link}?api-version=2024-01-01", **NO_DELAY}
 
@@ -133,23 +199,30 @@ class FakeAzure:
             if "networkSecurityGroup" in properties:
                 self._get(properties["networkSecurityGroup"]["id"])
         if kind == "microsoft.compute/virtualmachines":
-            size = properties["hardwareProfile"]["vmSize"]
-            if size not in self.vm_sizes:
+            size_name = (properties.get("hardwareProfile") or {}).get("vmSize")
+            if size_name not in self.sizes or (size_name, body.get("location")) in self.restricted:
                 raise arm_error(
                     409,
                     "SkuNotAvailable",
-                    f"The requested VM size {size} is not available in the current region.",
+                    f"The requested VM size {size_name} is not available in the current region.",
                 )
+            size = azure_rules.check_vm(body, self.sizes)
             for reference in properties["networkProfile"]["networkInterfaces"]:
                 self._get(reference["id"])
-            vms = [r for r in self.resources.values() if r["type"] == "Microsoft.Compute/virtualMachines"]
-            if len(vms) + 1 > self.core_quota:
+            used = sum(
+                self.sizes[vm["properties"]["hardwareProfile"]["vmSize"]].vcpus
+                for vm in self.resources.values()
+                if vm["type"] == "Microsoft.Compute/virtualMachines"
+                and vm["name"] != body["name"]
+                and self.sizes[vm["properties"]["hardwareProfile"]["vmSize"]].family == size.family
+            )
+            if used + size.vcpus > self.core_quota:
                 raise arm_error(
                     409,
                     "OperationNotAllowed",
-                    "Operation could not be completed as it results in exceeding approved standardBSFamily Cores "
-                    f"quota. Location: {body['location']}, Current Limit: {self.core_quota}, Current Usage: {len(vms)}, "
-                    "Additional Required: 1.",
+                    f"Operation could not be completed as it results in exceeding approved {size.family} Cores "
+                    f"quota. Location: {body['location']}, Current Limit: {self.core_quota}, Current Usage: {used}, "
+                    f"Additional Required: {size.vcpus}.",
                 )
 
     def _accept(
@@ -278,7 +351,10 @@ class FakeAzure:
             status = self.operations.get(request.params["operation"])
             if status is None:
                 raise arm_error(404, "NotFound", "Operation not found")
-            return Response(200, {"status": status}, dict(NO_DELAY))
+            body: dict[str, Any] = {"status": status}
+            if request.params["operation"] in self.operation_errors:
+                body["error"] = self.operation_errors[request.params["operation"]]
+            return Response(200, body, dict(NO_DELAY))
 
         @r.route("GET", "/subscriptions/{sub}/operationresults/{operation}")
         def operation_result(request: Request) -> Response:
@@ -305,9 +381,27 @@ class FakeAzure:
                     "osDiskSizeInMB": 1047552,
                     "resourceDiskSizeInMB": 4096,
                 }
-                for size in self.vm_sizes
+                for size in self.sizes
+                if (size, request.params["location"]) not in self.restricted
             ]
             return Response(200, {"value": sizes})
+
+        @r.route("GET", "/subscriptions/{sub}/providers/Microsoft.Compute/skus")
+        def resource_skus(request: Request) -> Response:
+            self._subscription(request)
+            wanted = request.query.get("$filter", "")
+            match = re.fullmatch(r"location eq '([^']*)'", wanted.strip()) if wanted else None
+            if wanted and match is None:
+                # "Only location filter is supported currently."
+                raise arm_error(400, "InvalidFilter", f"The filter '{wanted}' is not supported.")
+            locations = [match.group(1)] if match else list(self.locations)
+            skus = [
+                size.sku(location, (size.name, location) in self.restricted)
+                for location in locations
+                if location in self.locations
+                for size in self.sizes.values()
+            ]
+            return Response(200, {"value": skus})
 
         offers_path = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/publishers/{publisher}/artifacttypes/vmimage/offers"
 
@@ -353,6 +447,8 @@ class FakeAzure:
             self._subscription(request)
             body = request.body
             name = request.params["group"]
+            azure_rules.check_group_name(name)
+            azure_rules.check_tags(body.get("tags"))
             if body["location"] not in self.locations:
                 raise arm_error(
                     400,
@@ -411,7 +507,7 @@ class FakeAzure:
                 remove()
                 self.operations[operation] = "Succeeded"
 
-            self.pending.append(done)
+            self._later(done)
             location = (
                 f"{self.url}/subscriptions/{SUBSCRIPTION}/operationresults/{operation}?api-version=2024-01-01"
             )
@@ -445,17 +541,46 @@ class FakeAzure:
             rid, kind = resource_id(request)
             body = request.body
             body.update(id=rid, name=request.params["name"], type=kind)
+            azure_rules.check_name(kind.lower(), request.params["name"])
+            azure_rules.check_tags(body.get("tags"))
             self._validate(kind.lower(), body)
             existing = self.resources.get(self._key(rid))
             body = self._accept(rid, kind.lower(), body, group)
             body["properties"]["provisioningState"] = "Creating" if existing is None else "Updating"
             self.resources[self._key(rid)] = body
+            failure = None
+            if kind.lower() == "microsoft.compute/virtualmachines" and self.vm_failures:
+                code, message = self.vm_failures.pop(0)
+                failure = {"code": code, "message": message}
+
+            if existing is None:
+                self.power.pop(body["name"].lower(), None)
+
+            def finish() -> None:
+                if failure is None:
+                    self.failed_vms.pop(body["name"].lower(), None)
+                    body["properties"]["provisioningState"] = "Succeeded"
+                    return
+                body["properties"]["provisioningState"] = "Failed"
+                self.failed_vms[body["name"].lower()] = {**failure, "time": _now()}
+
             headers = self._operation(
-                request.params["namespace"],
-                body.get("location", group["location"]),
-                lambda: body["properties"].update(provisioningState="Succeeded"),
+                request.params["namespace"], body.get("location", group["location"]), finish, failure
             )
             return Response(201 if existing is None else 200, body, headers)
+
+        @r.route("GET", resource_path + "/instanceView")
+        def get_instance_view(request: Request) -> Response:
+            group_of(request)
+            rid, _ = resource_id(request)
+            found = self.resources.get(self._key(rid))
+            if found is None or found["type"] != "Microsoft.Compute/virtualMachines":
+                raise arm_error(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource 'Microsoft.Compute/virtualMachines/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
+                )
+            return Response(200, self.instance_view(found))
 
         @r.route("GET", resource_path)
         def get_resource(request: Request) -> Response:
@@ -467,6 +592,17 @@ class FakeAzure:
                     404,
                     "ResourceNotFound",
                     f"The Resource '{request.params['namespace']}/{request.params['kind']}/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
+                )
+            if (
+                request.query.get("$expand") == "instanceView"
+                and found["type"] == "Microsoft.Compute/virtualMachines"
+            ):
+                return Response(
+                    200,
+                    {
+                        **found,
+                        "properties": {**found["properties"], "instanceView": self.instance_view(found)},
+                    },
                 )
             return Response(200, found)
 
@@ -500,6 +636,14 @@ class FakeAzure:
         def list_resources(request: Request) -> Response:
             group_of(request)
             p = request.params
+            if request.query.get("$expand") and not request.query.get("$filter"):
+                # "'instanceView' ... can only be specified if a valid $filter option is specified."
+                raise arm_error(
+                    400,
+                    "InvalidParameter",
+                    "The $expand parameter can only be specified together with $filter.",
+                    "$expand",
+                )
             prefix = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{p['group']}/providers/{p['namespace']}/{p['kind']}/".lower()
             found = [
                 resource

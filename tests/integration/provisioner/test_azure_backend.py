@@ -3,14 +3,16 @@ Resource Manager and the identity platform over TLS."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from services.provisioner.backends.azure.driver import AzureDriver
-from services.provisioner.backends.base import BackendError
+from services.provisioner.backends.base import BackendError, NotReady
 from services.provisioner.backends.cloud import CloudGatewayBackend
 from services.provisioner.credentials import AzureBackendConfig
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
@@ -34,8 +36,19 @@ def azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzure
         yield fake
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def backend(
-    azure: FakeAzure, ports: frozenset[int] = frozenset(), secret: str = CLIENT_SECRET
+    azure: FakeAzure,
+    ports: frozenset[int] = frozenset(),
+    secret: str = CLIENT_SECRET,
+    clock: Clock | None = None,
 ) -> CloudGatewayBackend:
     config = AzureBackendConfig.model_validate(
         {
@@ -47,7 +60,8 @@ def backend(
             "authority_url": azure.url,
         }
     )
-    return CloudGatewayBackend("azure", AzureDriver(config), XDS, lambda _: ports)
+    driver = AzureDriver(config) if clock is None else AzureDriver(config, clock=clock)
+    return CloudGatewayBackend("azure", driver, XDS, lambda _: ports)
 
 
 def one(azure: FakeAzure, kind: str) -> dict[str, Any]:
@@ -159,7 +173,8 @@ async def test_quota_sizes_and_regions_fail_in_one_line_with_the_clouds_words(az
     with pytest.raises(BackendError, match=r"^azure: VM size Standard_X99 is not offered in westeurope$"):
         await converge(backend(azure), gateway("azure", REGION, GATEWAY_ID, instance_type="Standard_X99"))
     with pytest.raises(
-        BackendError, match=r"^azure: NoRegisteredProviderFound: No registered resource provider"
+        BackendError,
+        match=r"^azure: no VM sizes are offered in marsnorth: is it a location of this subscription",
     ):
         await converge(backend(azure), gateway("azure", "marsnorth", GATEWAY_ID))
 
@@ -170,3 +185,128 @@ async def test_a_wrong_client_secret_fails_the_gateway_with_the_clouds_message(a
     message = str(failure.value)
     assert message.startswith("azure: ") and "AADSTS7000215: Invalid client secret provided." in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (
+            "Standard_D2ps_v5",
+            "azure: VM size Standard_D2ps_v5 is Arm64, and gateway hosts boot the x64 Ubuntu image: "
+            "choose an x64 size (the default is Standard_B1s)",
+        ),
+        (
+            "Standard_A1_v2",
+            "azure: VM size Standard_A1_v2 boots only Hyper-V generation V1 images, and gateway hosts "
+            "boot a generation 2 Ubuntu image: choose a size that supports generation 2 "
+            "(the default is Standard_B1s)",
+        ),
+        (
+            "Standard_D2s_v5",
+            "azure: VM size Standard_D2s_v5 is not available to this subscription in westeurope",
+        ),
+    ],
+)
+async def test_a_size_that_cannot_boot_the_image_or_is_restricted_is_refused_before_anything_is_made(
+    azure: FakeAzure, size: str, message: str
+) -> None:
+    azure.restricted.add(("Standard_D2s_v5", REGION))
+    with pytest.raises(BackendError) as refused:
+        await converge(backend(azure), gateway("azure", REGION, GATEWAY_ID, instance_type=size))
+    assert str(refused.value) == message
+    assert azure.inventory() == {"resource groups": set()}
+
+
+async def test_a_failed_vm_stays_through_its_backoff_with_azures_reason_then_is_replaced(
+    azure: FakeAzure,
+) -> None:
+    allocation = (
+        "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. "
+        "Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance"
+    )
+    azure.fail_next_vm("AllocationFailed", allocation)
+    azure.fail_next_vm("AllocationFailed", allocation)
+    clock = Clock()
+    azure_backend = backend(azure, clock=clock)
+    gw = gateway("azure", REGION, GATEWAY_ID)
+
+    async def passes(count: int) -> list[str]:
+        said = []
+        for _ in range(count):
+            with pytest.raises(NotReady) as pending:
+                await azure_backend.create_or_update(gw)
+            said.append(str(pending.value))
+        return said
+
+    said = await passes(4)
+    [vm] = azure.of_type(VMS)
+    assert vm["properties"]["provisioningState"] == "Failed"
+    assert said[-1] == f"host 0 failed (AllocationFailed: {allocation}); replacing it in 30 s"
+    clock.now += 29
+    assert (await passes(1))[-1].endswith("replacing it in 1 s")
+    assert [v["properties"]["vmId"] for v in azure.of_type(VMS)] == [vm["properties"]["vmId"]]
+
+    # The back-off is over: replaced. The replacement fails too: twice as long this time.
+    clock.now += 2
+    said = await passes(4)
+    [second] = azure.of_type(VMS)
+    assert second["properties"]["vmId"] != vm["properties"]["vmId"]
+    assert said[-1].endswith("replacing it in 60 s")
+    clock.now += 61
+    host = await converge(azure_backend, gw)
+    [third] = azure.of_type(VMS)
+    assert third["properties"]["provisioningState"] == "Succeeded"
+    assert third["properties"]["vmId"] not in (vm["properties"]["vmId"], second["properties"]["vmId"])
+    assert host.hostname == one(azure, IPS)["properties"]["ipAddress"]
+
+
+@pytest.mark.parametrize("power", ["deallocated", "stopped"])
+async def test_a_stopped_or_deallocated_vm_is_not_running_and_is_replaced_keeping_the_address(
+    azure: FakeAzure, power: str
+) -> None:
+    gw = gateway("azure", REGION, GATEWAY_ID)
+    host = await converge(backend(azure), gw)
+    [vm] = azure.of_type(VMS)
+    azure.set_power(vm["name"], power)
+    azure_backend = backend(azure)
+    [stopped] = azure_backend.driver.hosts(azure_backend.plan(gw))
+    assert (stopped.running, stopped.failed) == (False, True)
+    assert await converge(azure_backend, gw) == host
+    [replacement] = azure.of_type(VMS)
+    assert replacement["properties"]["vmId"] != vm["properties"]["vmId"]
+
+
+async def test_the_fake_refuses_what_resource_manager_refuses(azure: FakeAzure) -> None:
+    """The rules the fake holds the backend to, each refused the way ARM refuses it."""
+    azure_backend = backend(azure)
+    gw = gateway("azure", REGION, GATEWAY_ID)
+    await converge(azure_backend, gw)
+    compute = azure_backend.driver.clients.compute  # type: ignore[attr-defined]
+    group = f"gatehouse-{GATEWAY_ID}"
+    vm = compute.virtual_machines.get(group, f"gatehouse-{GATEWAY_ID}-0")
+    vm.os_profile.admin_password = None
+    vm.os_profile.require_guest_provision_signal = None
+
+    def refused(change: Any) -> str:
+        candidate = compute.virtual_machines.get(group, f"gatehouse-{GATEWAY_ID}-0")
+        candidate.os_profile.custom_data = base64.b64encode(b"#!/bin/sh").decode()
+        change(candidate)
+        with pytest.raises(HttpResponseError) as error:
+            compute.virtual_machines.begin_create_or_update(group, "another", candidate, polling=False)
+        return f"{error.value.error.code}: {error.value.error.message}"
+
+    too_big = base64.b64encode(b"x" * 65536).decode()
+    assert refused(lambda v: setattr(v.os_profile, "custom_data", too_big)).startswith(
+        "InvalidParameter: Custom data in OSProfile must be in Base64 encoding and with a maximum length "
+        "of 87380 characters."
+    )
+    assert refused(lambda v: setattr(v, "tags", {"a/b": "c"})).startswith("InvalidTagNameCharacters: ")
+    assert refused(lambda v: setattr(v.os_profile, "admin_username", "admin")) == (
+        "InvalidParameter: The Admin Username specified is not allowed."
+    )
+    assert refused(lambda v: setattr(v.hardware_profile, "vm_size", "Standard_A1_v2")).startswith(
+        "BadRequest: The selected VM size 'Standard_A1_v2' cannot boot Hypervisor Generation '2'."
+    )
+    # A VM list carries no instance view unless filtered by scale set.
+    with pytest.raises(HttpResponseError, match=r"\$expand"):
+        list(compute.virtual_machines.list(group, expand="instanceView"))

@@ -1,12 +1,21 @@
 """The azure backend: per gateway a resource group holding a virtual network, a network security
 group allowing 80, 443 and mapped ports (attached to every host's NIC), and per host a static public
 IP (when public), a NIC and a VM with the startup script as custom data. Deleting the gateway deletes
-its resource group, which takes everything in it."""
+its resource group, which takes everything in it.
+
+A size is taken only if the Resource SKUs API offers it in the location to this subscription and it
+boots the image hosts get (x64, Hyper-V generation 2). A host runs when its VM is provisioned and
+powered on; one stopped or deallocated outside Gatehouse is replaced. A VM that ends `Failed` stays
+until its back-off is over (30 s, doubling for each failure of its slot, up to 15 minutes), with
+Azure's reason shown on the gateway meanwhile, and is then replaced."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -41,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.provisioner.backends.azure.clients import AzureClients, translate
 from services.provisioner.backends.azure.images import UbuntuImages
-from services.provisioner.backends.base import BackendError, HostInfo
+from services.provisioner.backends.base import BackendError, HostInfo, NotReady
 from services.provisioner.backends.cloud import CloudHost, refuse_acm
 from services.provisioner.credentials import AzureBackendConfig
 from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_HOST, GatewayPlan
@@ -52,6 +61,44 @@ SUBNET = "gateway"
 SUBNET_PREFIX = "10.0.0.0/24"
 ADMIN_USER = "gatehouse"
 FIRST_RULE_PRIORITY = 100
+# The image hosts boot (Canonical's Ubuntu LTS `server` SKU): x64, Hyper-V generation 2.
+IMAGE_ARCHITECTURE = "x64"
+IMAGE_GENERATION = "V2"
+SKUS_SECONDS = 3600.0
+FAILED_BACKOFF_SECONDS = 30.0
+FAILED_BACKOFF_MAX_SECONDS = 900.0
+# Power states (the instance view's `PowerState/…`) of a VM that will not run again on its own.
+POWERED_OFF = frozenset({"stopped", "deallocated"})
+
+
+@dataclass
+class SlotFailures:
+    """The VMs of one host slot that ended `Failed`: how many, and when the current one was seen."""
+
+    count: int
+    vm_id: str
+    since: float
+
+
+@dataclass(frozen=True)
+class VmState:
+    provisioning: str
+    power: str | None
+    # The failure Azure reports for a `Failed` VM: "Code: message".
+    failure: str | None
+
+
+def _capabilities(sku: Any) -> dict[str, str]:
+    return {capability.name: capability.value for capability in sku.capabilities or []}
+
+
+def _restricted(sku: Any, location: str) -> bool:
+    for restriction in sku.restrictions or []:
+        # `values` is the model's mapping method: the field is `values_property`.
+        where = [value.lower() for value in restriction.values_property or []]
+        if restriction.type == "Location" and location.lower() in where:
+            return True
+    return False
 
 
 def _unusable_ssh_key() -> str:
@@ -63,11 +110,13 @@ def _unusable_ssh_key() -> str:
 
 
 class AzureDriver:
-    def __init__(self, config: AzureBackendConfig) -> None:
+    def __init__(self, config: AzureBackendConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clients = AzureClients(config)
         self._images = UbuntuImages()
-        self._sizes: dict[str, frozenset[str]] = {}
+        self._clock = clock
+        self._skus: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._failures: dict[tuple[str, int], SlotFailures] = {}
 
     def translate(self, error: Exception) -> Exception:
         return translate(error)
@@ -80,13 +129,49 @@ class AzureDriver:
         group = f"/subscriptions/{self.clients.subscription}/resourceGroups/{self.group(plan)}"
         return f"{group}/providers/{kind}/{name}"
 
+    def _sizes(self, location: str) -> dict[str, Any]:
+        """The VM sizes the Resource SKUs API lists for the location, by name."""
+        cached = self._skus.get(location)
+        if cached is None or self._clock() - cached[0] > SKUS_SECONDS:
+            listed = self.clients.compute.resource_skus.list(filter=f"location eq '{location}'")
+            sizes = {
+                sku.name: sku
+                for sku in listed
+                if sku.resource_type == "virtualMachines"
+                and location.lower() in (place.lower() for place in sku.locations or [])
+            }
+            cached = (self._clock(), sizes)
+            self._skus[location] = cached
+        return cached[1]
+
     def instance_type(self, plan: GatewayPlan) -> str:
         size = plan.instance_type or DEFAULT_SIZE
-        if plan.region not in self._sizes:
-            listed = self.clients.compute.virtual_machine_sizes.list(plan.region)
-            self._sizes[plan.region] = frozenset(found.name for found in listed)
-        if size not in self._sizes[plan.region]:
+        sizes = self._sizes(plan.region)
+        if not sizes:
+            raise BackendError(
+                f"azure: no VM sizes are offered in {plan.region}: is it a location of this subscription?"
+            )
+        sku = sizes.get(size)
+        if sku is None:
             raise BackendError(f"azure: VM size {size} is not offered in {plan.region}")
+        if _restricted(sku, plan.region):
+            raise BackendError(
+                f"azure: VM size {size} is not available to this subscription in {plan.region}"
+            )
+        capabilities = _capabilities(sku)
+        architecture = capabilities.get("CpuArchitectureType", IMAGE_ARCHITECTURE)
+        if architecture.lower() != IMAGE_ARCHITECTURE:
+            raise BackendError(
+                f"azure: VM size {size} is {architecture}, and gateway hosts boot the x64 Ubuntu image: "
+                f"choose an x64 size (the default is {DEFAULT_SIZE})"
+            )
+        generations = capabilities.get("HyperVGenerations", "V1").replace(" ", "").split(",")
+        if IMAGE_GENERATION not in generations:
+            raise BackendError(
+                f"azure: VM size {size} boots only Hyper-V generation {', '.join(generations)} images, and "
+                f"gateway hosts boot a generation 2 Ubuntu image: choose a size that supports generation 2 "
+                f"(the default is {DEFAULT_SIZE})"
+            )
         return size
 
     # -- what the hosts share -----------------------------------------------------------------
@@ -153,24 +238,74 @@ class AzureDriver:
 
     # -- hosts --------------------------------------------------------------------------------
 
+    def _state(self, plan: GatewayPlan, vm: Any) -> VmState:
+        """The VM's provisioning and power states, from its instance view (a VM list does not carry
+        it: `$expand=instanceView` needs a scale set filter)."""
+        try:
+            view = self.clients.compute.virtual_machines.instance_view(self.group(plan), vm.name)
+        except ResourceNotFoundError:
+            return VmState("Deleting", None, None)
+        power, failure = None, None
+        for status in view.statuses or []:
+            code = status.code or ""
+            if code.startswith("PowerState/"):
+                power = code.split("/", 1)[1]
+            elif code.startswith("ProvisioningState/failed"):
+                reason = code.split("/")[2] if code.count("/") >= 2 else "Failed"
+                failure = f"{reason}: {' '.join((status.message or status.display_status or '').split())}"
+        return VmState(str(vm.provisioning_state), power, failure)
+
+    def _backing_off(self, plan: GatewayPlan, index: int, vm: Any, failure: str | None) -> NotReady | None:
+        """Why a `Failed` VM is kept for now (its slot's back-off is not over), or None to replace it."""
+        key = (plan.gateway_id, index)
+        now = self._clock()
+        seen = self._failures.get(key)
+        if seen is None or seen.vm_id != vm.vm_id:
+            seen = SlotFailures((seen.count if seen else 0) + 1, vm.vm_id, now)
+            self._failures[key] = seen
+        delay = min(FAILED_BACKOFF_SECONDS * 2 ** (seen.count - 1), FAILED_BACKOFF_MAX_SECONDS)
+        left = seen.since + delay - now
+        if left <= 0:
+            return None
+        why = f"host {index} failed ({failure or 'provisioning failed'}); replacing it in {left:.0f} s"
+        return NotReady(why, retry_after=left)
+
     def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
         if self._group_state(plan) in (None, "Deleting"):
             return []
-        hosts = []
+        hosts: list[CloudHost] = []
+        waiting: list[NotReady] = []
         for vm in self.clients.compute.virtual_machines.list(self.group(plan)):
             tags = vm.tags or {}
-            state = vm.provisioning_state
-            if state == "Deleting":
+            if vm.provisioning_state == "Deleting":
                 continue
+            index = int(tags.get(TAG_HOST, "-1"))
+            state = self._state(plan, vm)
+            if state.provisioning == "Deleting":
+                continue
+            running = state.provisioning == "Succeeded" and state.power == "running"
+            failed = state.power in POWERED_OFF
+            if state.provisioning == "Failed":
+                wanted = 0 <= index < plan.replicas
+                kept = self._backing_off(plan, index, vm, state.failure) if wanted else None
+                if kept is not None:
+                    waiting.append(kept)
+                failed = kept is None
+            elif running:
+                self._failures.pop((plan.gateway_id, index), None)
             hosts.append(
                 CloudHost(
-                    index=int(tags.get(TAG_HOST, "-1")),
+                    index=index,
                     id=vm.name,
                     fingerprint=tags.get(TAG_FINGERPRINT, ""),
-                    running=state == "Succeeded",
-                    failed=state == "Failed",
+                    running=running,
+                    failed=failed,
                 )
             )
+        if waiting:
+            # Azure's reason on the gateway, and nothing else done this pass: the hosts stay as they are.
+            message = "; ".join(sorted(str(pending) for pending in waiting))
+            raise NotReady(message, retry_after=max(1.0, min(pending.retry_after for pending in waiting)))
         return hosts
 
     def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
