@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from gatehouse.v1 import resources_pb2
 from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from services.provisioner.hosts.identity import HostFile, JoinEndpoint, host_files, xds_tls
-from services.provisioner.hosts.startup import ENVOY_IMAGE, render_startup_script
+from services.provisioner.hosts.limits import check_startup_data
+from services.provisioner.hosts.startup import ENVOY_IMAGE, pack_startup_script, render_startup_script
 
 # Tag (label) keys every backend writes. Lowercase letters and dashes only, so the same keys are valid
 # AWS tags, GCP labels, Azure tags and Kubernetes labels.
@@ -68,6 +69,8 @@ class GatewayPlan:
     join: JoinEndpoint | None = None
     # Issues each host its token as its files are made.
     join_tokens: JoinTokenSource | None = field(default=None, repr=False, compare=False)
+    # The gateway's backend (`aws`, `gcp`, ...): whose limits the startup data is held to.
+    backend: str = ""
 
     @classmethod
     def of(
@@ -87,6 +90,7 @@ class GatewayPlan:
             inbound_ports=tuple(sorted({HTTP_PORT, HTTPS_PORT, *mapped_ports})),
             xds=xds,
             user_tags=tuple(sorted(spec.tags.items())),
+            backend=spec.backend,
         )
 
     @property
@@ -141,6 +145,9 @@ class GatewayPlan:
         return host_files(self.bootstrap(index), self.join, token)
 
     def startup_script(self, index: int) -> str:
-        """A cloud host's first-boot script, with a new join token."""
+        """A cloud host's startup data: its first-boot script, with a new join token, packed small
+        (`startup.pack_startup_script`) and checked against the backend's limits (`limits`)."""
         files = self.host_files(index, self.issue_join_token(index))
-        return render_startup_script(files, self.envoy_image, self.join)
+        packed = pack_startup_script(render_startup_script(files, self.envoy_image, self.join))
+        check_startup_data(self.backend, packed)
+        return packed

@@ -1,5 +1,5 @@
 """The startup script every cloud gateway host runs once at first boot (AWS user data, GCP
-`startup-script`, Azure custom data).
+`startup-script`, Azure custom data), and the compact form hosts are given it in.
 
 It writes the host's files (the Envoy bootstrap, and with mTLS the CA, the join token and
 `join.sh`, see `identity`), joins (trades the token for the xDS client certificate), installs Docker
@@ -9,10 +9,18 @@ the certificate. Everything else reaches Envoy over xDS: no SSH, no configuratio
 
 `GATEHOUSE_ROOT` (empty on a real host) prefixes every path the script writes, so tests run the
 very script a host runs in a scratch directory and start a real Envoy with the bootstrap it wrote.
+
+With mTLS joining the script is ~18 kB, over EC2's 16 KB user data limit (`limits`), so hosts are
+given `pack_startup_script`'s form instead: a POSIX sh stub of a few lines carrying the script gzip'd
+and base64'd (~7 kB), which unpacks it in memory and runs it with bash. It needs only base64
+(coreutils) and gzip, both in every Ubuntu image, and it is the same text on every cloud: GCP's
+guest agent and Azure's and AWS's cloud-init each run a `#!` script as it is.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import shlex
 
 from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
@@ -154,3 +162,33 @@ def render_startup_script(
         "systemctl daemon-reload\n"
         f"systemctl enable --now {' '.join(started)}\n"
     )
+
+
+PAYLOAD_MARKER = "GATEHOUSE_PAYLOAD"
+# The unpacked script reaches bash as one argument, which Linux caps at 128 KiB (MAX_ARG_STRLEN).
+MAX_SCRIPT_BYTES = 100 * 1024
+
+
+def pack_startup_script(script: str) -> str:
+    """The startup data a host is given: `script` gzip'd (deterministically: no timestamp) and
+    base64'd inside a stub that checks, unpacks and runs it. Nothing is written to disk (the script
+    carries the join token); a corrupt payload fails gzip's check and runs nothing."""
+    raw = script.encode()
+    if len(raw) > MAX_SCRIPT_BYTES:
+        raise ValueError(f"the startup script is {len(raw)} bytes, over {MAX_SCRIPT_BYTES}")
+    payload = base64.encodebytes(gzip.compress(raw, compresslevel=9, mtime=0)).decode()
+    return (
+        "#!/bin/sh\n"
+        "# Gatehouse gateway host: the first-boot script, gzip'd to stay well under the providers'\n"
+        "# startup data limits; unpacked in memory and run by bash.\n"
+        "set -eu\n"
+        f"script=$(base64 -d <<'{PAYLOAD_MARKER}' | gzip -dc\n{payload}{PAYLOAD_MARKER}\n)\n"
+        'exec /bin/bash -c "$script" gatehouse-startup\n'
+    )
+
+
+def unpack_startup_script(packed: str) -> str:
+    """The script `pack_startup_script` carries (tests, and reading a host's user data back)."""
+    start = packed.index(f"<<'{PAYLOAD_MARKER}'")
+    body = packed[packed.index("\n", start) + 1 : packed.index(f"\n{PAYLOAD_MARKER}\n", start)]
+    return gzip.decompress(base64.b64decode(body)).decode()

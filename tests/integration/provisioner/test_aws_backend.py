@@ -6,16 +6,22 @@ import base64
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gatehouse.v1 import resources_pb2
+from services.common.internal_ca import InternalCA
 from services.provisioner.backends.aws.driver import AwsDriver
 from services.provisioner.backends.base import BackendError, NotReady
 from services.provisioner.backends.cloud import CloudGatewayBackend
 from services.provisioner.credentials import AWSBackendConfig
-from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
+from services.provisioner.hosts import limits
+from services.provisioner.hosts.identity import JOIN_TOKEN_PATH, JoinEndpoint
+from services.provisioner.hosts.plan import XdsEndpoint
+from services.provisioner.hosts.startup import unpack_startup_script
+from services.provisioner.join import JoinSetup, JoinTokens
 from tests.integration.provisioner.aws_account import (
     Account,
     import_certificate,
@@ -38,6 +44,8 @@ class Aws:
     moto: MotoServer
     account: Account
     ports: dict[str, frozenset[int]]
+    # mTLS to gateway_xds, as in production: each host's user data carries a join token.
+    join: JoinSetup
 
     def config(self, **extra: Any) -> AWSBackendConfig:
         raw = {
@@ -49,7 +57,7 @@ class Aws:
         return AWSBackendConfig.model_validate(raw)
 
     def backend(self, **extra: Any) -> CloudGatewayBackend:
-        return CloudGatewayBackend("aws", AwsDriver(self.config(**extra)), XDS, self.mapped)
+        return CloudGatewayBackend("aws", AwsDriver(self.config(**extra)), XDS, self.mapped, self.join)
 
     def mapped(self, gateway_id: str) -> frozenset[int]:
         return self.ports.get(gateway_id, frozenset())
@@ -64,9 +72,14 @@ class Aws:
 
 
 @pytest.fixture
-def aws(moto_server: MotoServer) -> Aws:
+def aws(moto_server: MotoServer, tmp_path: Path) -> Aws:
     moto_server.reset()
-    return Aws(moto_server, shape_account(moto_server, REGION), {})
+    ca = InternalCA.create()
+    join = JoinSetup(
+        JoinTokens(tmp_path / "join-tokens.json"),
+        JoinEndpoint("https://xds.gatehouse.example:50055", ca.certificate_pem.decode()),
+    )
+    return Aws(moto_server, shape_account(moto_server, REGION), {}, join)
 
 
 def ingress(ec2: Any, group_id: str) -> set[tuple[int, str]]:
@@ -104,8 +117,13 @@ async def test_a_public_gateway_is_one_small_ubuntu_host_with_an_elastic_ip_and_
     assert (host.listen_address, host.http_port, host.https_port) == ("0.0.0.0", 80, 443)
     [group] = instance["NetworkInterfaces"][0]["Groups"]
     assert ingress(aws.ec2, group["GroupId"]) == {(80, "0.0.0.0/0"), (443, "0.0.0.0/0")}
-    plan = GatewayPlan.of(gw, XDS)
-    assert user_data(aws.ec2, instance["InstanceId"]) == plan.startup_script(0)
+    # The startup data (under EC2's limit with mTLS) carries the script with the host's own token.
+    data = user_data(aws.ec2, instance["InstanceId"])
+    assert len(data.encode()) <= limits.EC2_USER_DATA_BYTES
+    script = unpack_startup_script(data)
+    assert aws.join.endpoint.url in script and f"gateway/{GATEWAY_ID}/0" in script
+    token = script.split(f"\"$root{JOIN_TOKEN_PATH}\" <<'GATEHOUSE_FILE'\n")[1].split("\n")[0]
+    assert aws.join.tokens.redeem(token).host_index == 0
     volumes = aws.ec2.describe_volumes(
         Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}]
     )
@@ -221,7 +239,7 @@ async def test_replicas_run_that_many_hosts_across_zones_and_scaling_down_remove
     assert len({i["Placement"]["AvailabilityZone"] for i in instances}) == 3
     for instance in instances:
         index = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}["gatehouse-host"]
-        data = user_data(aws.ec2, instance["InstanceId"])
+        data = unpack_startup_script(user_data(aws.ec2, instance["InstanceId"]))
         named = {n for n in ("0", "1", "2") if f"gateway/{GATEWAY_ID}/{n}" in data}
         assert named == {index}  # each host's bootstrap is its own node
     addresses = aws.ec2.describe_addresses(
@@ -275,7 +293,7 @@ class CrashAfterLaunch:
 
 async def test_a_crash_after_launching_and_a_restart_leave_exactly_one_instance_per_host(aws: Aws) -> None:
     gw = gateway("aws", REGION, GATEWAY_ID, replicas=2)
-    crashing = CloudGatewayBackend("aws", CrashAfterLaunch(AwsDriver(aws.config())), XDS)  # type: ignore[arg-type]
+    crashing = CloudGatewayBackend("aws", CrashAfterLaunch(AwsDriver(aws.config())), XDS, join=aws.join)  # type: ignore[arg-type]
     with pytest.raises(Crash):
         await crashing.create_or_update(gw)
     # A new process: nothing remembered, everything found again by the gateway's tag.

@@ -65,7 +65,8 @@ def plan_of(plane: ControlPlane) -> GatewayPlan:
 
 
 def run_script(script: str, root: Path) -> list[list[str]]:
-    """Runs the script as a host would, with `docker`, `systemctl` and `apt-get` recording their calls."""
+    """Runs the startup data as a host would (an executable file: its `#!` line picks the shell, and
+    the stub unpacks the script), with `docker`, `systemctl` and `apt-get` recording their calls."""
     stubs = root / "stubs"
     stubs.mkdir()
     calls = root / "calls.jsonl"
@@ -78,7 +79,10 @@ def run_script(script: str, root: Path) -> list[list[str]]:
         )
         stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "GATEHOUSE_ROOT": str(root / "host")}
-    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=60)
+    user_data = root / "user-data"
+    user_data.write_text(script)
+    user_data.chmod(0o700)
+    subprocess.run([str(user_data)], env=env, check=True, timeout=60)
     return [json.loads(line) for line in calls.read_text().splitlines()]
 
 

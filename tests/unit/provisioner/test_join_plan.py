@@ -19,6 +19,7 @@ from services.provisioner.hosts.identity import (
     JoinEndpoint,
 )
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
+from services.provisioner.hosts.startup import unpack_startup_script
 from services.provisioner.join import JoinSetup, JoinTokens
 
 ENDPOINT = JoinEndpoint("https://xds.example.com:50055", InternalCA.create().certificate_pem.decode())
@@ -38,7 +39,7 @@ def plan(tmp_path: Path, replicas: int = 2) -> tuple[GatewayPlan, JoinTokens]:
 
 def test_each_host_gets_its_own_token_and_an_mtls_bootstrap(tmp_path: Path) -> None:
     gateway_plan, tokens = plan(tmp_path)
-    first, second = gateway_plan.startup_script(0), gateway_plan.startup_script(1)
+    first, second = (unpack_startup_script(gateway_plan.startup_script(index)) for index in (0, 1))
     assert ENDPOINT.url in first and JOIN_SCRIPT_PATH in first
     token_of = [
         script.split(f"\"$root{JOIN_TOKEN_PATH}\" <<'GATEHOUSE_FILE'\n")[1].split("\n")[0]
@@ -72,7 +73,8 @@ def test_hosts_are_replaced_when_the_join_endpoint_moves_or_mtls_comes(tmp_path:
     assert moved.host_fingerprint("t3.micro") != joining
     plain = dataclasses.replace(gateway_plan, join=None)
     assert plain.host_fingerprint("t3.micro") != joining
-    assert plain.startup_script(0).count("GATEHOUSE_FILE") == 2  # the bootstrap alone, no token
+    # The bootstrap alone, no token.
+    assert unpack_startup_script(plain.startup_script(0)).count("GATEHOUSE_FILE") == 2
 
 
 def test_the_join_port_is_fixed_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
