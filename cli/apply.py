@@ -159,7 +159,8 @@ def _print_dns_record(gateway: resources_pb2.Gateway) -> None:
     scheme = "https" if gateway.spec.HasField("certificate") else "http"
     console.print(
         f"Add a DNS record: *.{gateway.spec.domain} {record} {gateway.status.hostname} "
-        f"(services will be at {scheme}://<run-name>.{gateway.spec.domain})"
+        f"(services will be at {scheme}://<run-name>.{gateway.spec.domain})",
+        soft_wrap=False,  # wrapped between words on a terminal; one line when piped
     )
 
 
@@ -224,11 +225,9 @@ def _how_to_call(service: resources_pb2.Service) -> None:
     """`auth: true` is the default, so the first request without a token gets 401: say how."""
     if not service.spec.auth or not service.status.urls:
         return
-    console.print(
-        "It needs a token (auth: true): "
-        f'curl -H "Authorization: Bearer $(gatehouse token)" {service.status.urls[0]}',
-        soft_wrap=True,
-    )
+    console.print("Auth is on, so call it with a token:", soft_wrap=False)
+    # One line whatever the width, so that it copies whole.
+    console.print(f'  curl -H "Authorization: Bearer $(gatehouse token)" {service.status.urls[0]}')
 
 
 def _ready(service: resources_pb2.Service) -> bool:

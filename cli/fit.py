@@ -4,9 +4,10 @@ Three kinds of column, known by their header:
 * names and states (NAME, ID, STATUS, ...) are shown whole, always: never cut, wrapped or left out;
 * short values that read badly split (a gateway's name, an address, a time) are whole or left out;
 * free text (URL, ERROR, ...) wraps, down to a floor.
-When the whole table is wider than the terminal, free text wraps first; if that is not enough,
-columns are left out, the least useful first (CREATED, REGION, BACKEND, ...). Piped output has no
-width (the console's is unbounded there), so scripts always get every column whole."""
+When the whole table is wider than the terminal, empty columns go first, then free text wraps;
+if that is not enough, columns are left out, the least useful first (CREATED, REGION, BACKEND,
+...). Piped output has no width (the console's is unbounded there), so scripts always get every
+column whole."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def fit(headers: Sequence[str], cells: Sequence[Sequence[str]], width: int) -> t
     def total(widths: Sequence[int]) -> int:
         return sum(widths[index] for index in shown) + GAP * max(0, len(shown) - 1)
 
+    if total(natural) <= width:
+        return shown, natural
+    # A column with nothing in it (no ERROR anywhere) is the first to go.
+    for index in [index for index in droppable if not any(row[index] for row in cells)]:
+        shown.remove(index)
+        droppable.remove(index)
     if total(natural) <= width:
         return shown, natural
     dropped: list[int] = []

@@ -110,3 +110,11 @@ def test_fit_leaves_out_columns_least_useful_first() -> None:
 
 def test_piped_output_is_never_fitted() -> None:
     assert render.console.width >= 100_000 or render.console.is_terminal
+
+
+def test_an_empty_column_goes_before_anything_wraps() -> None:
+    service = {**SERVICE, "name": "a-service-with-a-rather-long-name", "url": "http://127.0.0.2:44359"}
+    service |= {"error": "", "certificate": "", "status": "running"}
+    lines = _render([SERVICE_COLUMNS[0], *SERVICE_COLUMNS[2:]], [service], 80)
+    assert lines[0].split() == ["NAME", "URL", "REPLICAS", "STATUS"]
+    assert len(lines) == 2 and "http://127.0.0.2:44359" in lines[1]
