@@ -54,6 +54,12 @@ class Settings:
     # can be made.
     local_replica_network: str = "auto"
     local_replica_subnet: str = "10.213.0.0/16"
+    # Gateway hosts (VMs and pods): the Envoy image (empty: the pinned default in the provisioner's
+    # hosts/startup.py), the digest it is pinned by (`sha256:...`), and the registry mirror VM hosts
+    # pull Docker Hub images through (None: the default mirror; empty: none).
+    envoy_image: str = ""
+    envoy_image_digest: str = ""
+    envoy_registry_mirror: str | None = None
 
     @property
     def server_dir(self) -> Path:
@@ -84,4 +90,7 @@ class Settings:
             join_port=_int_env("GATEHOUSE_JOIN_PORT", DEFAULT_JOIN_PORT),
             local_replica_network=os.environ.get("GATEHOUSE_LOCAL_REPLICA_NETWORK") or "auto",
             local_replica_subnet=os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET") or "10.213.0.0/16",
+            envoy_image=os.environ.get("GATEHOUSE_ENVOY_IMAGE", ""),
+            envoy_image_digest=os.environ.get("GATEHOUSE_ENVOY_IMAGE_DIGEST", ""),
+            envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
         )

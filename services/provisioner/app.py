@@ -20,6 +20,7 @@ from services.provisioner.backends.local.gateway import LocalGatewayBackend
 from services.provisioner.backends.local.network import replica_network
 from services.provisioner.credentials import LayeredCredentials, RegistryCredentials, ServerConfigFile
 from services.provisioner.hosts.plan import XdsEndpoint
+from services.provisioner.hosts.startup import DEFAULT_REGISTRY_MIRROR, envoy_image
 from services.provisioner.join import JoinSetup
 from services.provisioner.reconciler import Provisioner, mapped_ports
 from services.provisioner.runner import LocalRunner
@@ -33,6 +34,16 @@ def public_xds_endpoint(settings: Settings, xds_port: int) -> XdsEndpoint:
     if host and port.isdigit():
         return XdsEndpoint(host.strip("[]"), int(port))
     return XdsEndpoint(settings.xds_host, xds_port)
+
+
+def host_envoy(settings: Settings) -> tuple[str, str]:
+    """The Envoy image every gateway host runs and the mirror VM hosts pull it through."""
+    try:
+        image = envoy_image(settings.envoy_image, settings.envoy_image_digest)
+    except ValueError as error:
+        raise SystemExit(f"error: GATEHOUSE_ENVOY_IMAGE / GATEHOUSE_ENVOY_IMAGE_DIGEST: {error}") from None
+    mirror = settings.envoy_registry_mirror
+    return image, DEFAULT_REGISTRY_MIRROR if mirror is None else mirror
 
 
 def build_provisioner(
@@ -73,7 +84,10 @@ def build_provisioner(
         {"local": local},
         credentials=LayeredCredentials(RegistryCredentials(resolve), config),
         cloud=cloud_builders(
-            public_xds_endpoint(settings, xds_port), lambda gateway_id: mapped_ports(mirror, gateway_id), join
+            public_xds_endpoint(settings, xds_port),
+            lambda gateway_id: mapped_ports(mirror, gateway_id),
+            join,
+            *host_envoy(settings),
         ),
         credentials_help=f": add it with `gatehouse backend add --config FILE` or in {config.path}",
     )

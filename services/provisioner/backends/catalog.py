@@ -6,7 +6,7 @@ import ipaddress
 import logging
 
 from services.provisioner.backends.base import GatewayBackend
-from services.provisioner.backends.cloud import CloudGatewayBackend, MappedPorts
+from services.provisioner.backends.cloud import CloudGatewayBackend, HostDriver, MappedPorts
 from services.provisioner.backends.factory import CloudBuilder
 from services.provisioner.credentials import (
     AWSBackendConfig,
@@ -16,6 +16,7 @@ from services.provisioner.credentials import (
     KubernetesBackendConfig,
 )
 from services.provisioner.hosts.plan import XdsEndpoint
+from services.provisioner.hosts.startup import DEFAULT_REGISTRY_MIRROR, ENVOY_IMAGE
 from services.provisioner.join import JoinSetup
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,17 @@ def _routable(host: str) -> bool:
 
 
 def cloud_builders(
-    xds: XdsEndpoint, mapped_ports: MappedPorts, join: JoinSetup | None = None
+    xds: XdsEndpoint,
+    mapped_ports: MappedPorts,
+    join: JoinSetup | None = None,
+    envoy_image: str = ENVOY_IMAGE,
+    registry_mirror: str = DEFAULT_REGISTRY_MIRROR,
 ) -> dict[str, CloudBuilder]:
+    """`envoy_image` runs on every host, VM or pod; VM hosts pull through `registry_mirror`."""
+
+    def backend(name: str, driver: HostDriver) -> GatewayBackend:
+        return CloudGatewayBackend(name, driver, xds, mapped_ports, join, envoy_image, registry_mirror)
+
     def build(config: BackendConfig) -> GatewayBackend:
         if not _routable(xds.host):
             log.warning(
@@ -44,19 +54,19 @@ def cloud_builders(
         if isinstance(config, AWSBackendConfig):
             from services.provisioner.backends.aws.driver import AwsDriver
 
-            return CloudGatewayBackend("aws", AwsDriver(config), xds, mapped_ports, join)
+            return backend("aws", AwsDriver(config))
         if isinstance(config, GCPBackendConfig):
             from services.provisioner.backends.gcp.driver import GcpDriver
 
-            return CloudGatewayBackend("gcp", GcpDriver(config), xds, mapped_ports, join)
+            return backend("gcp", GcpDriver(config))
         if isinstance(config, AzureBackendConfig):
             from services.provisioner.backends.azure.driver import AzureDriver
 
-            return CloudGatewayBackend("azure", AzureDriver(config), xds, mapped_ports, join)
+            return backend("azure", AzureDriver(config))
         if isinstance(config, KubernetesBackendConfig):
             from services.provisioner.backends.kubernetes.driver import KubernetesDriver
 
-            return CloudGatewayBackend("kubernetes", KubernetesDriver(config), xds, mapped_ports, join)
+            return backend("kubernetes", KubernetesDriver(config))
         raise AssertionError(config)
 
     return {name: build for name in ("aws", "gcp", "azure", "kubernetes")}

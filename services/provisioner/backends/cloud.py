@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 from gatehouse.v1 import resources_pb2
 from services.provisioner.backends.base import BackendError, HostInfo, NotReady
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
+from services.provisioner.hosts.startup import DEFAULT_REGISTRY_MIRROR, ENVOY_IMAGE
 from services.provisioner.join import JoinSetup
 
 MappedPorts = Callable[[str], frozenset[int]]
@@ -99,16 +100,22 @@ class CloudGatewayBackend:
         xds: XdsEndpoint,
         mapped_ports: MappedPorts = no_mapped_ports,
         join: JoinSetup | None = None,
+        envoy_image: str = ENVOY_IMAGE,
+        registry_mirror: str = DEFAULT_REGISTRY_MIRROR,
     ) -> None:
-        """With `join`, each new host gets a join token for its client certificate (mTLS to gateway_xds)."""
+        """With `join`, each new host gets a join token for its client certificate (mTLS to gateway_xds).
+        Hosts run `envoy_image`; VM hosts pull through `registry_mirror` (`hosts/startup.py`)."""
         self.name = name
         self.driver = driver
         self._xds = xds
         self._mapped_ports = mapped_ports
         self._join = join
+        self._envoy = (envoy_image, registry_mirror)
 
     def plan(self, gateway: resources_pb2.Gateway) -> GatewayPlan:
+        image, mirror = self._envoy
         plan = GatewayPlan.of(gateway, self._xds, self._mapped_ports(gateway.id))
+        plan = dataclasses.replace(plan, envoy_image=image, registry_mirror=mirror)
         if self._join is None:
             return plan
         return dataclasses.replace(plan, join=self._join.endpoint, join_tokens=self._join.tokens)

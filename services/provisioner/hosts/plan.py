@@ -15,7 +15,12 @@ from gatehouse.v1 import resources_pb2
 from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from services.provisioner.hosts.identity import HostFile, JoinEndpoint, host_files, xds_tls
 from services.provisioner.hosts.limits import check_startup_data
-from services.provisioner.hosts.startup import ENVOY_IMAGE, pack_startup_script, render_startup_script
+from services.provisioner.hosts.startup import (
+    DEFAULT_REGISTRY_MIRROR,
+    ENVOY_IMAGE,
+    pack_startup_script,
+    render_startup_script,
+)
 
 # Tag (label) keys every backend writes. Lowercase letters and dashes only, so the same keys are valid
 # AWS tags, GCP labels, Azure tags and Kubernetes labels.
@@ -64,6 +69,8 @@ class GatewayPlan:
     xds: XdsEndpoint
     user_tags: tuple[tuple[str, str], ...] = ()
     envoy_image: str = ENVOY_IMAGE
+    # Where Docker on a VM host pulls Docker Hub images first (empty: Docker Hub only).
+    registry_mirror: str = DEFAULT_REGISTRY_MIRROR
     # Where hosts trade a join token for their client certificate (mTLS to gateway_xds) and renew it;
     # None: plain-text xDS.
     join: JoinEndpoint | None = None
@@ -148,6 +155,7 @@ class GatewayPlan:
         """A cloud host's startup data: its first-boot script, with a new join token, packed small
         (`startup.pack_startup_script`) and checked against the backend's limits (`limits`)."""
         files = self.host_files(index, self.issue_join_token(index))
-        packed = pack_startup_script(render_startup_script(files, self.envoy_image, self.join))
+        script = render_startup_script(files, self.envoy_image, self.join, self.registry_mirror)
+        packed = pack_startup_script(script)
         check_startup_data(self.backend, packed)
         return packed

