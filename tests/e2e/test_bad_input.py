@@ -6,6 +6,7 @@ no validator internals, and leaves nothing created (the list commands show what 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,3 +179,32 @@ def test_a_bad_configuration_gives_one_line_and_creates_nothing(
     assert expected in output[0], output[0]
     assert not any(internal in output[0] for internal in INTERNALS), output[0]
     assert baseline() == before
+
+
+def test_a_secret_that_outgrows_a_replicas_environment_fails_the_service_with_the_reason(
+    server: ServerProcess, baseline: Callable[[], tuple[str, ...]], tmp_path: Path
+) -> None:
+    """Checked when applied, and again whenever the runner starts a replica: a secret may grow."""
+    for name in ("BIG_A", "BIG_B", "BIG_C"):
+        assert server.cli("secrets", "add", name, "x" * 40_000).code == 0
+    config = tmp_path / "grows.dstack.yml"
+    config.write_text(
+        "type: service\nname: grows\ngateway: bad-input-gw\nport: '7302:8000'\n"
+        "env:\n  - A=${{ secrets.BIG_A }}\n  - B=${{ secrets.BIG_B }}\n  - C=${{ secrets.BIG_C }}\n"
+        "commands: ['exit 3']\n"
+    )
+    applied = server.cli("apply", "-f", str(config), "-y", "-d")
+    assert applied.code == 0, applied.stderr
+    assert server.cli("secrets", "add", "BIG_C", "x" * 60_000).code == 0
+    expected = "with its secrets resolved: a replica's environment is at most 128 KiB"
+    deadline = time.monotonic() + 60
+    shown = ""
+    while expected not in shown and time.monotonic() < deadline:
+        time.sleep(0.5)
+        shown = json.loads(server.cli("service", "get", "grows", "--json").stdout)["status"].get(
+            "message", ""
+        )
+    assert expected in shown
+    assert server.cli("service", "delete", "grows", "-y").code == 0
+    for name in ("BIG_A", "BIG_B", "BIG_C"):
+        assert server.cli("secrets", "delete", name, "-y").code == 0

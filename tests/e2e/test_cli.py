@@ -203,3 +203,28 @@ def test_ctrl_c_while_waiting_offers_to_delete_what_is_being_created(
     assert "Traceback" not in stderr.decode()
     assert "slow" not in server.cli("service", "list").stdout
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def test_gateway_create_says_it_takes_time_only_once_accepted(server: ServerProcess) -> None:
+    refused = server.cli("gateway", "create", "--name", "bad-domain-gw", "--domain", "not a domain")
+    assert refused.code == 1 and refused.stdout == ""
+    assert "is not a DNS name" in one_error_line(refused.stderr)  # and no "Creating gateway..."
+    assert "bad-domain-gw" not in server.cli("gateway", "list").stdout
+
+
+def test_a_closed_pipe_ends_quietly(server: ServerProcess) -> None:
+    """`gatehouse gateway list --json | head -1`: the reader leaves before the answer is written."""
+    import os
+    import subprocess
+
+    from tests.support.server import GATEHOUSE
+
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(
+        [GATEHOUSE, "gateway", "list", "--json"], env=server.env, stdout=write_end, stderr=subprocess.PIPE
+    ) as process:
+        os.close(write_end)
+        os.close(read_end)
+        assert process.stderr is not None
+        assert process.wait(timeout=60) == 141
+        assert process.stderr.read() == b""
