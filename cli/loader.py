@@ -150,7 +150,14 @@ def read_yaml_mapping(path_text: str, what: str = "a mapping") -> dict[str, Any]
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"{path_text}:{mark.line + 1}" if mark is not None else path_text
-        raise UsageError(f"{where}: invalid YAML: {error.problem}") from None
+        line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
+        hint = (
+            " (inside [ ] or { }, quote a value with ${{ }} in it: '${{ secrets.X }}', "
+            "or write one `- item` a line)"
+            if "${{" in line and ("[" in line or "{" in line.split("${{")[0])
+            else ""
+        )
+        raise UsageError(f"{where}: invalid YAML: {error.problem}{hint}") from None
     except yaml.YAMLError as error:
         raise UsageError(f"{path_text}: invalid YAML: {' '.join(str(error).split())}") from None
     except UsageError as error:

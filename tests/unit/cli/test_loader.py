@@ -135,3 +135,14 @@ def test_backend_files_are_read_as_strictly(tmp_path: Path) -> None:
     path = _write(tmp_path, "type: aws\ntype: gcp\n", "aws.yml")
     with pytest.raises(UsageError, match=r"aws.yml:2: `type` is given twice"):
         read_yaml_mapping(path)
+
+
+def test_a_secret_in_a_flow_list_says_to_quote_it(tmp_path: Path) -> None:
+    """The issue's `env: [MODE=prod, TOKEN=${{ secrets.T }}]` is not YAML: `{` opens a mapping."""
+    path = _write(tmp_path, "type: service\nport: 8000\nenv: [MODE=prod, TOKEN=${{ secrets.T }}]\n")
+    message = _refused(path)
+    assert message.startswith(f"{path}:3: invalid YAML: ") and "quote a value with ${{ }} in it" in message
+    quoted = _write(
+        tmp_path, "type: service\nport: 8000\nenv: [MODE=prod, 'TOKEN=${{ secrets.T }}']\n", "q.dstack.yml"
+    )
+    assert load_configuration(quoted)[0]["env"] == ["MODE=prod", "TOKEN=${{ secrets.T }}"]
