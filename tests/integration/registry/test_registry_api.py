@@ -152,7 +152,7 @@ async def test_a_nameless_configuration_is_found_again_by_its_source(tenant: Ten
         ({"type": "service", "name": "svc-rps", "port": 80, "rate_limits": [{"rps": 0.001}]}, "rps"),
         (
             {"type": "service", "name": "svc-rs", "port": 80, "rate_limits": [{"rps": 1, "scope": "all"}]},
-            "'local' or 'global'",
+            "`rate_limits[0].scope`: use local or global, not 'all'",
         ),
         (local_gateway("gw-acm", certificate={"type": "acm", "arn": "arn:x"}), "aws backend only"),
         (local_gateway("gw-it", instance_type="t3.large"), "no instance types"),
