@@ -60,6 +60,9 @@ class Settings:
     envoy_image: str = ""
     envoy_image_digest: str = ""
     envoy_registry_mirror: str | None = None
+    # Seconds a cloud gateway host (VM or pod) has from being made to its Envoy connecting to
+    # gateway_xds; one that has not is shown with its console output and replaced.
+    host_connect_timeout: float = 600.0
 
     @property
     def server_dir(self) -> Path:
@@ -93,4 +96,5 @@ class Settings:
             envoy_image=os.environ.get("GATEHOUSE_ENVOY_IMAGE", ""),
             envoy_image_digest=os.environ.get("GATEHOUSE_ENVOY_IMAGE_DIGEST", ""),
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
+            host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
         )

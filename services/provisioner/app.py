@@ -91,7 +91,7 @@ def build_provisioner(
         ),
         credentials_help=f": add it with `gatehouse backend add --config FILE` or in {config.path}",
     )
-    return Provisioner(stubs, backends, local, runner, mirror)
+    return Provisioner(stubs, backends, local, runner, mirror, host_deadline=settings.host_connect_timeout)
 
 
 def registrations(provisioner: Provisioner, stubs: Stubs, settings: Settings) -> list[Registration]:

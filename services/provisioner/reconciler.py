@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import grpc
 
@@ -15,10 +17,18 @@ from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.workqueue import Result, WorkQueue
-from services.provisioner.backends.base import BackendError, NotReady
+from services.provisioner.backends.base import (
+    BackendError,
+    GatewayBackend,
+    GatewayHost,
+    HostInfo,
+    NotReady,
+    ReplacesHosts,
+)
 from services.provisioner.backends.factory import BackendFactory
-from services.provisioner.backends.local.gateway import LocalGatewayBackend
+from services.provisioner.backends.local.gateway import CONNECT_DEADLINE_SECONDS, LocalGatewayBackend
 from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone
+from services.provisioner.serving import HostWatch, judge
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +36,12 @@ GATEWAY_RECHECK_SECONDS = 30.0
 REPLICA_RECHECK_SECONDS = 5.0
 MAX_RETRY_SECONDS = 60.0
 MAX_DELETE_RETRY_SECONDS = 300.0
+# How long a cloud host (VM or pod) has from being made until its Envoy connects: booting, Docker's
+# install, the image pull and joining take a few minutes at most (`GATEHOUSE_HOST_CONNECT_TIMEOUT`).
+HOST_CONNECT_DEADLINE_SECONDS = 600.0
+# How often a gateway's Envoys are looked at while a host's is awaited (the local one is quick).
+ENVOY_POLL_SECONDS = 2.0
+LOCAL_ENVOY_POLL_SECONDS = 0.1
 
 
 def mapped_ports(mirror: RegistryMirror, gateway_id: str) -> frozenset[int]:
@@ -43,7 +59,10 @@ class Provisioner:
         local: LocalGatewayBackend,
         runner: LocalRunner,
         mirror: RegistryMirror | None = None,
+        host_deadline: float = HOST_CONNECT_DEADLINE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`host_deadline`: seconds a cloud host has to connect its Envoy before it is replaced."""
         self._stubs = stubs
         self._backends = backends
         self._local = local
@@ -55,6 +74,10 @@ class Provisioner:
         # Per service: the generation that failed, and when its replicas may be started again.
         self._backoff: dict[str, tuple[int, float]] = {}
         self._delete_failures: dict[str, int] = {}
+        # Per gateway: what is known of its hosts' Envoys.
+        self._hosts: dict[str, HostWatch] = {}
+        self._host_deadline = host_deadline
+        self._clock = clock
 
     async def run(self) -> None:
         self._gateways.start()
@@ -82,16 +105,17 @@ class Provisioner:
             self._services.add(service_id)
 
     async def _gateway_status(self, gateway: resources_pb2.Gateway, **fields: object) -> None:
-        status = resources_pb2.GatewayStatus()
-        status.CopyFrom(gateway.status)
-        del status.envoys[:]
+        status, before = resources_pb2.GatewayStatus(), resources_pb2.GatewayStatus()
+        before.CopyFrom(gateway.status)
+        del before.envoys[:]  # gateway_xds's to report, not written here
+        status.CopyFrom(before)
         for name, value in fields.items():
             if isinstance(value, list):
                 del getattr(status, name)[:]
                 getattr(status, name).extend(value)
             else:
                 setattr(status, name, value)
-        if status != gateway.status:
+        if status != before:
             await self._stubs.gateways.UpdateStatus(
                 registry_pb2.UpdateGatewayStatusRequest(id=gateway.id, status=status)
             )
@@ -99,23 +123,33 @@ class Provisioner:
     async def reconcile_gateway(self, gateway_id: str) -> Result:
         gateway = self.mirror.gateways.get(gateway_id)
         if gateway is None:
+            self._hosts.pop(gateway_id, None)
             if gateway_id in self._local.known_gateway_ids():
                 await self._local.delete(resources_pb2.Gateway(id=gateway_id))
             return Result()
         state = gateway.status.state
         if state == resources_pb2.GATEWAY_STATE_DELETING:
+            self._hosts.pop(gateway_id, None)
             return await self._delete_gateway(gateway)
         if state == resources_pb2.GATEWAY_STATE_FAILED:
             return Result()
         if state in (resources_pb2.GATEWAY_STATE_SUBMITTED, resources_pb2.GATEWAY_STATE_UNSPECIFIED):
             await self._gateway_status(gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message="")
+        watch = self._hosts.setdefault(gateway_id, HostWatch())
+        held = watch.hold_until - self._clock()
+        if held > 0:
+            # A host was replaced for never connecting: the next one comes after a back-off.
+            await self._gateway_status(
+                gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=watch.hold_message
+            )
+            return Result(requeue_after=held)
         try:
             await self._backends.prepare(gateway.spec.backend, gateway.project)
             backend = self._backends.get(gateway.spec.backend, gateway.project)
             if not gateway.status.backend_called:
                 await self._gateway_status(gateway, backend_called=True)
                 gateway.status.backend_called = True
-            host = await backend.create_or_update(gateway)
+            host = await backend.create_or_update(gateway, serving=watch.serving_ids())
         except NotReady as pending:
             await self._gateway_status(
                 gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=str(pending)
@@ -124,18 +158,92 @@ class Provisioner:
         except BackendError as error:
             await self._gateway_status(gateway, state=resources_pb2.GATEWAY_STATE_FAILED, message=str(error))
             return Result()
-        await self._gateway_status(
-            gateway,
-            state=resources_pb2.GATEWAY_STATE_RUNNING,
-            message="",
-            hostname=host.hostname,
-            listen_address=host.listen_address,
-            http_port=host.http_port,
-            https_port=host.https_port,
-            addresses=list(host.addresses or (host.hostname,)),
-        )
+        return await self._until_serving(gateway, backend, host, watch)
 
-        return Result(requeue_after=GATEWAY_RECHECK_SECONDS)
+    async def _until_serving(
+        self, gateway: resources_pb2.Gateway, backend: GatewayBackend, host: HostInfo, watch: HostWatch
+    ) -> Result:
+        """Running once every host's Envoy has connected and acknowledged the gateway's current
+        configuration (`serving`); until then provisioning with the step each host is on. A host
+        whose Envoy has not connected within the deadline is replaced, its console output shown."""
+        where: dict[str, object] = {
+            "hostname": host.hostname,
+            "listen_address": host.listen_address,
+            "http_port": host.http_port,
+            "https_port": host.https_port,
+            "addresses": list(host.addresses or (host.hostname,)),
+        }
+        hosts = host.hosts or tuple(GatewayHost(index, "") for index in range(max(1, gateway.spec.replicas)))
+        if not watch.judged and gateway.status.state == resources_pb2.GATEWAY_STATE_RUNNING:
+            watch.adopt(hosts)  # running before this provisioner started: they served then
+        watch.judged = True
+        current = await self._current(gateway)
+        if current is None:
+            return Result()
+        # Listeners follow the address and ports written here: a configuration without them is not
+        # the current one.
+        revision = current.resource_version + (0 if _shows(current.status, where) else 1)
+        local = backend is self._local
+        deadline = CONNECT_DEADLINE_SECONDS if local else self._host_deadline
+        now = self._clock()
+        verdict = judge(
+            gateway.id, hosts, current.status.envoys, revision, watch, now, deadline, lingering=not local
+        )
+        if verdict.serving and not host.pending:
+            await self._gateway_status(
+                current, state=resources_pb2.GATEWAY_STATE_RUNNING, message="", **where
+            )
+            return Result(requeue_after=GATEWAY_RECHECK_SECONDS)
+        if verdict.overdue and isinstance(backend, ReplacesHosts):
+            message = await self._replace(gateway, backend, verdict.overdue, watch, deadline)
+            await self._gateway_status(
+                current, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=message, **where
+            )
+            return Result(requeue_after=max(0.0, watch.hold_until - now))
+        message = "; ".join(part for part in (host.pending, verdict.message()) if part)
+        if watch.replaced:
+            replaced = "; ".join(watch.replaced.values())
+            message += f" (replaced {_plural(len(watch.replaced), 'host')}: {replaced})"
+        await self._gateway_status(
+            current, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=message, **where
+        )
+        return Result(requeue_after=LOCAL_ENVOY_POLL_SECONDS if local else ENVOY_POLL_SECONDS)
+
+    async def _current(self, gateway: resources_pb2.Gateway) -> resources_pb2.Gateway | None:
+        """The gateway as the registry has it now, with its Envoys as gateway_xds last reported them
+        (Envoy reports are not on the watch feed)."""
+        request = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
+        try:
+            current = await self._stubs.gateways.Get(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return current if current.id == gateway.id else None
+
+    async def _replace(
+        self,
+        gateway: resources_pb2.Gateway,
+        backend: ReplacesHosts,
+        overdue: list[GatewayHost],
+        watch: HostWatch,
+        deadline: float,
+    ) -> str:
+        """Deletes hosts whose Envoy never connected (their console output logged, its end shown) and
+        holds their replacements back: 10 s, doubling to 10 min, for hosts failing in a row."""
+        replaced = []
+        for host in overdue:
+            output = await backend.host_output(gateway, host)
+            log.warning(
+                "gateway %s: host %d (%s): Envoy did not connect within %.0fs; replacing the host. "
+                "Its console output ends:\n%s",
+                gateway.name, host.index, host.id, deadline, output or "(none)",
+            )  # fmt: skip
+            await backend.replace_host(gateway, host)
+            replaced.append(
+                (host, f"host {host.index}'s Envoy did not connect within {deadline:.0f}s", output)
+            )
+        return watch.replaced_hosts(replaced, self._clock())
 
     async def _delete_gateway(self, gateway: resources_pb2.Gateway) -> Result:
         """Finalizes only once the backend says everything it made is gone, so nothing leaks."""
@@ -307,3 +415,15 @@ class Provisioner:
             if (service.project, service.name) == (project, service_name):
                 return self._runner.logs(service.id, tail)
         return None
+
+
+def _shows(status: resources_pb2.GatewayStatus, where: dict[str, object]) -> bool:
+    """Whether the registry has the host's address and ports as the backend reports them."""
+    return all(
+        (list(getattr(status, name)) if isinstance(value, list) else getattr(status, name)) == value
+        for name, value in where.items()
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from gatehouse.v1 import resources_pb2
-from services.provisioner.backends.base import BackendError, HostInfo, NotReady
+from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import DEFAULT_REGISTRY_MIRROR, ENVOY_IMAGE
 from services.provisioner.join import JoinSetup
 
 MappedPorts = Callable[[str], frozenset[int]]
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def no_mapped_ports(gateway_id: str) -> frozenset[int]:
@@ -46,6 +49,10 @@ class CloudHost:
     private_address: str | None = None
     # Will not run on its own (stopped, failed to provision): it is replaced.
     failed: bool = False
+    # When the cloud made it, in seconds since the epoch (AWS LaunchTime, GCP creationTimestamp,
+    # Azure timeCreated, a Deployment's creationTimestamp); None: unknown. A host whose Envoy has
+    # not connected some time after this is replaced.
+    launched_at: float | None = None
 
 
 class HostDriver(Protocol):
@@ -80,6 +87,16 @@ class HostDriver(Protocol):
 
     def translate(self, error: Exception) -> Exception:
         """BackendError (one line, the cloud's words) for what the user must fix; `error` otherwise."""
+        ...
+
+
+@runtime_checkable
+class ConsoleOutput(Protocol):
+    """Optional for a driver: what a host printed while booting, shown when its Envoy never came
+    (AWS GetConsoleOutput, GCP getSerialPortOutput, Azure boot diagnostics, a pod's logs)."""
+
+    def console_output(self, plan: GatewayPlan, host: CloudHost) -> str | None:
+        """The end of the host's console output; None when the cloud has none (yet)."""
         ...
 
 
@@ -120,8 +137,39 @@ class CloudGatewayBackend:
             return plan
         return dataclasses.replace(plan, join=self._join.endpoint, join_tokens=self._join.tokens)
 
-    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
-        return await asyncio.to_thread(self._translated, self.ensure, self.plan(gateway))
+    async def create_or_update(
+        self, gateway: resources_pb2.Gateway, serving: Collection[str] | None = None
+    ) -> HostInfo:
+        return await asyncio.to_thread(
+            self._translated, lambda plan: self.ensure(plan, serving), self.plan(gateway)
+        )
+
+    async def replace_host(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> None:
+        """Deletes the host (its slot's public address stays); the next pass makes a new one."""
+
+        def delete(plan: GatewayPlan) -> None:
+            for found in self.driver.hosts(plan):
+                if found.id == host.id:
+                    self.driver.delete_host(plan, found)
+
+        await asyncio.to_thread(self._translated, delete, self.plan(gateway))
+
+    async def host_output(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> str | None:
+        if not isinstance(self.driver, ConsoleOutput):
+            return None
+        driver = self.driver
+
+        def output(plan: GatewayPlan) -> str | None:
+            for found in driver.hosts(plan):
+                if found.id == host.id:
+                    return driver.console_output(plan, found)
+            return None
+
+        try:
+            return await asyncio.to_thread(self._translated, output, self.plan(gateway))
+        except Exception as error:  # the output only explains; its absence changes nothing
+            log.warning("%s: no console output of host %s: %s", self.name, host.id, error)
+            return None
 
     async def delete(self, gateway: resources_pb2.Gateway) -> None:
         remaining = await asyncio.to_thread(self._translated, self.driver.delete_all, self.plan(gateway))
@@ -150,16 +198,22 @@ class CloudGatewayBackend:
                 slots[host.index] = host
         return slots
 
-    def ensure(self, plan: GatewayPlan) -> HostInfo:
+    def ensure(self, plan: GatewayPlan, serving: Collection[str] | None = None) -> HostInfo:
         """One level-triggered pass: surplus hosts go, stale hosts are replaced one at a time,
-        missing hosts are created; the front (addresses, load balancer) once all are running."""
+        missing hosts are created; the front (addresses, load balancer) once all are running.
+
+        With `serving` (the hosts whose Envoy serves), the next stale host goes only once every
+        other serves, and a pass during a replacement returns the hosts with `pending` set (their
+        Envoys are judged by the caller); without, it raises NotReady until the replacement is done."""
         driver = self.driver
         instance_type = driver.instance_type(plan)
         fingerprint = plan.host_fingerprint(instance_type)
         driver.prepare(plan)
         slots = self._slots(plan, fingerprint, prune=True)
         stale = [host for host in slots.values() if host.fingerprint != fingerprint]
-        complete = len(slots) == plan.replicas and all(host.running for host in slots.values())
+        complete = len(slots) == plan.replicas and all(
+            host.running and (serving is None or host.id in serving) for host in slots.values()
+        )
         if stale and complete:
             # A rolling replacement: the others keep serving while this one is rebuilt.
             driver.delete_host(plan, stale[0])
@@ -174,6 +228,10 @@ class CloudGatewayBackend:
         if waiting:
             raise NotReady(f"waiting for {_plural(len(waiting), 'host')} to start")
         stale = [host for host in slots.values() if host.fingerprint != fingerprint]
-        if stale:
-            raise NotReady(f"replacing {_plural(len(stale), 'host')}")
-        return driver.expose(plan, [slots[index] for index in range(plan.replicas)])
+        pending = f"replacing {_plural(len(stale), 'host')}" if stale else ""
+        if pending and serving is None:
+            raise NotReady(pending)
+        hosts = [slots[index] for index in range(plan.replicas)]
+        exposed = driver.expose(plan, hosts)
+        listed = tuple(GatewayHost(host.index, host.id, host.launched_at) for host in hosts)
+        return dataclasses.replace(exposed, hosts=listed, pending=pending)

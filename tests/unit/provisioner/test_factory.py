@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pytest
 
 from gatehouse.v1 import resources_pb2
@@ -15,7 +17,9 @@ class Named:
         self.name = name
         self.config = config
 
-    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+    async def create_or_update(
+        self, gateway: resources_pb2.Gateway, serving: Collection[str] | None = None
+    ) -> HostInfo:
         return HostInfo(hostname=self.name)
 
     async def delete(self, gateway: resources_pb2.Gateway) -> None:

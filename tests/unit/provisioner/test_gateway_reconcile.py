@@ -1,33 +1,62 @@
-"""The provisioner's gateway states around a cloud backend: waiting, failing, deleting without leaks."""
+"""The provisioner's gateway states around a cloud backend: waiting, failing, deleting without leaks,
+and running only once every host's Envoy serves."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from gatehouse.v1 import registry_pb2, resources_pb2
-from services.provisioner.backends.base import BackendError, HostInfo, NotReady
+from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
 from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
-from services.provisioner.reconciler import Provisioner, mapped_ports
+from services.provisioner.reconciler import HOST_CONNECT_DEADLINE_SECONDS, Provisioner, mapped_ports
 from services.provisioner.runner import LocalRunner
 
 S = resources_pb2
+GATEWAY_ID = "gw-0123456789ab"
 
 
 @dataclass
 class RecordingGateways:
+    """The registry's gateway calls: status writes land on the gateway (the provisioner's mirror sees
+    them at once, as if from the watch), and its Envoys are as gateway_xds last reported them."""
+
+    gateway: resources_pb2.Gateway | None = None
     statuses: list[resources_pb2.GatewayStatus] = field(default_factory=list)
     finalized: list[str] = field(default_factory=list)
+    envoys: dict[int, resources_pb2.EnvoyStatus] = field(default_factory=dict)
 
     async def UpdateStatus(self, request: registry_pb2.UpdateGatewayStatusRequest) -> None:
         self.statuses.append(request.status)
+        if self.gateway is not None:
+            self.gateway.status.CopyFrom(request.status)
+            self.gateway.resource_version += 1
 
     async def FinalizeDelete(self, request: registry_pb2.FinalizeRequest) -> None:
         self.finalized.append(request.id)
+
+    async def Get(self, request: registry_pb2.GetRequest) -> resources_pb2.Gateway:
+        assert self.gateway is not None
+        current = resources_pb2.Gateway()
+        current.CopyFrom(self.gateway)
+        current.status.envoys.extend(self.envoys[index] for index in sorted(self.envoys))
+        return current
+
+    def envoy(self, index: int, connected: bool = True, acked: int | None = None, rejected: str = "") -> None:
+        """Host `index`'s Envoy as gateway_xds reports it; `acked` None: the current revision."""
+        assert self.gateway is not None
+        revision = self.gateway.resource_version if acked is None else acked
+        self.envoys[index] = resources_pb2.EnvoyStatus(
+            node_id=f"gateway/{GATEWAY_ID}/{index}",
+            connected=connected,
+            acked_revision=revision,
+            rejected=rejected,
+        )
 
 
 @dataclass
@@ -42,7 +71,9 @@ class ScriptedBackend:
     outcomes: list[HostInfo | Exception | None]
     name: str = "aws"
 
-    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+    async def create_or_update(
+        self, gateway: resources_pb2.Gateway, serving: Collection[str] | None = None
+    ) -> HostInfo:
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -55,7 +86,9 @@ class ScriptedBackend:
             raise outcome
 
 
-def provisioner(tmp_path: Path, backend: ScriptedBackend | None) -> tuple[Provisioner, Stubs]:
+def provisioner(
+    tmp_path: Path, backend: object | None, clock: Clock | None = None
+) -> tuple[Provisioner, Stubs]:
     local = LocalGatewayBackend(tmp_path / "gateways", "127.0.0.1", 1, "127.0.0.1", 8080, 8443)
     configs = {}
     cloud = {}
@@ -64,14 +97,26 @@ def provisioner(tmp_path: Path, backend: ScriptedBackend | None) -> tuple[Provis
         cloud["aws"] = lambda config: backend
     factory = BackendFactory({"local": local}, StaticCredentials(configs), cloud)  # type: ignore[arg-type]
     stubs = Stubs()
-    return Provisioner(stubs, factory, local, LocalRunner(tmp_path / "replicas")), stubs  # type: ignore[arg-type]
+    runner = LocalRunner(tmp_path / "replicas")
+    p = Provisioner(stubs, factory, local, runner, clock=clock or Clock())  # type: ignore[arg-type]
+    return p, stubs
 
 
-def put(p: Provisioner, state: int) -> resources_pb2.Gateway:
-    spec = S.GatewaySpec(backend="aws", region="eu-west-1", public_ip=True, replicas=1)
-    gw = S.Gateway(id="gw-0123456789ab", project="main", name="edge", spec=spec)
+@dataclass
+class Clock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def put(p: Provisioner, state: int, replicas: int = 1, stubs: Stubs | None = None) -> resources_pb2.Gateway:
+    spec = S.GatewaySpec(backend="aws", region="eu-west-1", public_ip=True, replicas=replicas)
+    gw = S.Gateway(id=GATEWAY_ID, project="main", name="edge", spec=spec, resource_version=10)
     gw.status.state = state
     p.mirror.gateways[gw.id] = gw
+    if stubs is not None:
+        stubs.gateways.gateway = gw
     return gw
 
 
@@ -79,7 +124,7 @@ async def test_a_booting_host_keeps_the_gateway_provisioning_and_looks_again(tmp
     p, stubs = provisioner(
         tmp_path, ScriptedBackend([NotReady("waiting for 1 host to start", retry_after=7)])
     )
-    put(p, S.GATEWAY_STATE_PROVISIONING)
+    put(p, S.GATEWAY_STATE_PROVISIONING, stubs=stubs)
     result = await p.reconcile_gateway("gw-0123456789ab")
     assert result.requeue_after == 7
     *_, status = stubs.gateways.statuses
@@ -87,13 +132,170 @@ async def test_a_booting_host_keeps_the_gateway_provisioning_and_looks_again(tmp
     assert (status.state, status.message) == (S.GATEWAY_STATE_PROVISIONING, "waiting for 1 host to start")
 
 
-async def test_a_running_host_is_written_with_its_address(tmp_path: Path) -> None:
-    p, stubs = provisioner(tmp_path, ScriptedBackend([HostInfo(hostname="203.0.113.7")]))
-    put(p, S.GATEWAY_STATE_PROVISIONING)
-    await p.reconcile_gateway("gw-0123456789ab")
-    *_, status = stubs.gateways.statuses
-    assert (status.state, status.hostname, status.http_port) == (S.GATEWAY_STATE_RUNNING, "203.0.113.7", 80)
+async def test_a_host_the_cloud_runs_is_written_with_its_address_and_awaited_until_its_envoy_acks(
+    tmp_path: Path,
+) -> None:
+    host = HostInfo(hostname="203.0.113.7", hosts=(GatewayHost(0, "i-1"),))
+    p, stubs = provisioner(tmp_path, ScriptedBackend([host] * 4))
+    put(p, S.GATEWAY_STATE_PROVISIONING, stubs=stubs)
+    result = await p.reconcile_gateway(GATEWAY_ID)
+    status = stubs.gateways.statuses[-1]
+    # The address is written at once (gateway_xds builds the listeners from it), running is not.
+    assert (status.state, status.hostname, status.http_port) == (
+        S.GATEWAY_STATE_PROVISIONING,
+        "203.0.113.7",
+        80,
+    )
     assert list(status.addresses) == ["203.0.113.7"] and status.backend_called
+    assert status.message == "waiting for Envoy on host 0 to connect"
+    assert result.requeue_after is not None and result.requeue_after <= 5
+    # Connected, but it has not acknowledged the configuration with the address yet.
+    stubs.gateways.envoy(0, acked=stubs.gateways.gateway.resource_version - 1)  # type: ignore[union-attr]
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_PROVISIONING
+    assert (
+        stubs.gateways.statuses[-1].message == "waiting for Envoy on host 0 to acknowledge its configuration"
+    )
+    stubs.gateways.envoy(0)
+    result = await p.reconcile_gateway(GATEWAY_ID)
+    assert (stubs.gateways.statuses[-1].state, stubs.gateways.statuses[-1].message) == (
+        S.GATEWAY_STATE_RUNNING,
+        "",
+    )
+    assert result.requeue_after == 30
+    # A control plane outage later does not make it provisioning again.
+    stubs.gateways.envoy(0, connected=False)
+    written = len(stubs.gateways.statuses)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+    assert len(stubs.gateways.statuses) == written
+
+
+async def test_a_gateway_of_several_hosts_runs_once_each_hosts_envoy_serves(tmp_path: Path) -> None:
+    hosts = tuple(GatewayHost(index, f"i-{index}") for index in range(3))
+    p, stubs = provisioner(tmp_path, ScriptedBackend([HostInfo(hostname="lb", hosts=hosts)] * 4))
+    put(p, S.GATEWAY_STATE_PROVISIONING, replicas=3, stubs=stubs)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].message == "waiting for Envoy on hosts 0, 1, 2 to connect"
+    stubs.gateways.envoy(0)
+    stubs.gateways.envoy(2, acked=1, rejected="config rejected: cannot bind 0.0.0.0:80")
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].message == (
+        "waiting for Envoy on host 1 to connect; waiting for Envoy on host 2 to acknowledge its "
+        "configuration (config rejected: cannot bind 0.0.0.0:80)"
+    )
+    stubs.gateways.envoy(1)
+    stubs.gateways.envoy(2)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_RUNNING
+
+
+@dataclass
+class ReplacingBackend:
+    """A cloud whose hosts never connect their Envoy unless told to: each host is replaced when asked."""
+
+    launched: list[float] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    output: str = "cloud-init: join.sh: /v1/join: no answer from xds:50055\nFailed to start gatehouse"
+    clock: Clock = field(default_factory=Clock)
+    name: str = "aws"
+    calls: int = 0
+
+    async def create_or_update(
+        self, gateway: resources_pb2.Gateway, serving: Collection[str] | None = None
+    ) -> HostInfo:
+        self.calls += 1
+        if len(self.launched) == len(self.replaced):
+            self.launched.append(self.clock.now)  # a new host for the slot
+        host = GatewayHost(0, f"i-{len(self.launched)}", self.launched[-1])
+        return HostInfo(hostname="203.0.113.7", hosts=(host,))
+
+    async def host_output(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> str | None:
+        return self.output
+
+    async def replace_host(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> None:
+        self.replaced.append(host.id)
+
+    async def delete(self, gateway: resources_pb2.Gateway) -> None:
+        pass
+
+
+async def test_a_host_whose_envoy_never_connects_is_shown_with_its_console_replaced_and_backed_off(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    backend = ReplacingBackend(clock=clock)
+    p, stubs = provisioner(tmp_path, backend, clock)
+    put(p, S.GATEWAY_STATE_PROVISIONING, stubs=stubs)
+    await p.reconcile_gateway(GATEWAY_ID)
+    clock.now += HOST_CONNECT_DEADLINE_SECONDS - 1
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.replaced == [] and stubs.gateways.statuses[-1].message.startswith("waiting for Envoy")
+
+    clock.now += 2
+    result = await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.replaced == ["i-1"]
+    status = stubs.gateways.statuses[-1]
+    assert status.state == S.GATEWAY_STATE_PROVISIONING
+    assert status.message == (
+        "host 0's Envoy did not connect within 600s: cloud-init: join.sh: /v1/join: no answer from "
+        "xds:50055 | Failed to start gatehouse; replaced, a new host in 10s"
+    )
+    assert result.requeue_after == 10
+    # No new host during the back-off, whatever wakes the gateway.
+    calls = backend.calls
+    clock.now += 5
+    assert (await p.reconcile_gateway(GATEWAY_ID)).requeue_after == 5
+    assert backend.calls == calls
+    clock.now += 5
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.calls == calls + 1 and len(backend.launched) == 2
+    assert stubs.gateways.statuses[-1].message.startswith(
+        "waiting for Envoy on host 0 to connect (replaced 1 host: host 0's Envoy did not connect"
+    )
+    # The new host fails too: the back-off doubles.
+    clock.now += HOST_CONNECT_DEADLINE_SECONDS + 1
+    result = await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.replaced == ["i-1", "i-2"] and result.requeue_after == 20
+    clock.now += 20
+    await p.reconcile_gateway(GATEWAY_ID)
+    # The third serves: running, and what was replaced is no longer shown.
+    stubs.gateways.envoy(0)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert (stubs.gateways.statuses[-1].state, stubs.gateways.statuses[-1].message) == (
+        S.GATEWAY_STATE_RUNNING,
+        "",
+    )
+    assert stubs.gateways.gateway is not None
+    assert all(s.state != S.GATEWAY_STATE_RUNNING for s in stubs.gateways.statuses[:-1])
+
+
+async def test_a_gateway_running_before_a_restart_stays_running_with_its_envoys_away(tmp_path: Path) -> None:
+    host = HostInfo(hostname="203.0.113.7", hosts=(GatewayHost(0, "i-1"),))
+    p, stubs = provisioner(tmp_path, ScriptedBackend([host]))
+    gw = put(p, S.GATEWAY_STATE_RUNNING, stubs=stubs)
+    gw.status.hostname = "203.0.113.7"
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+
+
+async def test_a_new_host_in_a_slot_counts_once_the_old_hosts_envoy_was_seen_gone(tmp_path: Path) -> None:
+    first = HostInfo(hostname="203.0.113.7", hosts=(GatewayHost(0, "i-1"),))
+    second = HostInfo(hostname="203.0.113.7", hosts=(GatewayHost(0, "i-2"),))
+    p, stubs = provisioner(tmp_path, ScriptedBackend([first, second, second, second]))
+    put(p, S.GATEWAY_STATE_PROVISIONING, stubs=stubs)
+    stubs.gateways.envoy(0, acked=100)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_RUNNING
+    # i-1 is replaced by i-2 (a new size): node 0 still reports i-1's Envoy, connected.
+    stubs.gateways.envoy(0, acked=100)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].message == "waiting for Envoy on host 0 to connect"
+    stubs.gateways.envoy(0, connected=False)
+    await p.reconcile_gateway(GATEWAY_ID)
+    stubs.gateways.envoy(0, acked=100)
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_RUNNING
 
 
 async def test_missing_credentials_fail_the_gateway_in_one_line(tmp_path: Path) -> None:

@@ -11,16 +11,19 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from gatehouse.v1 import resources_pb2
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate_not_after
 from services.common.probes import unix_http_get
-from services.provisioner.backends.base import BackendError, HostInfo
+from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo
 from services.provisioner.backends.local.processes import ManagedProcess
 from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
 
 READY_TIMEOUT_SECONDS = 30.0
+# A local Envoy connects within a second or two: one that has not within this is restarted.
+CONNECT_DEADLINE_SECONDS = 60.0
 # A client certificate this close to its end is replaced (Envoy restarted) on the next reconcile.
 RENEW_BEFORE = datetime.timedelta(days=10)
 CERTIFICATE_FILE, KEY_FILE, CA_FILE = "xds-client.pem", "xds-client.key", "xds-ca.pem"
@@ -95,7 +98,16 @@ class LocalGatewayBackend:
         # A gateway on every address is reached on this machine through loopback.
         hostname = ("::1" if ":" in address else "127.0.0.1") if unspecified else address
         http_port, https_port = self._ports
-        return HostInfo(hostname=hostname, listen_address=address, http_port=http_port, https_port=https_port)
+        process = self._process(gateway.id)
+        pid = process.pid()
+        hosts: tuple[GatewayHost, ...] = ()
+        if pid is not None:
+            # One host, this Envoy process: a restarted one is another host, made when it started.
+            launched = process.pid_file.stat().st_mtime if process.pid_file.exists() else None
+            hosts = (GatewayHost(0, f"envoy-{pid}", launched),)
+        return HostInfo(
+            hostname=hostname, listen_address=address, http_port=http_port, https_port=https_port, hosts=hosts
+        )
 
     def _bootstrap(self, gateway_id: str, directory: Path) -> dict[str, object]:
         params = BootstrapParams(
@@ -122,7 +134,9 @@ class LocalGatewayBackend:
             server_name=XDS_SERVER_NAME,
         )
 
-    async def create_or_update(self, gateway: resources_pb2.Gateway) -> HostInfo:
+    async def create_or_update(
+        self, gateway: resources_pb2.Gateway, serving: Collection[str] | None = None
+    ) -> HostInfo:
         process = self._process(gateway.id)
         bootstrap_file = process.directory / "bootstrap.json"
         if (
@@ -186,6 +200,16 @@ class LocalGatewayBackend:
         raise BackendError(
             f"Envoy did not become ready in {READY_TIMEOUT_SECONDS:.0f}s: " + " | ".join(process.tail(5))
         )
+
+    async def host_output(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> str | None:
+        """The end of the Envoy's log."""
+        return "\n".join(self._process(gateway.id).tail(20)) or None
+
+    async def replace_host(self, gateway: resources_pb2.Gateway, host: GatewayHost) -> None:
+        """Stops the Envoy (if it is still that host); the next pass starts a new one."""
+        process = self._process(gateway.id)
+        if host.id == f"envoy-{process.pid()}":
+            await process.stop()
 
     async def delete(self, gateway: resources_pb2.Gateway) -> None:
         process = self._process(gateway.id)
