@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Generator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,22 +26,22 @@ def pytest_runtest_makereport(
     return report
 
 
-def _replica_namespaces() -> set[str]:
-    """Network namespaces of local replicas (`gh-…`) on this machine."""
-    if not Path("/run/netns").is_dir():
-        return set()
-    return {path.name for path in Path("/run/netns").iterdir() if path.name.startswith("gh-")}
-
-
 @pytest.fixture(scope="session", autouse=True)
-def _no_replica_network_left() -> Iterator[None]:
+def _no_replica_network_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests that stop servers the hard way (killing Envoys and replicas by pid, as a crash would)
-    leave their replicas' namespaces: remove those this session made."""
-    before = _replica_namespaces()
+    leave their replicas' namespaces: remove those of this session's homes (other sessions on the
+    machine keep theirs)."""
     yield
-    for name in _replica_namespaces() - before:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
-        link = "gh" + name.removeprefix("gh-")
-        subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
-        rule = ["iif", link, "to", os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET", "10.213.0.0/16")]
-        subprocess.run(["ip", "rule", "delete", *rule, "prohibit"], capture_output=True, check=False)
+    subnet = os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET", "10.213.0.0/16")
+    for state in tmp_path_factory.getbasetemp().glob("**/replicas/*/*/network.json"):
+        try:
+            namespace = json.loads(state.read_text())["namespace"]
+        except (OSError, ValueError, KeyError):
+            continue
+        link = "gh" + namespace.removeprefix("gh-")
+        for undo in (
+            ["netns", "delete", namespace],
+            ["link", "delete", link],
+            ["rule", "delete", "iif", link, "to", subnet, "prohibit"],
+        ):
+            subprocess.run(["ip", *undo], capture_output=True, check=False)
