@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 
 from services.common.probes import free_port
+from tests.fakes.aws_strict import StrictAws
 from tests.support.real import require_real
 
 CANONICAL = "099720109477"
@@ -69,6 +70,8 @@ def _moto_images() -> list[dict[str, Any]]:
 class MotoServer:
     url: str
     process: subprocess.Popen[bytes]
+    # The strictness proxy `url` points at, when there is one (its findings, its quotas).
+    strict: StrictAws | None = None
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")

@@ -42,6 +42,8 @@ from services.provisioner.hosts.plan import (
 )
 
 DEFAULT_INSTANCE_TYPE = "t3.micro"
+# How long which zones offer an instance type is trusted.
+OFFERINGS_SECONDS = 3600.0
 # How long what `prepare` found (network, security groups) serves the rest of a pass.
 PREPARED_SECONDS = 60.0
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
@@ -62,6 +64,8 @@ class AwsDriver:
         self.clients = AwsClients(config)
         self._images = UbuntuImages()
         self._architectures: dict[tuple[str, str], str] = {}
+        # (region, instance type) → when its offering was looked up, and the zones offering it.
+        self._zones: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self._regions: frozenset[str] | None = None
         self._prepared: dict[str, Prepared] = {}
 
@@ -87,7 +91,31 @@ class AwsDriver:
             found = self._ec2(plan).describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
             architectures = found[0]["ProcessorInfo"]["SupportedArchitectures"]
             self._architectures[key] = "arm64" if "arm64" in architectures else "x86_64"
+        self._offered_zones(plan, instance_type)
         return instance_type
+
+    def _offered_zones(self, plan: GatewayPlan, instance_type: str) -> frozenset[str]:
+        """The region's availability zones that offer the instance type (types are offered zone by zone)."""
+        key = (plan.region, instance_type)
+        cached = self._zones.get(key)
+        if cached is None or time.monotonic() - cached[0] > OFFERINGS_SECONDS:
+            pages = (
+                self._ec2(plan)
+                .get_paginator("describe_instance_type_offerings")
+                .paginate(
+                    LocationType="availability-zone",
+                    Filters=[{"Name": "instance-type", "Values": [instance_type]}],
+                )
+            )
+            zones = frozenset(offer["Location"] for page in pages for offer in page["InstanceTypeOfferings"])
+            if not zones:
+                raise BackendError(
+                    f"aws: instance type {instance_type} is not offered in any availability zone "
+                    f"of {plan.region}"
+                )
+            cached = (time.monotonic(), zones)
+            self._zones[key] = cached
+        return cached[1]
 
     def _network(self, plan: GatewayPlan) -> Network:
         return find_network(self._ec2(plan), self.config, plan.region)
@@ -122,7 +150,7 @@ class AwsDriver:
                 raise BackendError("aws: certificate: acm needs the certificate's arn")
             check_certificate(self.clients.acm(plan.region), plan.acm_certificate_arn)
             load_balancer_subnets(network, plan)
-        host_subnet(network, plan, 0)
+        host_subnet(network, plan, 0, self._offered_zones(plan, self.instance_type(plan)))
         lb_group = self._load_balancer_group(plan, network)
         host_group = self._host_group(plan, network, lb_group)
         self._prepared[plan.gateway_id] = Prepared(time.monotonic(), network, host_group, lb_group)
@@ -194,7 +222,9 @@ class AwsDriver:
             NetworkInterfaces=[
                 {
                     "DeviceIndex": 0,
-                    "SubnetId": host_subnet(prepared.network, plan, index).id,
+                    "SubnetId": host_subnet(
+                        prepared.network, plan, index, self._offered_zones(plan, instance_type)
+                    ).id,
                     "Groups": [prepared.host_group],
                     # Public hosts need an address to reach the control plane before their Elastic IP.
                     "AssociatePublicIpAddress": plan.public_ip,

@@ -1,4 +1,10 @@
-"""VPC and subnet choice, and the security groups that open only the gateway's ports."""
+"""VPC and subnet choice, and the security groups that open only the gateway's ports.
+
+A public host goes in a subnet whose default route is an internet gateway; a private one (no public
+address) only in a subnet whose default route is a NAT gateway, the only way it reaches the control
+plane. A subnet routed to neither, or to a route that is a blackhole, takes no host. Hosts go only
+in availability zones that offer their instance type (DescribeInstanceTypeOfferings), one zone after
+another."""
 
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ ANYWHERE = "0.0.0.0/0"
 class Subnet:
     id: str
     zone: str
+    # Its default route is an internet gateway.
     public: bool
-    # A private subnet whose default route goes through a NAT gateway can reach the control plane.
+    # Its default route is a NAT gateway: a host without a public address there reaches the outside.
     nat: bool
 
 
@@ -30,9 +37,10 @@ class Network:
     subnets: tuple[Subnet, ...]
 
     def of_kind(self, public: bool) -> list[Subnet]:
-        """Subnets hosts of this kind go in, spread over zones: NAT-routed private subnets first."""
-        chosen = [subnet for subnet in self.subnets if subnet.public == public]
-        return sorted(chosen, key=lambda subnet: (not subnet.nat, subnet.zone, subnet.id))
+        """Subnets hosts of this kind can go in: routed to an internet gateway (public hosts) or to a
+        NAT gateway (private hosts), by zone."""
+        chosen = [subnet for subnet in self.subnets if (subnet.public if public else subnet.nat)]
+        return sorted(chosen, key=lambda subnet: (subnet.zone, subnet.id))
 
     def across_zones(self, public: bool) -> list[Subnet]:
         """One subnet per availability zone (what a load balancer needs)."""
@@ -65,11 +73,14 @@ def find_network(ec2: Any, config: AWSBackendConfig, region: str) -> Network:
     found = []
     for subnet in subnets:
         routes = routes_of.get(subnet["SubnetId"], main_routes)
-        default = [route for route in routes if route.get("DestinationCidrBlock") == ANYWHERE]
+        default = [
+            route
+            for route in routes
+            if route.get("DestinationCidrBlock") == ANYWHERE and route.get("State", "active") == "active"
+        ]
         internet = any(str(route.get("GatewayId", "")).startswith("igw-") for route in default)
         nat = any(route.get("NatGatewayId") for route in default)
-        public = internet or (not nat and bool(subnet.get("MapPublicIpOnLaunch")))
-        found.append(Subnet(subnet["SubnetId"], subnet["AvailabilityZone"], public, nat))
+        found.append(Subnet(subnet["SubnetId"], subnet["AvailabilityZone"], internet, nat))
     return Network(vpc_id, tuple(sorted(found, key=lambda subnet: (subnet.zone, subnet.id))))
 
 
@@ -89,17 +100,32 @@ def _vpc_id(ec2: Any, config: AWSBackendConfig, region: str) -> str:
     return str(vpcs[0]["VpcId"])
 
 
-def host_subnet(network: Network, plan: GatewayPlan, index: int) -> Subnet:
+def host_subnet(network: Network, plan: GatewayPlan, index: int, zones: frozenset[str]) -> Subnet:
+    """Host `index`'s subnet: one per zone that offers the instance type, the zones in turn."""
     subnets = network.of_kind(plan.public_ip)
     if not subnets:
-        kind = (
-            "public (routed to an internet gateway)"
-            if plan.public_ip
-            else "private (no internet gateway route)"
+        if plan.public_ip:
+            raise BackendError(
+                f"aws: {network.vpc_id} has no public subnet (a default route to an internet gateway) "
+                "for the gateway"
+            )
+        raise BackendError(
+            f"aws: {network.vpc_id} has no private (no internet gateway route) subnet whose default route "
+            "is a NAT gateway: a private host reaches the control plane only through one; add a NAT gateway "
+            "route to a private subnet, or use public_ip: true"
         )
-        hint = "" if plan.public_ip else "; give it a NAT gateway route so hosts reach the control plane"
-        raise BackendError(f"aws: {network.vpc_id} has no {kind} subnet for the gateway{hint}")
-    return subnets[index % len(subnets)]
+    per_zone: dict[str, Subnet] = {}
+    for subnet in subnets:
+        if subnet.zone in zones:
+            per_zone.setdefault(subnet.zone, subnet)
+    if not per_zone:
+        kind = "public" if plan.public_ip else "NAT-routed private"
+        raise BackendError(
+            f"aws: the instance type is offered in {', '.join(sorted(zones))} only, where {network.vpc_id} "
+            f"has no {kind} subnet; choose another instance_type or add a subnet there"
+        )
+    chosen = [per_zone[zone] for zone in sorted(per_zone)]
+    return chosen[index % len(chosen)]
 
 
 def ensure_security_group(
