@@ -78,6 +78,9 @@ class KubernetesBackendConfig(_Model):
     kubeconfig: FileOrData
     # Overrides the kubeconfig's server address.
     endpoint_url: str | None = None
+    # Where every gateway's objects go (it must exist; a Role there is all the credentials need);
+    # otherwise the kubeconfig context's namespace, else `default`.
+    namespace: str | None = None
 
 
 BackendConfig = Annotated[

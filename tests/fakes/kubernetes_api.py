@@ -2,7 +2,14 @@
 secrets, deployments, services) with the controllers' part played too: deployments become
 available (or not, when `pods_available` is off: pods that cannot start), a LoadBalancer service
 gets an ingress address from the "cloud" (or never, on a cluster without a load balancer provider),
-a deleted namespace terminates and takes its objects with it.
+a deleted namespace terminates and takes its objects with it, a deleted LoadBalancer Service
+lingers one step (the cloud's finalizer).
+
+As strict as a cluster on what Gatehouse sends (`kubernetes_rules`, with sources): every request is
+authorized against its token's RBAC rules (the provisioner's token is bound to a namespaced Role in
+`namespace` only, `PROVISIONER_ROLE`; `admin_token` is cluster-admin), and a namespace labelled
+`pod-security.kubernetes.io/enforce: restricted` (as `namespace` is) admits Deployments with a
+warning but refuses their pods, which the Deployment then reports as a `ReplicaFailure`.
 
 Bodies are the documented types (kubernetes 37.x validates every response with pydantic); errors
 are `Status` objects with the API server's reasons and messages. Secrets and Deployments are checked
@@ -28,6 +35,15 @@ from typing import Any
 import yaml
 
 from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
+from tests.fakes.kubernetes_rules import (
+    CLUSTER_ADMIN,
+    ENFORCE_LABEL,
+    Rule,
+    Subject,
+    forbidden_message,
+    restricted_violations,
+    verb_of,
+)
 
 KINDS = {
     "namespaces": ("v1", "Namespace"),
@@ -36,6 +52,13 @@ KINDS = {
     "deployments": ("apps/v1", "Deployment"),
 }
 GROUPS = {"deployments": "deployments.apps"}
+API_GROUPS = {"namespaces": "", "secrets": "", "services": "", "deployments": "apps"}
+# The Role the README asks users to bind the provisioner's credentials to, in its namespace only.
+PROVISIONER_ROLE = (
+    Rule(("",), ("secrets",), ("get", "list", "create", "update", "delete")),
+    Rule(("",), ("services",), ("get", "create", "update", "delete")),
+    Rule(("apps",), ("deployments",), ("list", "create", "delete")),
+)
 
 
 def status_error(code: int, reason: str, message: str) -> HttpError:
@@ -189,6 +212,11 @@ def validate(resource: str, body: dict[str, Any]) -> None:
         raise _invalid(KINDS[resource][1] + (".apps" if resource == "deployments" else ""), name, problems)
 
 
+def namespace_phase(objects: dict[tuple[str, str, str], dict[str, Any]], name: str) -> str | None:
+    found = objects.get(("namespaces", "", name))
+    return None if found is None else str(found["status"]["phase"])
+
+
 def _selected(labels: dict[str, str], selector: str | None) -> bool:
     for term in filter(None, (selector or "").split(",")):
         key, _, value = term.partition("=")
@@ -200,9 +228,15 @@ def _selected(labels: dict[str, str], selector: str | None) -> bool:
 @dataclass
 class FakeKubernetes:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    # The namespace the provisioner's Role is in (it exists, and enforces Pod Security "restricted").
+    namespace: str = "gatehouse"
+    role: tuple[Rule, ...] = PROVISIONER_ROLE
     # What the cluster's load balancer provider hands out: an IP, a hostname, or nothing at all.
     load_balancer: str | None = "ip"
     load_balancer_quota: int = 10
+    # Pods a namespace's ResourceQuota allows (None: no quota); the ReplicaSet's pods beyond it are refused.
+    pod_quota: int | None = None
     # Off: deployments' pods never become available (an image that cannot be pulled, a node lost).
     pods_available: bool = True
     url: str = ""
@@ -210,10 +244,26 @@ class FakeKubernetes:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     addresses: Iterator[int] = field(default_factory=lambda: itertools.count(10))
+    _pods_admitted: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.router.before_each = lambda request: self._controllers()
         self._routes()
+        for name, labels in (("default", {}), (self.namespace, {ENFORCE_LABEL: "restricted"})):
+            self.add_namespace(name, labels)
+
+    def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        body = {"metadata": {"name": name, "labels": dict(labels or {})}}
+        body["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
+        body.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
+        self.objects[("namespaces", "", name)] = self._meta("namespaces", "", body, None)
+
+    def subject(self, token: str) -> Subject | None:
+        if token == self.admin_token:
+            return Subject("kubernetes-admin", CLUSTER_ADMIN)
+        if token == self.token:
+            return Subject(f"system:serviceaccount:{self.namespace}:gatehouse", self.role, self.namespace)
+        return None
 
     @contextmanager
     def serve(self) -> Iterator[FakeKubernetes]:
@@ -221,13 +271,16 @@ class FakeKubernetes:
             self.url = url
             yield self
 
-    def kubeconfig(self, token: str | None = None) -> str:
+    def kubeconfig(self, token: str | None = None, namespace: str | None = None) -> str:
+        context: dict[str, str] = {"cluster": "fake", "user": "gatehouse"}
+        if namespace is not None:
+            context["namespace"] = namespace
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "gatehouse", "user": {"token": token or self.token}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "gatehouse"}}],
+            "contexts": [{"name": "fake", "context": context}],
             "current-context": "fake",
         }
         return yaml.safe_dump(config)
@@ -249,6 +302,7 @@ class FakeKubernetes:
 
     def _controllers(self) -> None:
         """One step of every controller, run before each request: time passes."""
+        self._pods_admitted: dict[str, int] = {}
         for (kind, namespace, name), obj in list(self.objects.items()):
             if kind == "deployments":
                 replicas = obj["spec"].get("replicas", 1)
@@ -257,10 +311,31 @@ class FakeKubernetes:
                     "replicas": replicas,
                     "updatedReplicas": replicas,
                 }
-                if self.pods_available:
+                refused = self._pods_refused(namespace, name, obj)
+                if refused is not None:
+                    obj["status"].update(replicas=0, updatedReplicas=0, unavailableReplicas=replicas)
+                    obj["status"]["conditions"] = [
+                        {
+                            "type": "ReplicaFailure",
+                            "status": "True",
+                            "reason": "FailedCreate",
+                            "message": refused,
+                            "lastUpdateTime": _now(),
+                            "lastTransitionTime": _now(),
+                        }
+                    ]
+                elif self.pods_available:
                     obj["status"].update(readyReplicas=replicas, availableReplicas=replicas)
                 else:
                     obj["status"]["unavailableReplicas"] = replicas
+            if (
+                kind == "services"
+                and obj["metadata"].get("deletionTimestamp")
+                and namespace_phase(self.objects, namespace) == "Active"
+            ):
+                # The cloud's load balancer is gone: its finalizer is removed.
+                del self.objects[(kind, namespace, name)]
+                continue
             balancer = kind == "services" and obj["spec"].get("type") == "LoadBalancer"
             if balancer and self.load_balancer and not obj["status"]["loadBalancer"].get("ingress"):
                 number = next(self.addresses)
@@ -288,9 +363,43 @@ class FakeKubernetes:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+    def _pods_refused(self, namespace: str, name: str, deployment: dict[str, Any]) -> str | None:
+        """Why the ReplicaSet's pods are refused by the namespace's Pod Security level, if they are."""
+        found = self.objects.get(("namespaces", "", namespace))
+        labels = (found or {}).get("metadata", {}).get("labels") or {}
+        pod = f"{name}-{deployment['metadata']['uid'][:10]}-{deployment['metadata']['uid'][-5:]}"
+        problems = restricted_violations(deployment["spec"]["template"].get("spec") or {})
+        if problems and labels.get(ENFORCE_LABEL) == "restricted":
+            return f'pods "{pod}" is forbidden: violates PodSecurity "restricted:latest": ' + ", ".join(
+                problems
+            )
+        if self.pod_quota is None:
+            return None
+        used = self._pods_admitted.get(namespace, 0)
+        wanted = deployment["spec"].get("replicas", 1)
+        if used + wanted > self.pod_quota:
+            return (
+                f'pods "{pod}" is forbidden: exceeded quota: compute, requested: pods={wanted}, '
+                f"used: pods={used}, limited: pods={self.pod_quota}"
+            )
+        self._pods_admitted[namespace] = used + wanted
+        return None
+
+    def _authorize(
+        self, request: Request, resource: str = "", namespace: str = "", name: str | None = None
+    ) -> None:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        subject = self.subject(token)
+        if subject is None:
             raise status_error(401, "Unauthorized", "Unauthorized")
+        if not resource:
+            return
+        verb = verb_of(request.method, name is not None, request.query.get("watch") == "true")
+        group = API_GROUPS[resource]
+        if not subject.allows(group, resource, verb, namespace):
+            raise status_error(
+                403, "Forbidden", forbidden_message(subject, verb, group, resource, name, namespace)
+            )
 
     def _meta(
         self, resource: str, namespace: str, body: dict[str, Any], existing: dict[str, Any] | None
@@ -326,7 +435,7 @@ class FakeKubernetes:
             )
 
     def _create(self, resource: str, namespace: str, request: Request) -> Response:
-        self._authorize(request)
+        self._authorize(request, resource, namespace)
         body = request.body
         name = body["metadata"]["name"]
         validate(resource, body)
@@ -357,7 +466,22 @@ class FakeKubernetes:
         if resource == "services":
             body["status"] = {"loadBalancer": {}}
         self.objects[(resource, namespace, name)] = self._meta(resource, namespace, body, None)
-        return Response(201, body)
+        return Response(201, body, self._warnings(resource, namespace, body))
+
+    def _warnings(self, resource: str, namespace: str, body: dict[str, Any]) -> dict[str, str]:
+        """A Deployment whose pods the namespace's Pod Security level will refuse is admitted, with a
+        warning."""
+        found = self.objects.get(("namespaces", "", namespace)) or {}
+        enforced = (found.get("metadata", {}).get("labels") or {}).get(ENFORCE_LABEL) == "restricted"
+        problems = (
+            restricted_violations(body["spec"]["template"].get("spec") or {})
+            if resource == "deployments"
+            else []
+        )
+        if not enforced or not problems:
+            return {}
+        text = 'would violate PodSecurity "restricted:latest": ' + ", ".join(problems)
+        return {"Warning": f'299 - "{text}"'}
 
     def _found(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
         found = self.objects.get((resource, namespace, name))
@@ -380,12 +504,12 @@ class FakeKubernetes:
 
         @r.route("GET", "/api/v1/namespaces/{name}")
         def read_namespace(request: Request) -> Response:
-            self._authorize(request)
+            self._authorize(request, "namespaces", "", request.params["name"])
             return Response(200, self._found("namespaces", "", request.params["name"]))
 
         @r.route("DELETE", "/api/v1/namespaces/{name}")
         def delete_namespace(request: Request) -> Response:
-            self._authorize(request)
+            self._authorize(request, "namespaces", "", request.params["name"])
             found = self._found("namespaces", "", request.params["name"])
             found["status"]["phase"] = "Terminating"
             found["metadata"]["deletionTimestamp"] = _now()
@@ -402,7 +526,7 @@ class FakeKubernetes:
 
                 @r.route("GET", base)
                 def list_(request: Request) -> Response:
-                    self._authorize(request)
+                    self._authorize(request, resource, request.params["namespace"])
                     api_version, kind = KINDS[resource]
                     items = [
                         obj
@@ -421,15 +545,15 @@ class FakeKubernetes:
 
                 @r.route("GET", base + "/{name}")
                 def read(request: Request) -> Response:
-                    self._authorize(request)
+                    self._authorize(request, resource, request.params["namespace"], request.params["name"])
                     return Response(
                         200, self._found(resource, request.params["namespace"], request.params["name"])
                     )
 
                 @r.route("PUT", base + "/{name}")
                 def replace(request: Request) -> Response:
-                    self._authorize(request)
                     namespace, name = request.params["namespace"], request.params["name"]
+                    self._authorize(request, resource, namespace, name)
                     existing = self._found(resource, namespace, name)
                     body = request.body
                     validate(resource, body)
@@ -446,13 +570,17 @@ class FakeKubernetes:
                     self.objects[(resource, namespace, name)] = self._meta(
                         resource, namespace, body, existing
                     )
-                    return Response(200, body)
+                    return Response(200, body, self._warnings(resource, namespace, body))
 
                 @r.route("DELETE", base + "/{name}")
                 def delete(request: Request) -> Response:
-                    self._authorize(request)
                     namespace, name = request.params["namespace"], request.params["name"]
+                    self._authorize(request, resource, namespace, name)
                     found = self._found(resource, namespace, name)
+                    if resource == "services" and found["spec"].get("type") == "LoadBalancer":
+                        # service.kubernetes.io/load-balancer-cleanup: gone once the cloud's is.
+                        found["metadata"]["deletionTimestamp"] = _now()
+                        return Response(200, found)
                     del self.objects[(resource, namespace, name)]
                     return Response(
                         200,

@@ -25,10 +25,13 @@ from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE
 from services.provisioner.join import JoinSetup, JoinTokens
 from tests.fakes.kubernetes_api import FakeKubernetes
+from tests.fakes.kubernetes_rules import restricted_violations
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
 
 GATEWAY_ID = "gw-0123456789ab"
-NAMESPACE = f"gatehouse-{GATEWAY_ID}"
+# The fake cluster's namespace where the provisioner's Role is (Pod Security "restricted" enforced).
+NAMESPACE = "gatehouse"
+SERVICE = f"gatehouse-{GATEWAY_ID}"
 XDS = XdsEndpoint("xds.gatehouse.example", 50052)
 
 
@@ -43,10 +46,16 @@ def backend(
     ports: frozenset[int] = frozenset(),
     token: str | None = None,
     join: JoinSetup | None = None,
+    namespace: str | None = NAMESPACE,
+    context_namespace: str | None = None,
 ) -> CloudGatewayBackend:
-    config = KubernetesBackendConfig.model_validate(
-        {"type": "kubernetes", "kubeconfig": {"data": cluster.kubeconfig(token)}}
-    )
+    raw: dict[str, Any] = {
+        "type": "kubernetes",
+        "kubeconfig": {"data": cluster.kubeconfig(token, namespace=context_namespace)},
+    }
+    if namespace is not None:
+        raw["namespace"] = namespace
+    config = KubernetesBackendConfig.model_validate(raw)
     return CloudGatewayBackend("kubernetes", KubernetesDriver(config), XDS, lambda _: ports, join)
 
 
@@ -64,7 +73,11 @@ def files_of(secret: dict[str, Any]) -> dict[str, str]:
 
 
 def secret_of(cluster: FakeKubernetes, index: int) -> dict[str, Any]:
-    [secret] = [s for s in cluster.of("secrets", NAMESPACE) if s["metadata"]["name"] == f"envoy-{index}"]
+    [secret] = [
+        s
+        for s in cluster.of("secrets", NAMESPACE)
+        if s["metadata"]["name"] == f"gatehouse-{GATEWAY_ID}-{index}"
+    ]
     return secret
 
 
@@ -72,18 +85,21 @@ async def test_a_gateway_is_envoy_deployments_behind_a_load_balancer_service(clu
     gw = gateway("kubernetes", "any", GATEWAY_ID, domain="example.com", replicas=2)
     host = await converge(backend(cluster), gw)
 
-    [namespace] = cluster.of("namespaces")
-    assert namespace["metadata"]["name"] == NAMESPACE
-    assert namespace["metadata"]["labels"]["gatehouse-gateway"] == GATEWAY_ID
+    # In the configured namespace: no namespace of its own.
+    assert {n["metadata"]["name"] for n in cluster.of("namespaces")} == {"default", NAMESPACE}
     [service] = cluster.of("services", NAMESPACE)
+    assert service["metadata"]["name"] == SERVICE
     assert service["spec"]["type"] == "LoadBalancer"
-    assert service["spec"]["selector"] == {"gatehouse-gateway": GATEWAY_ID}
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "gatehouse-envoy",
+        "gatehouse-gateway": GATEWAY_ID,
+    }
     assert {(p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {(80, 8080), (443, 8443)}
     assert host.hostname == service["status"]["loadBalancer"]["ingress"][0]["ip"]
     assert (host.http_port, host.https_port) == (8080, 8443)
 
     deployments = sorted(cluster.of("deployments", NAMESPACE), key=lambda d: d["metadata"]["name"])
-    assert [d["metadata"]["name"] for d in deployments] == ["envoy-0", "envoy-1"]
+    assert [d["metadata"]["name"] for d in deployments] == [f"gatehouse-{GATEWAY_ID}-{i}" for i in range(2)]
     plan = GatewayPlan.of(gw, XDS)
     for index, deployment in enumerate(deployments):
         pod = deployment["spec"]["template"]["spec"]
@@ -92,7 +108,7 @@ async def test_a_gateway_is_envoy_deployments_behind_a_load_balancer_service(clu
         assert container["args"][:2] == ["-c", "/etc/gatehouse/envoy.json"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
-        [secret] = [s for s in cluster.of("secrets", NAMESPACE) if s["metadata"]["name"] == f"envoy-{index}"]
+        secret = secret_of(cluster, index)
         assert pod["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
         bootstrap = json.loads(base64.b64decode(secret["data"]["envoy.json"]))
         assert bootstrap == plan.bootstrap(index)
@@ -132,23 +148,26 @@ async def test_mapped_ports_are_added_to_the_service_and_scaling_down_removes_ho
     }
     gw.spec.replicas = 1
     await converge(backend(cluster), gw)
-    assert [d["metadata"]["name"] for d in cluster.of("deployments", NAMESPACE)] == ["envoy-0"]
-    assert [s["metadata"]["name"] for s in cluster.of("secrets", NAMESPACE)] == ["envoy-0"]
+    assert [d["metadata"]["name"] for d in cluster.of("deployments", NAMESPACE)] == [
+        f"gatehouse-{GATEWAY_ID}-0"
+    ]
+    assert [s["metadata"]["name"] for s in cluster.of("secrets", NAMESPACE)] == [f"gatehouse-{GATEWAY_ID}-0"]
     [service] = cluster.of("services", NAMESPACE)
     assert {p["port"] for p in service["spec"]["ports"]} == {80, 443}
 
 
-async def test_delete_removes_the_namespace_and_everything_in_it(cluster: FakeKubernetes) -> None:
+async def test_delete_removes_the_gateways_objects_and_nothing_else(cluster: FakeKubernetes) -> None:
+    before = cluster.inventory()
+    other = gateway("kubernetes", "any", "gw-000000000002")
+    await converge(backend(cluster), other)
+    with_other = cluster.inventory()
     gw = gateway("kubernetes", "any", GATEWAY_ID, replicas=2)
     await converge(backend(cluster), gw)
     await delete_fully(backend(cluster), gw)
-    assert cluster.inventory() == {
-        "namespaces": set(),
-        "secrets": set(),
-        "services": set(),
-        "deployments": set(),
-    }
+    assert cluster.inventory() == with_other
     await delete_fully(backend(cluster), gw)
+    await delete_fully(backend(cluster), other)
+    assert cluster.inventory() == before
 
 
 async def test_a_crash_after_creating_a_host_and_a_restart_leave_one_deployment(
@@ -177,7 +196,7 @@ async def test_what_kubernetes_cannot_do_is_refused(
 ) -> None:
     with pytest.raises(BackendError, match=message):
         await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID, **spec))  # type: ignore[arg-type]
-    assert cluster.of("namespaces") == []
+    assert cluster.of("services") == cluster.of("deployments") == []
 
 
 async def test_quota_and_wrong_credentials_fail_in_one_line_with_the_clusters_words(
@@ -186,7 +205,9 @@ async def test_quota_and_wrong_credentials_fail_in_one_line_with_the_clusters_wo
     with pytest.raises(BackendError, match=r"^kubernetes: Unauthorized$"):
         await converge(backend(cluster, token="wrong"), gateway("kubernetes", "any", GATEWAY_ID))
     cluster.load_balancer_quota = 0
-    with pytest.raises(BackendError, match=r'^kubernetes: services "gateway" is forbidden: exceeded quota'):
+    with pytest.raises(
+        BackendError, match=rf'^kubernetes: services "{SERVICE}" is forbidden: exceeded quota'
+    ):
         await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID))
 
 
@@ -201,7 +222,9 @@ async def test_with_mtls_a_pod_joins_before_envoy_starts_and_renews_beside_it(
     tokens = set()
     for index in range(2):
         [deployment] = [
-            d for d in cluster.of("deployments", NAMESPACE) if d["metadata"]["name"] == f"envoy-{index}"
+            d
+            for d in cluster.of("deployments", NAMESPACE)
+            if d["metadata"]["name"] == f"gatehouse-{GATEWAY_ID}-{index}"
         ]
         pod = deployment["spec"]["template"]["spec"]
         [init] = pod["initContainers"]
@@ -225,7 +248,10 @@ async def test_with_mtls_a_pod_joins_before_envoy_starts_and_renews_beside_it(
         # Envoy's admin interface: a socket in the pod, no port a Service or route could reach.
         assert volumes["admin"]["emptyDir"]["medium"] == "Memory"
         assert [p["containerPort"] for p in envoy["ports"]] == [8080, 8443]
-        assert volumes["config"]["secret"] == {"secretName": f"envoy-{index}", "defaultMode": 0o440}
+        assert volumes["config"]["secret"] == {
+            "secretName": f"gatehouse-{GATEWAY_ID}-{index}",
+            "defaultMode": 0o440,
+        }
         assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 101
 
         # The Secret holds what a cloud host's startup script writes, and a token of its own.
@@ -290,7 +316,7 @@ async def test_the_fake_cluster_refuses_manifests_the_api_server_would(
         apps.create_namespaced_deployment(NAMESPACE, client.V1Deployment.model_validate(broken))
     assert refused.value.status == 422
     message = json.loads(refused.value.body)["message"]
-    assert message.startswith('Deployment.apps "envoy-1" is invalid: ')
+    assert message.startswith(f'Deployment.apps "gatehouse-{GATEWAY_ID}-1" is invalid: ')
     for problem in (
         "`selector` does not match template `labels`",
         'spec.template.spec.initContainers[0].volumeMounts[1].name: Not found: "identity"',
@@ -304,3 +330,107 @@ async def test_the_fake_cluster_refuses_manifests_the_api_server_would(
     with pytest.raises(client.ApiException) as refused:
         k8s.driver.core.create_namespaced_secret(NAMESPACE, client.V1Secret.model_validate(secret))  # type: ignore[attr-defined]
     assert refused.value.status == 422 and "illegal base64 data" in refused.value.body
+
+
+async def test_everything_is_in_one_namespace_and_a_namespaced_role_there_is_all_it_needs(
+    cluster: FakeKubernetes,
+) -> None:
+    # The fixture's token is bound to the README's Role in `gatehouse` only: no cluster-wide rights.
+    gw = gateway("kubernetes", "any", GATEWAY_ID, replicas=2)
+    await converge(backend(cluster), gw)
+    await delete_fully(backend(cluster), gw)
+    # Without `namespace`, the kubeconfig context's; without either, `default`, where the Role is not.
+    await converge(backend(cluster, namespace=None, context_namespace=NAMESPACE), gw)
+    assert len(cluster.of("deployments", NAMESPACE)) == 2
+    with pytest.raises(BackendError) as refused:
+        await converge(backend(cluster, namespace=None), gateway("kubernetes", "any", "gw-000000000002"))
+    assert str(refused.value) == (
+        f'kubernetes: services "gatehouse-gw-000000000002" is forbidden: User "system:serviceaccount:'
+        f'{NAMESPACE}:gatehouse" cannot get resource "services" in API group "" in the namespace "default"'
+    )
+    # A namespace that does not exist is named (with credentials that may look there).
+    with pytest.raises(BackendError) as missing:
+        await converge(
+            backend(cluster, token=cluster.admin_token, namespace="edge"),
+            gateway("kubernetes", "any", GATEWAY_ID),
+        )
+    assert str(missing.value) == (
+        "kubernetes: namespace edge does not exist: create it (with a Role for Gatehouse there), "
+        "or set `namespace` in the project's kubernetes backend"
+    )
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["plain", "mtls"])
+async def test_the_envoy_pod_meets_pod_security_restricted(
+    cluster: FakeKubernetes, join: JoinSetup, mtls: bool
+) -> None:
+    k8s = backend(cluster, join=join if mtls else None)
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    # The namespace enforces "restricted": a pod breaking it would never start (and never converge).
+    await converge(k8s, gw)
+    [deployment] = cluster.of("deployments", NAMESPACE)
+    assert deployment["status"]["availableReplicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert all(port["containerPort"] > 1024 for port in container.get("ports", []))
+
+
+async def test_pods_the_cluster_refuses_are_shown_on_the_gateway_with_the_clusters_words(
+    cluster: FakeKubernetes,
+) -> None:
+    cluster.pod_quota = 1
+    gw = gateway("kubernetes", "any", GATEWAY_ID, replicas=2)
+    said = []
+    for _ in range(5):
+        with pytest.raises(NotReady) as pending:
+            await backend(cluster).create_or_update(gw)
+        said.append(str(pending.value))
+    assert said[-1].startswith(f'host 1: pods "gatehouse-{GATEWAY_ID}-1-')
+    assert said[-1].endswith(
+        "is forbidden: exceeded quota: compute, requested: pods=1, used: pods=1, limited: pods=1"
+    )
+    cluster.pod_quota = None
+    await converge(backend(cluster), gw)
+
+
+async def test_the_fake_cluster_holds_rbac_and_pod_security_as_a_cluster_does(
+    cluster: FakeKubernetes, join: JoinSetup
+) -> None:
+    k8s = backend(cluster, join=join)
+    plan = k8s.plan(gateway("kubernetes", "any", GATEWAY_ID))
+    core = k8s.driver.core  # type: ignore[attr-defined]
+    with pytest.raises(client.ApiException) as forbidden:
+        core.create_namespace(client.V1Namespace.model_validate({"metadata": {"name": "mine"}}))
+    assert forbidden.value.status == 403
+    assert json.loads(forbidden.value.body)["message"] == (
+        f'namespaces is forbidden: User "system:serviceaccount:{NAMESPACE}:gatehouse" cannot create '
+        'resource "namespaces" in API group "" at the cluster scope'
+    )
+    # A pod spec that is not "restricted" is admitted as a Deployment (with a warning), and its pods
+    # are refused: the Deployment says why.
+    loose = manifests.deployment(plan, 0, "f")
+    pod = loose["spec"]["template"]["spec"]
+    del pod["securityContext"]["seccompProfile"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        container["securityContext"] = {}
+    apps = k8s.driver.apps  # type: ignore[attr-defined]
+    apps.create_namespaced_deployment(NAMESPACE, client.V1Deployment.model_validate(loose))
+    [created] = cluster.of("deployments", NAMESPACE)
+    core.list_namespaced_secret(NAMESPACE)  # time passes: the ReplicaSet tries
+    [condition] = created["status"]["conditions"]
+    assert (condition["type"], condition["reason"]) == ("ReplicaFailure", "FailedCreate")
+    assert 'violates PodSecurity "restricted:latest": ' in condition["message"]
+    for problem in (
+        'allowPrivilegeEscalation != false (containers "join", "envoy", "renew" must set '
+        "securityContext.allowPrivilegeEscalation=false)",
+        'unrestricted capabilities (containers "join", "envoy", "renew" must set '
+        'securityContext.capabilities.drop=["ALL"])',
+        'seccompProfile (pod or containers "join", "envoy", "renew" must set '
+        'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")',
+    ):
+        assert problem in condition["message"]

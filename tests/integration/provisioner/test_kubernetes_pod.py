@@ -41,7 +41,7 @@ from tests.integration.provisioner.hostsim import (
 pytestmark = pytest.mark.real
 
 GATEWAY_ID = "gw-0000pod00001"
-NAMESPACE = f"gatehouse-{GATEWAY_ID}"
+NAMESPACE = "gatehouse"  # the fake cluster's namespace where the provisioner has its Role
 NODE_ID = f"gateway/{GATEWAY_ID}/0"
 
 
@@ -58,7 +58,7 @@ async def pod_of(plane: ControlPlane) -> tuple[dict[str, str], dict[str, Any]]:
     """The pod's Secret files and pod spec, as the backend created them in the cluster."""
     with FakeKubernetes().serve() as cluster:
         config = KubernetesBackendConfig.model_validate(
-            {"type": "kubernetes", "kubeconfig": {"data": cluster.kubeconfig()}}
+            {"type": "kubernetes", "kubeconfig": {"data": cluster.kubeconfig()}, "namespace": NAMESPACE}
         )
         backend = CloudGatewayBackend(
             "kubernetes",

@@ -1,13 +1,16 @@
-"""The kubernetes backend: a namespace per gateway, a Deployment of the official Envoy image per host
-with its files (bootstrap, join token) in a Secret, and a Service of type LoadBalancer whose ingress
-IP or hostname is the gateway's address. Deleting the gateway deletes its namespace, which takes
-everything in it.
+"""The kubernetes backend: in the backend's one namespace (configured, else the kubeconfig context's,
+else `default`), per gateway a Deployment of the official Envoy image per host with its files
+(bootstrap, join token) in a Secret, and a Service of type LoadBalancer whose ingress IP or hostname
+is the gateway's address. Everything is named and labelled after the gateway, so gateways share the
+namespace, and nothing needs more than a namespaced Role there: no namespace is made, read or deleted
+(the README lists the Role's rules).
 
 A pod keeps its key and certificate in an emptyDir, which goes with the pod: when the cluster makes
 the pod again (a node drained or lost, an eviction), the new pod must join again, and the token in
 the Secret has been used. So a host whose Deployment is not available and whose Secret holds no
 token that can still be redeemed gets a new one (the kubelet updates the mounted Secret, and the
-init container, retried with back-off, joins with it)."""
+init container, retried with back-off, joins with it). A Deployment whose pods the cluster refuses
+(Pod Security admission, a quota) says why on the gateway."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from services.provisioner.backends.base import BackendError, HostInfo, NotReady
 from services.provisioner.backends.cloud import CloudHost, refuse_acm
 from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.credentials import KubernetesBackendConfig, read_file_or_data
-from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_GATEWAY, TAG_HOST, GatewayPlan
+from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_HOST, GatewayPlan
 
 POD = "pod"
 
@@ -34,6 +37,18 @@ def _status_message(error: ApiException) -> str:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
     return " ".join(str(message or error.reason or error.status).split())
+
+
+def _context_namespace(kubeconfig: Any) -> str | None:
+    """The namespace of the kubeconfig's current context, if it names one."""
+    if not isinstance(kubeconfig, dict):
+        return None
+    current = kubeconfig.get("current-context")
+    for entry in kubeconfig.get("contexts") or []:
+        if isinstance(entry, dict) and entry.get("name") == current:
+            namespace = (entry.get("context") or {}).get("namespace")
+            return str(namespace) if namespace else None
+    return None
 
 
 def translate(error: Exception) -> Exception:
@@ -48,6 +63,7 @@ class KubernetesDriver:
     def __init__(self, settings: KubernetesBackendConfig) -> None:
         self.config = settings
         self._api: client.ApiClient | None = None
+        self._namespace: str | None = None
         self._lock = threading.Lock()
 
     def translate(self, error: Exception) -> Exception:
@@ -67,6 +83,7 @@ class KubernetesDriver:
                 api = config.new_client_from_config_dict(kubeconfig, persist_config=False)
                 if self.config.endpoint_url:
                     api.configuration.host = self.config.endpoint_url
+                self._namespace = self.config.namespace or _context_namespace(kubeconfig) or "default"
                 self._api = api
             return self._api
 
@@ -78,6 +95,13 @@ class KubernetesDriver:
     def apps(self) -> client.AppsV1Api:
         return client.AppsV1Api(self._client())
 
+    @property
+    def namespace(self) -> str:
+        """The configured namespace, else the kubeconfig's current context's, else `default`."""
+        self._client()
+        assert self._namespace is not None
+        return self._namespace
+
     def instance_type(self, plan: GatewayPlan) -> str:
         if plan.instance_type:
             raise BackendError(
@@ -85,47 +109,42 @@ class KubernetesDriver:
             )
         return POD
 
-    def _namespace_phase(self, plan: GatewayPlan) -> str | None:
-        try:
-            found = self.core.read_namespace(manifests.namespace_name(plan))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return str(found.status.phase) if found.status and found.status.phase else "Active"
+    def _missing_namespace(self, error: ApiException) -> bool:
+        return error.status == 404 and _status_message(error) == f'namespaces "{self.namespace}" not found'
 
     def prepare(self, plan: GatewayPlan) -> None:
         refuse_acm(plan, "kubernetes")
         if not plan.public_ip:
             raise BackendError("kubernetes: private gateways (public_ip: false) are supported on aws and gcp")
-        phase = self._namespace_phase(plan)
-        if phase == "Terminating":
-            raise NotReady("waiting for the gateway's previous namespace to go away", retry_after=10.0)
-        if phase is None:
-            self._create(
-                lambda: self.core.create_namespace(
-                    client.V1Namespace.model_validate(manifests.namespace(plan))
-                )
-            )
         wanted = manifests.service(plan)
-        namespace = manifests.namespace_name(plan)
+        name = manifests.service_name(plan)
         try:
-            current = self.core.read_namespaced_service(manifests.SERVICE_NAME, namespace)
+            current = self.core.read_namespaced_service(name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
-            self._create(
-                lambda: self.core.create_namespaced_service(
-                    namespace, client.V1Service.model_validate(wanted)
+            try:
+                self._create(
+                    lambda: self.core.create_namespaced_service(
+                        self.namespace, client.V1Service.model_validate(wanted)
+                    )
                 )
-            )
+            except ApiException as failed:
+                if self._missing_namespace(failed):
+                    raise BackendError(
+                        f"kubernetes: namespace {self.namespace} does not exist: create it (with a Role "
+                        "for Gatehouse there), or set `namespace` in the project's kubernetes backend"
+                    ) from None
+                raise
             return
+        if current.metadata and current.metadata.deletion_timestamp:
+            raise NotReady("waiting for the gateway's previous Service to go away", retry_after=10.0)
         have = sorted((port.port, port.target_port) for port in current.spec.ports or [])
         if have != sorted((port["port"], port["targetPort"]) for port in wanted["spec"]["ports"]):
             current.spec.ports = [
                 client.V1ServicePort.model_validate(port) for port in wanted["spec"]["ports"]
             ]
-            self.core.replace_namespaced_service(manifests.SERVICE_NAME, namespace, current)
+            self.core.replace_namespaced_service(name, self.namespace, current)
 
     @staticmethod
     def _create(call: Any) -> None:
@@ -137,14 +156,12 @@ class KubernetesDriver:
                 raise
 
     def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
-        if self._namespace_phase(plan) in (None, "Terminating"):
-            return []
-        found = self.apps.list_namespaced_deployment(
-            manifests.namespace_name(plan), label_selector=f"{TAG_GATEWAY}={plan.gateway_id}"
-        )
-        hosts = []
+        found = self.apps.list_namespaced_deployment(self.namespace, label_selector=manifests.selector(plan))
+        hosts, refused = [], []
         for item in found.items:
             labels = item.metadata.labels or {}
+            if item.metadata.deletion_timestamp:
+                continue
             available = (item.status.available_replicas or 0) if item.status else 0
             host = CloudHost(
                 index=int(labels.get(TAG_HOST, "-1")),
@@ -154,16 +171,21 @@ class KubernetesDriver:
             )
             if not host.running and 0 <= host.index < plan.replicas:
                 self._rearm(plan, host)
+                failure = _replica_failure(item)
+                if failure is not None:
+                    refused.append(f"host {host.index}: {failure}")
             hosts.append(host)
+        if refused:
+            # The cluster will not make the pods (admission, a quota): say why, and look again later.
+            raise NotReady("; ".join(sorted(refused)), retry_after=30.0)
         return hosts
 
     def _rearm(self, plan: GatewayPlan, host: CloudHost) -> None:
         """A new join token in the host's Secret if the one there cannot be redeemed any more."""
         if plan.join is None:
             return
-        namespace = manifests.namespace_name(plan)
         try:
-            found = self.core.read_namespaced_secret(host.id, namespace)
+            found = self.core.read_namespaced_secret(host.id, self.namespace)
         except ApiException as error:
             if error.status == 404:
                 return
@@ -174,33 +196,30 @@ class KubernetesDriver:
         self._write_secret(plan, host.index, host.fingerprint)
 
     def _write_secret(self, plan: GatewayPlan, index: int, fingerprint: str) -> None:
-        namespace = manifests.namespace_name(plan)
         wanted = manifests.secret(plan, index, fingerprint, plan.issue_join_token(index))
         secret = client.V1Secret.model_validate(wanted)
         try:
-            self.core.create_namespaced_secret(namespace, secret)
+            self.core.create_namespaced_secret(self.namespace, secret)
         except ApiException as error:
             if error.status != 409:
                 raise
-            self.core.replace_namespaced_secret(manifests.host_name(index), namespace, secret)
+            self.core.replace_namespaced_secret(manifests.host_name(plan, index), self.namespace, secret)
 
     def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
         self._write_secret(plan, index, fingerprint)
         deployment = client.V1Deployment.model_validate(manifests.deployment(plan, index, fingerprint))
-        namespace = manifests.namespace_name(plan)
-        self._create(lambda: self.apps.create_namespaced_deployment(namespace, deployment))
+        self._create(lambda: self.apps.create_namespaced_deployment(self.namespace, deployment))
 
     def delete_host(self, plan: GatewayPlan, host: CloudHost) -> None:
-        namespace = manifests.namespace_name(plan)
         for delete in (self.apps.delete_namespaced_deployment, self.core.delete_namespaced_secret):
             try:
-                delete(host.id, namespace, _preload_content=False)
+                delete(host.id, self.namespace, _preload_content=False)
             except ApiException as error:
                 if error.status != 404:
                     raise
 
     def expose(self, plan: GatewayPlan, hosts: list[CloudHost]) -> HostInfo:
-        found = self.core.read_namespaced_service(manifests.SERVICE_NAME, manifests.namespace_name(plan))
+        found = self.core.read_namespaced_service(manifests.service_name(plan), self.namespace)
         ingress = (
             (found.status.load_balancer.ingress or []) if found.status and found.status.load_balancer else []
         )
@@ -218,12 +237,35 @@ class KubernetesDriver:
         )
 
     def delete_all(self, plan: GatewayPlan) -> list[str]:
-        name = manifests.namespace_name(plan)
-        phase = self._namespace_phase(plan)
-        if phase is None:
-            return []
-        if phase != "Terminating":
-            # The namespace takes its deployments, secrets and service (and the cloud its load balancer).
-            self.core.delete_namespace(name, _preload_content=False)
-            phase = self._namespace_phase(plan)
-        return [] if phase is None else [f"namespace {name}"]
+        """Deletes the gateway's Deployments, Secrets and Service; what is still there (a Service
+        whose cloud load balancer is going away) is listed."""
+        namespace, selector = self.namespace, manifests.selector(plan)
+        deployments = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        secrets = self.core.list_namespaced_secret(namespace, label_selector=selector).items
+        for deletion, items in (
+            (self.apps.delete_namespaced_deployment, deployments),
+            (self.core.delete_namespaced_secret, secrets),
+        ):
+            for item in items:
+                try:
+                    deletion(item.metadata.name, namespace, _preload_content=False)
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+        name = manifests.service_name(plan)
+        try:
+            self.core.delete_namespaced_service(name, namespace, _preload_content=False)
+            self.core.read_namespaced_service(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+        return [f"service {name} (its load balancer)"]
+
+
+def _replica_failure(deployment: Any) -> str | None:
+    """Why the Deployment's ReplicaSet cannot make its pods, as the cluster says."""
+    for condition in (deployment.status.conditions or []) if deployment.status else []:
+        if condition.type == "ReplicaFailure" and condition.status == "True":
+            return " ".join(str(condition.message or condition.reason).split())
+    return None

@@ -1,6 +1,12 @@
-"""The Kubernetes objects of a gateway, as manifests: a namespace per gateway, and per host a Secret
-with its files (`identity.host_files`, the ones a cloud host's startup script writes) and a Deployment
-of the official Envoy image; one LoadBalancer Service.
+"""The Kubernetes objects of a gateway, as manifests, all in the backend's one namespace and named
+after the gateway: per host a Secret with its files (`identity.host_files`, the ones a cloud host's
+startup script writes) and a Deployment of the official Envoy image; one LoadBalancer Service.
+
+Pods meet Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/):
+they run as the image's unprivileged `envoy` user (runAsNonRoot), with the RuntimeDefault seccomp
+profile, every capability dropped and no privilege escalation in every container, and only
+secret and emptyDir volumes. Envoy listens on unprivileged ports (8080, 8443) the Service maps 80
+and 443 onto.
 
 With mTLS to gateway_xds, the pod joins the way a cloud host does, with the same `join.sh`: an init
 container trades the Secret's join token for a key and client certificate in a memory-backed
@@ -35,8 +41,8 @@ from services.provisioner.hosts.startup import envoy_args
 # Envoy runs unprivileged in the pod, so it listens above 1024; the Service maps 80 and 443 onto these.
 POD_HTTP_PORT = 8080
 POD_HTTPS_PORT = 8443
-ENVOY_UID = 101  # the official image's `envoy` user
-SERVICE_NAME = "gateway"
+ENVOY_UID = 101  # the official image's `envoy` user (and group)
+APP_NAME = "gatehouse-envoy"
 JOIN_TOKEN_KEY = JOIN_TOKEN_PATH.rsplit("/", 1)[1]
 CONFIG_VOLUME = "config"
 IDENTITY_VOLUME = "identity"
@@ -45,17 +51,24 @@ ADMIN_VOLUME = "admin"
 CONFIG_MODE = 0o440
 
 
-def namespace_name(plan: GatewayPlan) -> str:
+def service_name(plan: GatewayPlan) -> str:
     return plan.base_name
 
 
-def host_name(index: int) -> str:
-    return f"envoy-{index}"
+def host_name(plan: GatewayPlan, index: int) -> str:
+    """Host `index`'s Deployment and Secret: `gatehouse-<gateway id>-<index>`, unique in a namespace
+    shared with other gateways."""
+    return plan.host_name(index)
+
+
+def selector(plan: GatewayPlan) -> str:
+    """The label selector of every object of the gateway."""
+    return f"app.kubernetes.io/name={APP_NAME},{TAG_GATEWAY}={plan.gateway_id}"
 
 
 def _labels(plan: GatewayPlan, index: int | None = None, fingerprint: str | None = None) -> dict[str, str]:
     """Label values are at most 63 characters of [A-Za-z0-9_.-]; the user's tags go in annotations."""
-    labels = {"app.kubernetes.io/name": "gatehouse-envoy", TAG_GATEWAY: plan.gateway_id}
+    labels = {"app.kubernetes.io/name": APP_NAME, TAG_GATEWAY: plan.gateway_id}
     if index is not None:
         labels[TAG_HOST] = str(index)
     if fingerprint is not None:
@@ -69,10 +82,6 @@ def _metadata(
     return {"name": name, "labels": _labels(plan, index, fingerprint), "annotations": plan.tags(index)}
 
 
-def namespace(plan: GatewayPlan) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _metadata(plan, namespace_name(plan))}
-
-
 def pod_port(port: int) -> int:
     return {HTTP_PORT: POD_HTTP_PORT, HTTPS_PORT: POD_HTTPS_PORT}.get(port, port)
 
@@ -81,10 +90,10 @@ def service(plan: GatewayPlan) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(plan, SERVICE_NAME),
+        "metadata": _metadata(plan, service_name(plan)),
         "spec": {
             "type": "LoadBalancer",
-            "selector": {TAG_GATEWAY: plan.gateway_id},
+            "selector": {"app.kubernetes.io/name": APP_NAME, TAG_GATEWAY: plan.gateway_id},
             "ports": [
                 {"name": f"tcp-{port}", "protocol": "TCP", "port": port, "targetPort": pod_port(port)}
                 for port in plan.inbound_ports
@@ -101,7 +110,7 @@ def secret(plan: GatewayPlan, index: int, fingerprint: str, join_token: str | No
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _metadata(plan, host_name(index), index, fingerprint),
+        "metadata": _metadata(plan, host_name(plan, index), index, fingerprint),
         "data": {file.name: base64.b64encode(file.content.encode()).decode() for file in files},
     }
 
@@ -119,6 +128,17 @@ def _mounts(identity_writable: bool) -> list[dict[str, Any]]:
     ]
 
 
+# What Pod Security "restricted" asks of every container (the pod sets the rest for all of them).
+RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+RESTRICTED_POD: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": ENVOY_UID,
+    "runAsGroup": ENVOY_UID,
+    "fsGroup": ENVOY_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def _identity_container(name: str, plan: GatewayPlan, mode: str) -> dict[str, Any]:
     """join.sh in the Envoy image, writing the key and certificate into the shared emptyDir."""
     assert plan.join is not None
@@ -127,11 +147,7 @@ def _identity_container(name: str, plan: GatewayPlan, mode: str) -> dict[str, An
         "image": plan.envoy_image,
         "command": join_command(mode, plan.join),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
         "volumeMounts": _mounts(identity_writable=True),
     }
 
@@ -145,17 +161,17 @@ def deployment(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any
         "args": envoy_args(BOOTSTRAP_PATH),
         "ports": [{"containerPort": port, "protocol": "TCP"} for port in ports],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": dict(RESTRICTED_CONTAINER),
         "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}],
     }
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": ENVOY_UID, "fsGroup": ENVOY_UID},
+        "securityContext": dict(RESTRICTED_POD),
         "containers": [envoy],
         "volumes": [
             {
                 "name": CONFIG_VOLUME,
-                "secret": {"secretName": host_name(index), "defaultMode": CONFIG_MODE},
+                "secret": {"secretName": host_name(plan, index), "defaultMode": CONFIG_MODE},
             }
         ],
     }
@@ -172,7 +188,7 @@ def deployment(plan: GatewayPlan, index: int, fingerprint: str) -> dict[str, Any
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(plan, host_name(index), index, fingerprint),
+        "metadata": _metadata(plan, host_name(plan, index), index, fingerprint),
         "spec": {
             "replicas": 1,
             # Never two Envoys with one node id.
