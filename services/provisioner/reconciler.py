@@ -28,7 +28,7 @@ from services.provisioner.backends.base import (
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import CONNECT_DEADLINE_SECONDS, LocalGatewayBackend
 from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone
-from services.provisioner.serving import HostWatch, judge
+from services.provisioner.serving import REPLACE_BACKOFF_SECONDS, HostWatch, judge
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ class Provisioner:
         mirror: RegistryMirror | None = None,
         host_deadline: float = HOST_CONNECT_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.time,
+        replace_backoff: float = REPLACE_BACKOFF_SECONDS,
     ) -> None:
-        """`host_deadline`: seconds a cloud host has to connect its Envoy before it is replaced."""
+        """`host_deadline`: seconds a cloud host has to connect its Envoy before it is replaced;
+        `replace_backoff`: how long its replacement waits (doubling while hosts keep failing)."""
         self._stubs = stubs
         self._backends = backends
         self._local = local
@@ -77,6 +79,7 @@ class Provisioner:
         # Per gateway: what is known of its hosts' Envoys.
         self._hosts: dict[str, HostWatch] = {}
         self._host_deadline = host_deadline
+        self._replace_backoff = replace_backoff
         self._clock = clock
 
     async def run(self) -> None:
@@ -243,7 +246,7 @@ class Provisioner:
             replaced.append(
                 (host, f"host {host.index}'s Envoy did not connect within {deadline:.0f}s", output)
             )
-        return watch.replaced_hosts(replaced, self._clock())
+        return watch.replaced_hosts(replaced, self._clock(), self._replace_backoff)
 
     async def _delete_gateway(self, gateway: resources_pb2.Gateway) -> Result:
         """Finalizes only once the backend says everything it made is gone, so nothing leaks."""

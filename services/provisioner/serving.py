@@ -59,9 +59,15 @@ class HostWatch:
         for host in hosts:
             self.serving.setdefault(host.index, host.id)
 
-    def replaced_hosts(self, replaced: Sequence[tuple[GatewayHost, str, str | None]], now: float) -> str:
+    def replaced_hosts(
+        self,
+        replaced: Sequence[tuple[GatewayHost, str, str | None]],
+        now: float,
+        backoff: float = REPLACE_BACKOFF_SECONDS,
+    ) -> str:
         """Notes hosts just replaced, each with why and its console output; holds the next hosts
-        back (10 s, doubling to 10 min for a slot failing in a row); returns the gateway's message."""
+        back (`backoff`, doubling to 10 min for a slot failing in a row); returns the gateway's
+        message."""
         failures = 0
         reasons = []
         for host, reason, output in replaced:
@@ -70,7 +76,7 @@ class HostWatch:
             tail = shown_output(output)
             self.replaced[host.index] = f"{reason}: {tail}" if tail else reason
             reasons.append(self.replaced[host.index])
-        delay = min(MAX_REPLACE_BACKOFF_SECONDS, REPLACE_BACKOFF_SECONDS * 2.0 ** (failures - 1))
+        delay = min(MAX_REPLACE_BACKOFF_SECONDS, backoff * 2.0 ** (failures - 1))
         self.hold_until = now + delay
         self.hold_message = "; ".join(reasons) + f"; replaced, a new host in {delay:.0f}s"
         return self.hold_message

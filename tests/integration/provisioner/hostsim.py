@@ -4,7 +4,9 @@ endpoint, and a real Envoy started with the host's bootstrap against a real gate
 
 Paths in the host's files are absolute (/etc/gatehouse, /var/lib/gatehouse); `relocate` rewrites
 the JSON files Envoy reads so they point under the root, and `GATEHOUSE_ROOT` does the same for
-join.sh."""
+join.sh. `run_startup_data` runs a cloud host's startup data as the host would (unpacking included),
+with `docker`, `systemctl` and `apt-get` recording their calls; `AdsEnvoy` stands in for Envoy where a
+real one would bind a cloud host's ports (:80 and :443 on every address) on this shared machine."""
 
 from __future__ import annotations
 
@@ -20,21 +22,34 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import scoped_route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, VirtualHost
 from gateway_xds.publish import publish
+from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
-from services.common.internal_ca import InternalCA, xds_server_credentials
+from gateway_xds.testing.ads_client import DeltaAdsClient
+from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, xds_server_credentials
 from services.common.probes import free_port, unix_http_get
 from services.provisioner.backends.base import BackendError
 from services.provisioner.backends.local.gateway import envoy_binary
 from services.provisioner.envoy_bootstrap import HOST_ADMIN_SOCKET
-from services.provisioner.hosts.identity import CONFIG_DIR, IDENTITY_DIR, IDENTITY_PATH, JoinEndpoint
+from services.provisioner.hosts.identity import (
+    BOOTSTRAP_PATH,
+    CA_PATH,
+    CONFIG_DIR,
+    IDENTITY_DIR,
+    IDENTITY_PATH,
+    JoinEndpoint,
+)
 from services.provisioner.join import JoinServer, JoinTokens
 from tests.support.real import require_real
 
@@ -76,6 +91,120 @@ async def run_on_host(root: Path, argv: Sequence[str], **env: str) -> tuple[int,
     )
     _, stderr = await process.communicate()
     return await process.wait(), stderr.decode()
+
+
+STUBBED = ("docker", "systemctl", "apt-get")
+
+
+@dataclass
+class HostRun:
+    """How a host's startup data ran: its exit code, what it printed (the console), the calls made."""
+
+    code: int
+    console: str
+    calls: list[list[str]]
+
+
+async def run_startup_data(data: str, scratch: Path, **env: str) -> HostRun:
+    """Runs `data` as a cloud host runs its user data: an executable file whose `#!` line picks the
+    shell (the stub unpacks the script), as root of the host `scratch/host`."""
+    stubs = scratch / "stubs"
+    stubs.mkdir(parents=True, exist_ok=True)
+    calls = scratch / "calls.jsonl"
+    calls.touch()
+    for name in STUBBED:
+        stub = stubs / name
+        stub.write_text(
+            "#!/usr/bin/env python3\nimport json, os, sys\n"
+            f"open({str(calls)!r}, 'a')"
+            ".write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n"
+        )
+        stub.chmod(0o755)
+    user_data = scratch / "user-data"
+    user_data.write_text(data)
+    user_data.chmod(0o700)
+    process = await asyncio.create_subprocess_exec(
+        str(user_data),
+        env={"PATH": f"{stubs}:/usr/bin:/bin", "GATEHOUSE_ROOT": str(scratch / "host"), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    output, _ = await process.communicate()
+    code = await process.wait()
+    return HostRun(
+        code, output.decode(errors="replace"), [json.loads(line) for line in calls.read_text().splitlines()]
+    )
+
+
+class AdsEnvoy:
+    """Envoy's part towards gateway_xds only, from a host's own files: its node id and the way to
+    gateway_xds from the bootstrap, mTLS with the certificate join.sh got; subscribes as Envoy does
+    and acknowledges everything. Binds nothing."""
+
+    def __init__(self, root: Path) -> None:
+        bootstrap = json.loads(in_root(root, BOOTSTRAP_PATH).read_text())
+        self.node_id = str(bootstrap["node"]["id"])
+        [cluster] = bootstrap["static_resources"]["clusters"]
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        address = endpoint["address"]["socket_address"]
+        self.target = f"{address['address']}:{address['port_value']}"
+        identity = in_root(root, IDENTITY_PATH).read_bytes()
+        cut = identity.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=in_root(root, CA_PATH).read_bytes(),
+            private_key=identity[cut:],
+            certificate_chain=identity[:cut],
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.acked = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        options = [("grpc.ssl_target_name_override", XDS_SERVER_NAME)]
+        async with grpc.aio.secure_channel(self.target, self._credentials, options=options) as channel:
+            client = DeltaAdsClient(channel, self.node_id, read_timeout=3600)
+            for type_url in (CLUSTER, LISTENER, SCOPED_ROUTE):
+                await client.request(type_url)
+            routes: set[str] = set()
+            while True:
+                response: discovery_pb2.DeltaDiscoveryResponse = await client.recv()
+                await client.ack(response)
+                self.acked += 1
+                if response.type_url == CLUSTER and response.resources:
+                    await client.request(ENDPOINT, [resource.name for resource in response.resources])
+                wanted = _route_names(response) - routes
+                if wanted:
+                    # As Envoy does: the route configurations its listeners and scopes name.
+                    routes |= wanted
+                    await client.request(ROUTE, sorted(wanted))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+def _route_names(response: discovery_pb2.DeltaDiscoveryResponse) -> set[str]:
+    """The route configurations a response's listeners (RDS) or route scopes refer to."""
+    names: set[str] = set()
+    for resource in response.resources:
+        if response.type_url == SCOPED_ROUTE:
+            scope = scoped_route_pb2.ScopedRouteConfiguration()
+            resource.resource.Unpack(scope)
+            names.add(scope.route_configuration_name)
+        elif response.type_url == LISTENER:
+            listener = listener_pb2.Listener()
+            resource.resource.Unpack(listener)
+            chains = [*listener.filter_chains, listener.default_filter_chain]
+            for network_filter in (f for chain in chains for f in chain.filters):
+                manager = http_connection_manager_pb2.HttpConnectionManager()
+                if network_filter.typed_config.Unpack(manager) and manager.HasField("rds"):
+                    names.add(manager.rds.route_config_name)
+    return names - {""}
 
 
 class RecordingAuthorizer(PeerCertificateAuthorizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -330,7 +331,7 @@ async def test_a_host_lost_outside_gatehouse_is_replaced_and_a_new_size_rolls_ho
     now = instances_of(aws.moto, GATEWAY_ID)
     assert len(now) == 2 and not {i["InstanceId"] for i in now} & {first["InstanceId"], second["InstanceId"]}
     # The replacements took over their slots' Elastic IPs: the gateway's address did not change.
-    assert await converge(backend, gw) == host
+    assert dataclasses.replace(await converge(backend, gw), hosts=()) == dataclasses.replace(host, hosts=())
 
     gw.spec.instance_type = "t3.small"
     plan = backend.plan(gw)

@@ -1,5 +1,8 @@
 """Seed 000's gateway examples, applied as written with the CLI to a real `gatehouse server` whose
-project has aws credentials in `server/config.yml`, reach running against moto and leave nothing."""
+project has aws credentials in `server/config.yml`, reach running against moto and leave nothing.
+
+A gateway runs only once its hosts' Envoys serve, so each instance moto runs is played as a host
+(`cloudsim.Ec2Hosts`): it runs its user data, joins the server over mTLS and connects its Envoy."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 
 from tests.integration.provisioner.aws_account import instances_of, inventory, shape_account
 from tests.integration.provisioner.aws_emulator import REGION, MotoServer
+from tests.integration.provisioner.cloudsim import Ec2Hosts
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.real
@@ -71,7 +75,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer) ->
     )
     process = ServerProcess(home=home)
     process.start()
-    yield process
+    with Ec2Hosts(moto_server.client("ec2"), tmp_path_factory.mktemp("hosts")):
+        yield process
     process.stop()
     process.kill_data_plane()
 

@@ -11,7 +11,6 @@ import datetime
 import json
 import shlex
 import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from tests.integration.provisioner.hostsim import (
     publish_listener,
     relocate,
     run_on_host,
+    run_startup_data,
     wait_acked,
 )
 
@@ -68,26 +68,12 @@ def plan_of(plane: ControlPlane) -> GatewayPlan:
     return backend.plan(gateway())
 
 
-def run_script(script: str, root: Path) -> list[list[str]]:
-    """Runs the startup data as a host would (an executable file: its `#!` line picks the shell, and
-    the stub unpacks the script), with `docker`, `systemctl` and `apt-get` recording their calls."""
-    stubs = root / "stubs"
-    stubs.mkdir()
-    calls = root / "calls.jsonl"
-    for name in ("docker", "systemctl", "apt-get"):
-        stub = stubs / name
-        stub.write_text(
-            "#!/usr/bin/env python3\nimport json, os, sys\n"
-            f"open({str(calls)!r}, 'a')"
-            ".write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n"
-        )
-        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "GATEHOUSE_ROOT": str(root / "host")}
-    user_data = root / "user-data"
-    user_data.write_text(script)
-    user_data.chmod(0o700)
-    subprocess.run([str(user_data)], env=env, check=True, timeout=60)
-    return [json.loads(line) for line in calls.read_text().splitlines()]
+async def run_script(script: str, root: Path) -> list[list[str]]:
+    """Runs the startup data as a host would (`hostsim.run_startup_data`: its `#!` line picks the
+    shell, the stub unpacks the script); the calls to `docker`, `systemctl` and `apt-get`."""
+    run = await run_startup_data(script, root)
+    assert run.code == 0, run.console
+    return run.calls
 
 
 def exec_start(unit: str) -> list[str]:
@@ -100,11 +86,11 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contr
         yield plane
 
 
-def test_without_mtls_the_script_writes_the_bootstrap_and_a_unit_running_the_official_image(
+async def test_without_mtls_the_script_writes_the_bootstrap_and_a_unit_running_the_official_image(
     tmp_path: Path,
 ) -> None:
     plan = GatewayPlan.of(gateway(), XdsEndpoint("xds.example.com", 50052))
-    calls = run_script(plan.startup_script(HOST_INDEX), tmp_path)
+    calls = await run_script(plan.startup_script(HOST_INDEX), tmp_path)
     host = tmp_path / "host"
     bootstrap = json.loads(in_root(host, BOOTSTRAP_PATH).read_text())
     assert bootstrap == plan.bootstrap(HOST_INDEX)
@@ -126,14 +112,14 @@ def test_without_mtls_the_script_writes_the_bootstrap_and_a_unit_running_the_off
     ]
 
 
-def test_a_docker_configuration_of_the_image_is_kept_and_the_mirror_can_be_turned_off(
+async def test_a_docker_configuration_of_the_image_is_kept_and_the_mirror_can_be_turned_off(
     tmp_path: Path,
 ) -> None:
     plan = GatewayPlan.of(gateway(), XdsEndpoint("xds.example.com", 50052))
     own = in_root(tmp_path / "host", DOCKER_DAEMON_CONFIG)
     own.parent.mkdir(parents=True)
     own.write_text('{"registry-mirrors": ["https://registry.example.internal"]}')
-    calls = run_script(plan.startup_script(HOST_INDEX), tmp_path)
+    calls = await run_script(plan.startup_script(HOST_INDEX), tmp_path)
     assert json.loads(own.read_text()) == {"registry-mirrors": ["https://registry.example.internal"]}
     assert ["systemctl", "reload", "docker.service"] not in calls
     unmirrored = dataclasses.replace(plan, registry_mirror="")
@@ -143,7 +129,7 @@ def test_a_docker_configuration_of_the_image_is_kept_and_the_mirror_can_be_turne
 async def test_the_join_token_becomes_a_client_certificate_and_is_deleted(
     tmp_path: Path, plane: ControlPlane
 ) -> None:
-    calls = await asyncio.to_thread(run_script, plan_of(plane).startup_script(HOST_INDEX), tmp_path)
+    calls = await run_script(plan_of(plane).startup_script(HOST_INDEX), tmp_path)
     host = tmp_path / "host"
     assert not in_root(host, JOIN_TOKEN_PATH).exists()
     assert in_root(host, IDENTITY_PATH).read_text().startswith("-----BEGIN CERTIFICATE")
@@ -158,7 +144,7 @@ async def test_the_join_token_becomes_a_client_certificate_and_is_deleted(
 async def test_the_bootstrap_the_script_writes_reaches_live_against_the_control_plane(
     tmp_path: Path, plane: ControlPlane
 ) -> None:
-    await asyncio.to_thread(run_script, plan_of(plane).startup_script(HOST_INDEX), tmp_path)
+    await run_script(plan_of(plane).startup_script(HOST_INDEX), tmp_path)
     host = tmp_path / "host"
     relocate(host)
     listener_port = publish_listener(plane, GATEWAY_ID, revision=7)
@@ -176,7 +162,7 @@ async def test_the_renewal_timer_renews_the_certificate_once_it_is_due(tmp_path:
     # Certificates of a minute (back-dated five): two thirds of their lifetime are behind them at once.
     short_lived = InternalCA.create(leaf_validity=datetime.timedelta(minutes=1))
     async with control_plane(tmp_path, short_lived) as plane:
-        await asyncio.to_thread(run_script, plan_of(plane).startup_script(HOST_INDEX), tmp_path)
+        await run_script(plan_of(plane).startup_script(HOST_INDEX), tmp_path)
         host = tmp_path / "host"
         joined = certificate_of(host)
         timer = in_root(host, RENEW_TIMER_PATH).read_text()
