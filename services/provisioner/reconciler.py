@@ -39,7 +39,9 @@ MAX_DELETE_RETRY_SECONDS = 300.0
 # How long a cloud host (VM or pod) has from being made until its Envoy connects: booting, Docker's
 # install, the image pull and joining take a few minutes at most (`GATEHOUSE_HOST_CONNECT_TIMEOUT`).
 HOST_CONNECT_DEADLINE_SECONDS = 600.0
-# How often a gateway's Envoys are looked at while a host's is awaited (the local one is quick).
+# While a host's Envoy is awaited: how often the registry is asked about it, and the cloud about the
+# hosts (the local backend is asked every time: it is quick).
+ENVOY_CHECK_SECONDS = 0.25
 ENVOY_POLL_SECONDS = 2.0
 LOCAL_ENVOY_POLL_SECONDS = 0.1
 
@@ -152,13 +154,19 @@ class Provisioner:
             if not gateway.status.backend_called:
                 await self._gateway_status(gateway, backend_called=True)
                 gateway.status.backend_called = True
-            host = await backend.create_or_update(gateway, serving=watch.serving_ids())
+            # While only Envoys are awaited, they are looked at often and the cloud less so.
+            host = watch.recent_pass(gateway.generation, self._clock(), ENVOY_POLL_SECONDS)
+            if host is None or backend is self._local:
+                host = await backend.create_or_update(gateway, serving=watch.serving_ids())
+                watch.passed(gateway.generation, self._clock(), host)
         except NotReady as pending:
+            watch.passed(gateway.generation, 0.0, None)
             await self._gateway_status(
                 gateway, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=str(pending)
             )
             return Result(requeue_after=pending.retry_after)
         except BackendError as error:
+            watch.passed(gateway.generation, 0.0, None)
             await self._gateway_status(gateway, state=resources_pb2.GATEWAY_STATE_FAILED, message=str(error))
             return Result()
         return await self._until_serving(gateway, backend, host, watch)
@@ -193,12 +201,14 @@ class Provisioner:
             gateway.id, hosts, current.status.envoys, revision, watch, now, deadline, lingering=not local
         )
         if verdict.serving and not host.pending:
+            watch.passed(gateway.generation, 0.0, None)  # the next pass asks the cloud again
             await self._gateway_status(
                 current, state=resources_pb2.GATEWAY_STATE_RUNNING, message="", **where
             )
             return Result(requeue_after=GATEWAY_RECHECK_SECONDS)
         if verdict.overdue and isinstance(backend, ReplacesHosts):
             message = await self._replace(gateway, backend, verdict.overdue, watch, deadline)
+            watch.passed(gateway.generation, 0.0, None)
             await self._gateway_status(
                 current, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=message, **where
             )
@@ -210,7 +220,7 @@ class Provisioner:
         await self._gateway_status(
             current, state=resources_pb2.GATEWAY_STATE_PROVISIONING, message=message, **where
         )
-        return Result(requeue_after=LOCAL_ENVOY_POLL_SECONDS if local else ENVOY_POLL_SECONDS)
+        return Result(requeue_after=LOCAL_ENVOY_POLL_SECONDS if local else ENVOY_CHECK_SECONDS)
 
     async def _current(self, gateway: resources_pb2.Gateway) -> resources_pb2.Gateway | None:
         """The gateway as the registry has it now, with its Envoys as gateway_xds last reported them

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gatehouse.v1 import resources_pb2
-from services.provisioner.backends.base import GatewayHost
+from services.provisioner.backends.base import GatewayHost, HostInfo
 from services.provisioner.envoy_bootstrap import node_id
 
 # After replacing a host whose Envoy never connected, the next one comes after this, doubling while
@@ -50,6 +50,16 @@ class HostWatch:
     hold_message: str = ""
     # Whether this provisioner has judged the gateway's hosts since it started.
     judged: bool = False
+    # The last pass of the backend: the gateway's generation, when, what it said.
+    last_pass: tuple[int, float, HostInfo | None] = (0, 0.0, None)
+
+    def passed(self, generation: int, when: float, host: HostInfo | None) -> None:
+        self.last_pass = (generation, when, host)
+
+    def recent_pass(self, generation: int, now: float, within: float) -> HostInfo | None:
+        """What the backend said within `within` seconds for this generation of the gateway."""
+        last_generation, when, host = self.last_pass
+        return host if last_generation == generation and now - when < within else None
 
     def serving_ids(self) -> frozenset[str]:
         return frozenset(self.serving.values())

@@ -291,6 +291,7 @@ class Ec2Hosts:
                 self._task.result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
+        self._loop.close()
 
     async def _follow(self) -> None:
         hosts: dict[str, asyncio.Task[None]] = {}
