@@ -47,27 +47,32 @@ def gateway(cloud: str, replicas: int = 3, tags: int = 50) -> resources_pb2.Gate
     return resources_pb2.Gateway(id="gw-0123456789ab", project="p" * 50, name="n" * 50, spec=spec)
 
 
-def largest_plan(cloud: str, directory: Path) -> GatewayPlan:
+def largest_plan(cloud: str, directory: Path, largest: bool = True) -> GatewayPlan:
+    """`largest`: else a typical gateway (a short control plane name, the default image, no tags)."""
+    host = LONGEST_HOST if largest else "xds.example.com"
     ca = InternalCA.create()
     join = JoinSetup(
         JoinTokens(directory / f"{cloud}-tokens.json"),
-        JoinEndpoint(f"https://{LONGEST_HOST}:50055", ca.certificate_pem.decode()),
+        JoinEndpoint(f"https://{host}:50055", ca.certificate_pem.decode()),
     )
     # 10,000 mapped ports: none of them is in the startup data (they open firewall rules).
-    ports = frozenset(range(20000, 30000))
+    ports = frozenset(range(20000, 30000)) if largest else frozenset()
     backend = CloudGatewayBackend(
         cloud,
         driver=None,  # type: ignore[arg-type]
-        xds=XdsEndpoint(LONGEST_HOST, 50052),
+        xds=XdsEndpoint(host, 50052),
         mapped_ports=lambda gateway_id: ports,
         join=join,
     )
+    if not largest:
+        return backend.plan(gateway(cloud, replicas=1, tags=0))
     return replace(backend.plan(gateway(cloud)), envoy_image=MIRRORED_IMAGE)
 
 
-def startup_data(cloud: str, directory: Path, index: int = 2) -> StartupData:
-    """What the cloud is sent for host `index` of the largest plan."""
-    plan = largest_plan(cloud, directory)
+def startup_data(cloud: str, directory: Path, index: int = 2, largest: bool = True) -> StartupData:
+    """What the cloud is sent for host `index` of the largest plan (`largest`; else a typical one)."""
+    plan = largest_plan(cloud, directory, largest)
+    index = index if largest else 0
     if cloud == "kubernetes":
         token = plan.issue_join_token(index)
         secret = manifests.secret(plan, index, plan.host_fingerprint("pod"), token)
