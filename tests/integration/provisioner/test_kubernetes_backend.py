@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from gatehouse.v1 import resources_pb2
@@ -24,8 +25,8 @@ from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE
 from services.provisioner.join import JoinSetup, JoinTokens
-from tests.fakes.kubernetes_api import FakeKubernetes
-from tests.fakes.kubernetes_rules import restricted_violations
+from tests.fakes.kubernetes_api import PROVISIONER_ROLE, FakeKubernetes
+from tests.fakes.kubernetes_rules import Rule, restricted_violations
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
 
 GATEWAY_ID = "gw-0123456789ab"
@@ -434,3 +435,19 @@ async def test_the_fake_cluster_holds_rbac_and_pod_security_as_a_cluster_does(
         'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")',
     ):
         assert problem in condition["message"]
+
+
+def test_the_readme_asks_for_exactly_the_role_the_fake_cluster_grants() -> None:
+    """Every test here runs with the README's Role and no more: the docs cannot drift from the code."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    [block] = [
+        block.split("```", 1)[0]
+        for block in readme.split("```yaml\n")[1:]
+        if "kind: Role\n" in block.split("```", 1)[0]
+    ]
+    role = yaml.safe_load(block)
+    granted = [
+        Rule(tuple(rule["apiGroups"]), tuple(rule["resources"]), tuple(rule["verbs"]))
+        for rule in role["rules"]
+    ]
+    assert granted == list(PROVISIONER_ROLE)
