@@ -242,6 +242,9 @@ async def test_a_failed_vm_stays_through_its_backoff_with_azures_reason_then_is_
     [vm] = azure.of_type(VMS)
     assert vm["properties"]["provisioningState"] == "Failed"
     assert said[-1] == f"host 0 failed (AllocationFailed: {allocation}); replacing it in 30 s"
+    # Listing the hosts (as replacing one does) reports the VM kept, neither running nor failed.
+    [kept] = azure_backend.driver.hosts(azure_backend.plan(gw))
+    assert (kept.running, kept.failed) == (False, False)
     clock.now += 29
     assert (await passes(1))[-1].endswith("replacing it in 1 s")
     assert [v["properties"]["vmId"] for v in azure.of_type(VMS)] == [vm["properties"]["vmId"]]

@@ -235,6 +235,21 @@ class AzureDriver:
         if not up_to_date:
             nsg = NetworkSecurityGroup(location=plan.region, tags=plan.tags(), security_rules=wanted)
             network.network_security_groups.begin_create_or_update(group, plan.base_name, nsg).result()
+        self._hold_failed(plan)
+
+    def _hold_failed(self, plan: GatewayPlan) -> None:
+        """While a `Failed` VM's slot backs off, the pass stops here with Azure's reason (and `hosts`
+        keeps the VM); once it is over, `hosts` reports it failed and it is replaced."""
+        waiting = [
+            kept
+            for index, vm, state in self._vms(plan)
+            if state.provisioning == "Failed" and 0 <= index < plan.replicas
+            for kept in [self._backing_off(plan, index, vm, state.failure)]
+            if kept is not None
+        ]
+        if waiting:
+            message = "; ".join(sorted(str(pending) for pending in waiting))
+            raise NotReady(message, retry_after=max(1.0, min(pending.retry_after for pending in waiting)))
 
     # -- hosts --------------------------------------------------------------------------------
 
@@ -270,42 +285,39 @@ class AzureDriver:
         why = f"host {index} failed ({failure or 'provisioning failed'}); replacing it in {left:.0f} s"
         return NotReady(why, retry_after=left)
 
-    def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
+    def _vms(self, plan: GatewayPlan) -> list[tuple[int, Any, VmState]]:
+        """The gateway's VMs not going away: host index, the VM, its states."""
         if self._group_state(plan) in (None, "Deleting"):
             return []
-        hosts: list[CloudHost] = []
-        waiting: list[NotReady] = []
+        found = []
         for vm in self.clients.compute.virtual_machines.list(self.group(plan)):
-            tags = vm.tags or {}
             if vm.provisioning_state == "Deleting":
                 continue
-            index = int(tags.get(TAG_HOST, "-1"))
             state = self._state(plan, vm)
-            if state.provisioning == "Deleting":
-                continue
+            if state.provisioning != "Deleting":
+                found.append((int((vm.tags or {}).get(TAG_HOST, "-1")), vm, state))
+        return found
+
+    def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
+        hosts = []
+        for index, vm, state in self._vms(plan):
             running = state.provisioning == "Succeeded" and state.power == "running"
             failed = state.power in POWERED_OFF
             if state.provisioning == "Failed":
+                # Kept while its slot backs off (`_hold_failed` says why); replaced after.
                 wanted = 0 <= index < plan.replicas
-                kept = self._backing_off(plan, index, vm, state.failure) if wanted else None
-                if kept is not None:
-                    waiting.append(kept)
-                failed = kept is None
+                failed = not wanted or self._backing_off(plan, index, vm, state.failure) is None
             elif running:
                 self._failures.pop((plan.gateway_id, index), None)
             hosts.append(
                 CloudHost(
                     index=index,
                     id=vm.name,
-                    fingerprint=tags.get(TAG_FINGERPRINT, ""),
+                    fingerprint=(vm.tags or {}).get(TAG_FINGERPRINT, ""),
                     running=running,
                     failed=failed,
                 )
             )
-        if waiting:
-            # Azure's reason on the gateway, and nothing else done this pass: the hosts stay as they are.
-            message = "; ".join(sorted(str(pending) for pending in waiting))
-            raise NotReady(message, retry_after=max(1.0, min(pending.retry_after for pending in waiting)))
         return hosts
 
     def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
