@@ -395,6 +395,9 @@ async def test_pods_the_cluster_refuses_are_shown_on_the_gateway_with_the_cluste
     assert said[-1].endswith(
         "is forbidden: exceeded quota: compute, requested: pods=1, used: pods=1, limited: pods=1"
     )
+    # Listing the hosts (as replacing one does) only lists.
+    k8s = backend(cluster)
+    assert sorted(host.running for host in k8s.driver.hosts(k8s.plan(gw))) == [False, True]
     cluster.pod_quota = None
     await converge(backend(cluster), gw)
 

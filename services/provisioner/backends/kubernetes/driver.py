@@ -145,6 +145,7 @@ class KubernetesDriver:
                 client.V1ServicePort.model_validate(port) for port in wanted["spec"]["ports"]
             ]
             self.core.replace_namespaced_service(name, self.namespace, current)
+        self._hold_refused(plan)
 
     @staticmethod
     def _create(call: Any) -> None:
@@ -157,7 +158,7 @@ class KubernetesDriver:
 
     def hosts(self, plan: GatewayPlan) -> list[CloudHost]:
         found = self.apps.list_namespaced_deployment(self.namespace, label_selector=manifests.selector(plan))
-        hosts, refused = [], []
+        hosts = []
         for item in found.items:
             labels = item.metadata.labels or {}
             if item.metadata.deletion_timestamp:
@@ -171,14 +172,26 @@ class KubernetesDriver:
             )
             if not host.running and 0 <= host.index < plan.replicas:
                 self._rearm(plan, host)
-                failure = _replica_failure(item)
-                if failure is not None:
-                    refused.append(f"host {host.index}: {failure}")
             hosts.append(host)
-        if refused:
-            # The cluster will not make the pods (admission, a quota): say why, and look again later.
-            raise NotReady("; ".join(sorted(refused)), retry_after=30.0)
         return hosts
+
+    def _hold_refused(self, plan: GatewayPlan) -> None:
+        """While the cluster will not make a host's pods (admission, a quota), the pass stops here
+        with the cluster's words; `hosts` only lists."""
+        found = self.apps.list_namespaced_deployment(self.namespace, label_selector=manifests.selector(plan))
+        refused = []
+        for item in found.items:
+            index = int((item.metadata.labels or {}).get(TAG_HOST, "-1"))
+            available = (item.status.available_replicas or 0) if item.status else 0
+            failure = _replica_failure(item)
+            if failure is not None and not available and 0 <= index < plan.replicas:
+                refused.append(f"host {index}: {failure}")
+                labels = item.metadata.labels or {}
+                self._rearm(
+                    plan, CloudHost(index, item.metadata.name, labels.get(TAG_FINGERPRINT, ""), False)
+                )
+        if refused:
+            raise NotReady("; ".join(sorted(refused)), retry_after=30.0)
 
     def _rearm(self, plan: GatewayPlan, host: CloudHost) -> None:
         """A new join token in the host's Secret if the one there cannot be redeemed any more."""
