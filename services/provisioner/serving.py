@@ -81,6 +81,8 @@ class HostWatch:
         failures = 0
         reasons = []
         for host, reason, output in replaced:
+            # A replacement may keep the id (a Deployment made again under its name): its clock starts anew.
+            self.first_seen.pop(host.id, None)
             self.failures[host.index] = self.failures.get(host.index, 0) + 1
             failures = max(failures, self.failures[host.index])
             tail = shown_output(output)

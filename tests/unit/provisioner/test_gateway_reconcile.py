@@ -346,3 +346,24 @@ def test_mapped_ports_are_the_ports_services_map_on_the_gateway(tmp_path: Path, 
     other = S.ServiceSpec(gateway_id="gw-other", gateway_port=6000)
     p.mirror.services["svc-2"] = S.Service(id="svc-2", spec=other)
     assert mapped_ports(p.mirror, "gw-0123456789ab") == (frozenset({port}) if port else frozenset())
+
+
+async def test_a_replacement_under_the_same_name_gets_a_deadline_of_its_own(tmp_path: Path) -> None:
+    # A Kubernetes host is a Deployment named after its slot: its replacement has the same id, and
+    # no launch time is known, so the provisioner counts from when it saw each.
+    clock = Clock()
+    host = HostInfo(hostname="lb", hosts=(GatewayHost(0, "envoy-0"),))
+    backend = ReplacingBackend(clock=clock)
+    backend.create_or_update = ScriptedBackend([host] * 10).create_or_update  # type: ignore[method-assign]
+    p, stubs = provisioner(tmp_path, backend, clock)
+    put(p, S.GATEWAY_STATE_PROVISIONING, stubs=stubs)
+    await p.reconcile_gateway(GATEWAY_ID)
+    clock.now += HOST_CONNECT_DEADLINE_SECONDS + 1
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.replaced == ["envoy-0"]
+    clock.now += 10
+    await p.reconcile_gateway(GATEWAY_ID)
+    clock.now += 10
+    await p.reconcile_gateway(GATEWAY_ID)
+    assert backend.replaced == ["envoy-0"]
+    assert stubs.gateways.statuses[-1].message.startswith("waiting for Envoy on host 0 to connect")
