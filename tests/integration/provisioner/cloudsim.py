@@ -51,6 +51,7 @@ PULL_REFUSED = (
     "docker: Error response from daemon: toomanyrequests: You have reached your unauthenticated pull "
     "rate limit. https://www.docker.com/increase-rate-limit"
 )
+APT_LOCKED = "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)"
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SimulatedHost:
     root: Path
     launched_at: float
     refuse_pull: bool
+    apt_locked: bool = False
     console: str = ""
     envoy: HostEnvoy | AdsEnvoy | None = None
     boot: concurrent.futures.Future[None] | None = None
@@ -78,12 +80,14 @@ class SimulatedHost:
 class SimulatedCloud:
     """`real_envoy`: a real Envoy per host, its listeners on 127.0.0.1 and two free ports (so one
     host per gateway); else `AdsEnvoy`s, any number. The first `refuse_pulls` hosts made never get
-    their image."""
+    their image; the first `apt_locked` lack Docker and find the dpkg lock held, so their startup
+    script fails."""
 
     directory: Path
     loop: asyncio.AbstractEventLoop
     real_envoy: bool = True
     refuse_pulls: int = 0
+    apt_locked: int = 0
     http_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
     hosts_by_id: dict[str, SimulatedHost] = field(default_factory=dict)
@@ -122,6 +126,7 @@ class SimulatedCloud:
                 self.directory / f"sim-{number}",
                 time.time(),
                 refuse_pull=number <= self.refuse_pulls,
+                apt_locked=number <= self.apt_locked,
             )
             self.hosts_by_id[host.id] = host
             self.made.append(host.id)
@@ -152,7 +157,10 @@ class SimulatedCloud:
 
     async def _boot(self, host: SimulatedHost, data: str) -> None:
         started = time.monotonic()
-        run = await run_startup_data(data, host.root)
+        if host.apt_locked:
+            run = await run_startup_data(data, host.root, failing={"apt-get": APT_LOCKED}, absent=["docker"])
+        else:
+            run = await run_startup_data(data, host.root)
         host.script_seconds = time.monotonic() - started
         host.console = run.console
         if run.code != 0 or ["systemctl", "enable", "--now", UNIT_NAME] not in [c[:4] for c in run.calls]:
@@ -216,6 +224,7 @@ async def simulated_stack(
     replace_backoff: float = 0.5,
     real_envoy: bool = True,
     refuse_pulls: int = 0,
+    apt_locked: int = 0,
 ) -> AsyncIterator[SimulatedStack]:
     """The registry, gateway_xds (mTLS), the join endpoint and the provisioner, in this process, with
     project main's `aws` backend being a `SimulatedCloud`."""
@@ -234,7 +243,9 @@ async def simulated_stack(
         loop = asyncio.get_running_loop()
         # Short: each host's Envoy admin socket is under it, and a socket path has 107 bytes.
         hosts_directory = Path(tempfile.mkdtemp(prefix="gh-sim-"))
-        cloud = SimulatedCloud(hosts_directory, loop, real_envoy=real_envoy, refuse_pulls=refuse_pulls)
+        cloud = SimulatedCloud(
+            hosts_directory, loop, real_envoy=real_envoy, refuse_pulls=refuse_pulls, apt_locked=apt_locked
+        )
         backend = CloudGatewayBackend("aws", cloud, XdsEndpoint("127.0.0.1", xds.port), join=join)
         local = LocalGatewayBackend(directory / "gateways", "127.0.0.1", xds.port, "127.0.0.1", 1, 1)
         factory = BackendFactory(

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,19 +105,25 @@ class HostRun:
     calls: list[list[str]]
 
 
-async def run_startup_data(data: str, scratch: Path, **env: str) -> HostRun:
+async def run_startup_data(
+    data: str, scratch: Path, failing: Mapping[str, str] | None = None, absent: Collection[str] = ()
+) -> HostRun:
     """Runs `data` as a cloud host runs its user data: an executable file whose `#!` line picks the
-    shell (the stub unpacks the script), as root of the host `scratch/host`."""
+    shell (the stub unpacks the script), as root of the host `scratch/host`. `failing`: commands that
+    print the given line and exit 100 (`apt-get` with the dpkg lock held); `absent`: commands the
+    host lacks (`docker` before it is installed)."""
     stubs = scratch / "stubs"
     stubs.mkdir(parents=True, exist_ok=True)
     calls = scratch / "calls.jsonl"
     calls.touch()
-    for name in STUBBED:
+    for name in set(STUBBED) - set(absent):
         stub = stubs / name
+        failure = (failing or {}).get(name)
         stub.write_text(
             "#!/usr/bin/env python3\nimport json, os, sys\n"
             f"open({str(calls)!r}, 'a')"
             ".write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n"
+            + ("" if failure is None else f"print({failure!r}, file=sys.stderr)\nsys.exit(100)\n")
         )
         stub.chmod(0o755)
     user_data = scratch / "user-data"
@@ -125,7 +131,7 @@ async def run_startup_data(data: str, scratch: Path, **env: str) -> HostRun:
     user_data.chmod(0o700)
     process = await asyncio.create_subprocess_exec(
         str(user_data),
-        env={"PATH": f"{stubs}:/usr/bin:/bin", "GATEHOUSE_ROOT": str(scratch / "host"), **env},
+        env={"PATH": f"{stubs}:/usr/bin:/bin", "GATEHOUSE_ROOT": str(scratch / "host")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
