@@ -24,7 +24,11 @@ And what AWS accepts but leaves a gateway host cut off, recorded in `findings` (
 left there): a host launched without a public address into a subnet whose default route is not a
 NAT gateway, or with one into a subnet whose default route is not an internet gateway
 (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-nat-gateway.html,
-https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html)."""
+https://docs.aws.amazon.com/vpc/latest/userguide/VPC_Internet_Gateway.html).
+
+GetConsoleOutput answers for an instance in `consoles` with what that host printed (moto answers
+every instance with one fixed Xen boot log): its last 64 KB, base64, as EC2 gives the latest output
+("the most recent 64 KB of console output", GetConsoleOutput)."""
 
 # ruff: noqa: E501 - error messages are AWS's
 
@@ -58,6 +62,7 @@ TAG_VALUE_CHARACTERS = 256
 GROUP_TEXT = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{0,255}")
 ELB_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?")
 ANYWHERE = "0.0.0.0/0"
+CONSOLE_OUTPUT_BYTES = 64 * 1024
 SERVICES = {"ec2": "ec2", "elasticloadbalancing": "elbv2"}
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request")
 
@@ -104,6 +109,8 @@ class StrictAws:
     vcpu_limit: int | None = None
     findings: list[str] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # instance id -> what the host printed on its serial console (GetConsoleOutput).
+    consoles: dict[str, str] = field(default_factory=dict)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -337,11 +344,15 @@ class StrictAws:
             self.requests.append((method, path))
             if path == "/moto-api/reset":
                 self.findings.clear()
+                self.consoles.clear()
         if service is not None and method == "POST" and match is not None:
             params = dict(parse_qsl(body.decode(), keep_blank_values=True))
             problems = self.check(service, match.group(1), params)
             if problems:
                 return 400, {"Content-Type": "text/xml"}, _error_body(service, problems[0])
+            printed = self.consoles.get(params.get("InstanceId", ""))
+            if (service, params.get("Action")) == ("ec2", "GetConsoleOutput") and printed is not None:
+                return 200, {"Content-Type": "text/xml"}, _console_body(params["InstanceId"], printed)
         return self._forward(method, path, headers, body)
 
     def _forward(
@@ -362,6 +373,16 @@ class StrictAws:
             return response.status, kept, payload
         finally:
             connection.close()
+
+
+def _console_body(instance_id: str, printed: str) -> bytes:
+    output = base64.b64encode(printed.encode()[-CONSOLE_OUTPUT_BYTES:]).decode()
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse '
+        f'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>{uuid.uuid4()}</requestId>'
+        f"<instanceId>{escape(instance_id)}</instanceId><timestamp>2025-01-15T00:00:00.000Z</timestamp>"
+        f"<output>{output}</output></GetConsoleOutputResponse>"
+    ).encode()
 
 
 def _error_body(service: str, problem: Problem) -> bytes:

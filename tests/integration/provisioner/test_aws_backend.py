@@ -33,6 +33,7 @@ from tests.integration.provisioner.aws_account import (
 )
 from tests.integration.provisioner.aws_emulator import NOBLE_CURRENT, REGION, MotoServer, start_moto
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
+from tests.integration.provisioner.overdue import never_connecting
 
 pytestmark = pytest.mark.real
 
@@ -376,3 +377,22 @@ async def test_wrong_credentials_fail_the_gateway_with_the_clouds_message_in_one
         await converge(backend, gateway("aws", REGION, GATEWAY_ID))
     message = str(failure.value)
     assert message.startswith("aws: AuthFailure: ") and "\n" not in message, message
+
+
+async def test_a_host_whose_envoy_never_connects_is_replaced_with_its_console_shown(aws: Aws) -> None:
+    gw = gateway("aws", REGION, GATEWAY_ID)
+    backend = aws.backend()
+    await converge(backend, gw)
+    [instance] = instances_of(aws.moto, GATEWAY_ID)
+    assert aws.moto.strict is not None
+    aws.moto.strict.consoles[instance["InstanceId"]] = (
+        "cloud-init: running the startup script\n"
+        "gatehouse: joining at https://xds.gatehouse.example:50055\n"
+        "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)\n"
+    )
+    replaced = await never_connecting(backend, gw)
+    # Its launch time is EC2's LaunchTime, so the deadline held across a provisioner restart.
+    assert replaced.hosts[0].launched_at == instance["LaunchTime"].timestamp()
+    assert "Could not get lock /var/lib/dpkg/lock-frontend" in replaced.message
+    assert replaced.message.startswith("host 0's Envoy did not connect within 600s: cloud-init:")
+    assert instances_of(aws.moto, GATEWAY_ID) == []

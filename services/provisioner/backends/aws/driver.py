@@ -190,9 +190,16 @@ class AwsDriver:
                     public_address=instance.get("PublicIpAddress"),
                     private_address=instance.get("PrivateIpAddress"),
                     failed=state in ("stopping", "stopped"),
+                    launched_at=instance["LaunchTime"].timestamp() if "LaunchTime" in instance else None,
                 )
             )
         return hosts
+
+    def console_output(self, plan: GatewayPlan, host: CloudHost) -> str | None:
+        """The instance's serial console as it is now (`Latest`: Nitro instances, as hosts' types
+        are), at most its last 64 KB; base64 on the wire, which botocore decodes."""
+        output = self._ec2(plan).get_console_output(InstanceId=host.id, Latest=True).get("Output")
+        return str(output) if output else None
 
     def _client_token(self, plan: GatewayPlan, index: int, fingerprint: str) -> str:
         """Makes a retried RunInstances (lost response, crash) return the instance already launched.
