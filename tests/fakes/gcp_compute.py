@@ -6,7 +6,12 @@ It is as strict as Compute Engine on what Gatehouse sends (`gcp_rules`, each rul
 names, label syntax, metadata sizes, required fields, machine types offered zone by zone, boot disk
 types each machine series accepts (pd-standard when none is given), auto- and custom-mode networks
 (a custom-mode network needs the interface's `subnetwork`), and `addresses.insert` dropping labels,
-which only `setLabels` (with the current fingerprint) sets."""
+which only `setLabels` (with the current fingerprint) sets.
+
+Instances carry `creationTimestamp` (RFC 3339 with an offset, as Compute Engine writes it), and
+`instances.getSerialPortOutput` gives what a host printed (`consoles`, by zone and name): port 1 to
+4, and at most the last 1 MB, "the oldest output is discarded" beyond that, with `start` the byte
+offset returned (https://cloud.google.com/compute/docs/reference/rest/v1/instances/getSerialPortOutput)."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,10 +36,19 @@ from tests.fakes.jsonhttp import HttpError, Request, Response, Router, serving
 
 BASE = "https://www.googleapis.com/compute/v1"
 UBUNTU_PROJECT = "ubuntu-os-cloud"
+# getSerialPortOutput: ports 1-4, and the last 1 MB of a port's output is kept.
+SERIAL_PORTS = 4
+SERIAL_OUTPUT_BYTES = 1024 * 1024
 UNAUTHENTICATED = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
     "valid authentication credential."
 )
+
+
+def _timestamp() -> str:
+    """Now as Compute Engine writes it: RFC 3339, milliseconds, in the API's Pacific offset."""
+    now = datetime.now(UTC).astimezone(timezone(timedelta(hours=-8)))
+    return now.isoformat(timespec="milliseconds")
 
 
 def _b64url(data: str) -> bytes:
@@ -131,6 +146,8 @@ class FakeCompute:
     url: str = ""
     router: Router = field(default_factory=Router)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (zone, instance name) -> what the host printed on serial port 1.
+    consoles: dict[tuple[str, str], str] = field(default_factory=dict)
     disks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     addresses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -590,6 +607,29 @@ class FakeCompute:
                 raise not_found(f"projects/{self.project}/zones/{key[0]}/instances/{key[1]}")
             return Response(200, self._advance(self.instances[key]))
 
+        @r.route("GET", p + "/zones/{zone}/instances/{name}/serialPort")
+        def serial_port_output(request: Request) -> Response:
+            self._authorize(request)
+            key = (request.params["zone"], request.params["name"])
+            link = f"projects/{self.project}/zones/{key[0]}/instances/{key[1]}"
+            if key not in self.instances:
+                raise not_found(link)
+            port = int(request.query.get("port", "1"))
+            if not 1 <= port <= SERIAL_PORTS:
+                raise error(400, "invalid", f"Invalid value for field 'port': '{port}'. Must be in [1, 4].")
+            printed = self.consoles.get(key, "").encode() if port == 1 else b""
+            first = max(0, len(printed) - SERIAL_OUTPUT_BYTES, int(request.query.get("start", "0")))
+            return Response(
+                200,
+                {
+                    "kind": "compute#serialPortOutput",
+                    "contents": printed[first:].decode(errors="replace"),
+                    "start": str(first),
+                    "next": str(len(printed)),
+                    "selfLink": f"{BASE}/{link}/serialPort?port={port}",
+                },
+            )
+
         @r.route("POST", p + "/zones/{zone}/instances")
         def insert_instance(request: Request) -> Response:
             self._authorize(request)
@@ -670,6 +710,7 @@ class FakeCompute:
                     kind="compute#instance",
                     id=str(next(self.ids)),
                     status="PROVISIONING",
+                    creationTimestamp=_timestamp(),
                     zone=f"{BASE}/projects/{self.project}/zones/{zone}",
                     machineType=f"{BASE}/projects/{self.project}/zones/{zone}/machineTypes/{machine_type}",
                     selfLink=f"{BASE}/{link}",

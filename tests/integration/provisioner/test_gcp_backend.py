@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from services.provisioner.credentials import GCPBackendConfig
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from tests.fakes.gcp_compute import FakeCompute
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
+from tests.integration.provisioner.overdue import never_connecting
 
 REGION = "europe-west4"
 GATEWAY_ID = "gw-0123456789ab"
@@ -318,3 +320,25 @@ async def test_the_fake_refuses_what_compute_engine_refuses(compute: FakeCompute
             resource=f"gatehouse-{GATEWAY_ID}-0",
             region_set_labels_request_resource=stale,
         )
+
+
+async def test_a_host_whose_envoy_never_connects_is_replaced_with_its_serial_output_shown(
+    compute: FakeCompute,
+) -> None:
+    gw = gateway("gcp", REGION, GATEWAY_ID)
+    gcp = backend(compute)
+    await converge(gcp, gw)
+    [key] = list(compute.instances)
+    created = compute.instances[key]["creationTimestamp"]
+    compute.consoles[key] = (
+        "Booting from Hard Disk 0...\n"
+        "google_metadata_script_runner: startup-script: gatehouse: pulling envoy\n"
+        "google_metadata_script_runner: startup-script: docker: Error response from daemon: "
+        "toomanyrequests: You have reached your unauthenticated pull rate limit.\n"
+    )
+    replaced = await never_connecting(gcp, gw)
+    # Its launch time is the instance's creationTimestamp, so the deadline held across a restart.
+    assert replaced.hosts[0].launched_at == datetime.fromisoformat(created).timestamp()
+    assert replaced.message.startswith("host 0's Envoy did not connect within 600s: Booting from")
+    assert "toomanyrequests" in replaced.message
+    assert compute.instances == {}

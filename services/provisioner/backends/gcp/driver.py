@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
@@ -39,6 +40,14 @@ def boot_disk_type(machine_type: str) -> str:
     """A boot disk type the machine type's series accepts."""
     series = machine_type.split("-", 1)[0]
     return "hyperdisk-balanced" if series in HYPERDISK_ONLY_SERIES else "pd-balanced"
+
+
+def _seconds(timestamp: str) -> float | None:
+    """An RFC 3339 `creationTimestamp` ("2025-01-15T04:05:06.789-08:00") in seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(timestamp).timestamp() if timestamp else None
+    except ValueError:
+        return None
 
 
 def _label_filter(plan: GatewayPlan) -> str:
@@ -197,9 +206,20 @@ class GcpDriver:
                     public_address=configs[0].nat_i_p if configs else None,
                     private_address=interface.network_i_p if interface else None,
                     failed=instance.status in FAILED_STATES,
+                    launched_at=_seconds(instance.creation_timestamp),
                 )
             )
         return hosts
+
+    def console_output(self, plan: GatewayPlan, host: CloudHost) -> str | None:
+        """Serial port 1 (where the startup script's output goes), at most its last 1 MB."""
+        zone, name = host.id.split("/", 1)
+        instances = self.clients.client(compute_v1.InstancesClient)
+        request = compute_v1.GetSerialPortOutputInstanceRequest(
+            project=self.project, zone=zone, instance=name, port=1
+        )
+        output = instances.get_serial_port_output(request=request)
+        return output.contents or None
 
     def _static_address(self, plan: GatewayPlan, index: int) -> str:
         """Host `index`'s static address, labelled like the gateway's other resources."""
