@@ -11,7 +11,10 @@ custom data size, required VM fields, sizes from the Resource SKUs API (restrict
 architecture and Hyper-V generation checked against the image), cores per family against the quota.
 A VM can be made to end `Failed` (`fail_next_vm`), or be stopped or deallocated (`set_power`), and
 its instance view says so, as Azure's does; a VM list takes `$expand=instanceView` only with a
-`$filter`, as the API documents."""
+`$filter`, as the API documents. A VM has `timeCreated` (read-only, set when it is made), and
+`retrieveBootDiagnosticsData` gives SAS URIs to its screenshot and serial log (`consoles`, what the
+host printed, by VM name) only when boot diagnostics are on; the log blob is read with the SAS alone
+(https://learn.microsoft.com/en-us/rest/api/compute/virtual-machines/retrieve-boot-diagnostics-data)."""
 
 # ruff: noqa: E501 - error messages are Azure's, verbatim
 
@@ -67,6 +70,9 @@ class FakeAzure:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom_data: dict[str, str] = field(default_factory=dict)
+    # VM name (lowercase) → what the host printed on its serial console (boot diagnostics).
+    consoles: dict[str, str] = field(default_factory=dict)
+    sas: dict[str, str] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     pending: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
     operations: dict[str, str] = field(default_factory=dict)
@@ -266,7 +272,9 @@ class FakeAzure:
                 "tags": {},
                 "properties": {"provisioningState": "Succeeded", "diskState": "Attached"},
             }
-            properties["vmId"] = str(uuid.uuid4())
+            previous = self.resources.get(self._key(resource_id), {}).get("properties", {})
+            properties["vmId"] = previous.get("vmId") or str(uuid.uuid4())
+            properties["timeCreated"] = previous.get("timeCreated") or _now()
         return body
 
     def _delete_cascade(self, resource: dict[str, Any]) -> None:
@@ -581,6 +589,59 @@ class FakeAzure:
                     f"The Resource 'Microsoft.Compute/virtualMachines/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
                 )
             return Response(200, self.instance_view(found))
+
+        @r.route("POST", resource_path + "/retrieveBootDiagnosticsData")
+        def retrieve_boot_diagnostics_data(request: Request) -> Response:
+            group_of(request)
+            rid, _ = resource_id(request)
+            found = self.resources.get(self._key(rid))
+            if found is None or found["type"] != "Microsoft.Compute/virtualMachines":
+                raise arm_error(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource 'Microsoft.Compute/virtualMachines/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
+                )
+            diagnostics = found["properties"].get("diagnosticsProfile", {}).get("bootDiagnostics", {})
+            if not diagnostics.get("enabled"):
+                # Azure refuses it for a VM without boot diagnostics (the code here is not documented).
+                raise arm_error(
+                    409,
+                    "OperationNotAllowed",
+                    f"Boot diagnostics are not enabled for the virtual machine '{found['name']}'.",
+                )
+            vm_id = found["properties"]["vmId"]
+            signature = self.sas.setdefault(vm_id, secrets.token_urlsafe(16))
+            expiry = request.query.get("sasUriExpirationTimeInMinutes", "120")
+            blob = f"{self.url}/bootdiagnostics/{vm_id}"
+            query = f"sv=2022-11-02&se={expiry}m&sr=b&sp=r&sig={signature}"
+            return Response(
+                200,
+                {
+                    "consoleScreenshotBlobUri": f"{blob}/{found['name']}.screenshot.bmp?{query}",
+                    "serialConsoleLogBlobUri": f"{blob}/{found['name']}.serialconsole.log?{query}",
+                },
+            )
+
+        @r.route("GET", "/bootdiagnostics/{vm_id}/{blob}")
+        def boot_diagnostics_blob(request: Request) -> Response:
+            vm_id, blob = request.params["vm_id"], request.params["blob"]
+            if "authorization" in request.headers or request.query.get("sig") != self.sas.get(vm_id):
+                return Response(403, b"AuthenticationFailed", content_type="application/xml")
+            vm = next(
+                (
+                    v
+                    for v in self.of_type("Microsoft.Compute/virtualMachines")
+                    if v["properties"]["vmId"] == vm_id
+                ),
+                None,
+            )
+            if (
+                vm is None
+                or not blob.endswith(".serialconsole.log")
+                or vm["name"].lower() not in self.consoles
+            ):
+                return Response(404, b"BlobNotFound", content_type="application/xml")
+            return Response(200, self.consoles[vm["name"].lower()].encode(), content_type="text/plain")
 
         @r.route("GET", resource_path)
         def get_resource(request: Request) -> Response:

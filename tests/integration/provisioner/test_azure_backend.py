@@ -4,7 +4,9 @@ Resource Manager and the identity platform over TLS."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from services.provisioner.credentials import AzureBackendConfig
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from tests.fakes.azure_arm import CLIENT_ID, CLIENT_SECRET, SUBSCRIPTION, TENANT, FakeAzure
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
+from tests.integration.provisioner.overdue import never_connecting
 
 REGION = "westeurope"
 GATEWAY_ID = "gw-0123456789ab"
@@ -274,7 +277,11 @@ async def test_a_stopped_or_deallocated_vm_is_not_running_and_is_replaced_keepin
     azure_backend = backend(azure)
     [stopped] = azure_backend.driver.hosts(azure_backend.plan(gw))
     assert (stopped.running, stopped.failed) == (False, True)
-    assert await converge(azure_backend, gw) == host
+    again = await converge(azure_backend, gw)
+    # The same address; the host (made again under its name) is a new one from its launch time.
+    assert dataclasses.replace(again, hosts=()) == dataclasses.replace(host, hosts=())
+    assert [h.id for h in again.hosts] == [h.id for h in host.hosts]
+    assert again.hosts[0].launched_at > (host.hosts[0].launched_at or 0.0)
     [replacement] = azure.of_type(VMS)
     assert replacement["properties"]["vmId"] != vm["properties"]["vmId"]
 
@@ -313,3 +320,27 @@ async def test_the_fake_refuses_what_resource_manager_refuses(azure: FakeAzure) 
     # A VM list carries no instance view unless filtered by scale set.
     with pytest.raises(HttpResponseError, match=r"\$expand"):
         list(compute.virtual_machines.list(group, expand="instanceView"))
+
+
+async def test_a_host_whose_envoy_never_connects_is_replaced_with_its_boot_diagnostics_log_shown(
+    azure: FakeAzure,
+) -> None:
+    gw = gateway("azure", REGION, GATEWAY_ID)
+    driven = backend(azure)
+    await converge(driven, gw)
+    vm = one(azure, VMS)
+    # Boot diagnostics are on, in managed storage (no storage account to make).
+    assert vm["properties"]["diagnosticsProfile"] == {"bootDiagnostics": {"enabled": True}}
+    azure.consoles[vm["name"].lower()] = (
+        "[    0.000000] Linux version 6.8.0-1020-azure\n"
+        "cloud-init[912]: gatehouse: joining at https://xds.gatehouse.example:50055\n"
+        "cloud-init[912]: gatehouse: join refused 5 times, giving up\n"
+    )
+    replaced = await never_connecting(driven, gw)
+    # Its launch time is the VM's timeCreated, so the deadline held across a restart.
+    created = datetime.fromisoformat(vm["properties"]["timeCreated"]).timestamp()
+    assert replaced.hosts[0].launched_at == created
+    assert replaced.message.startswith("host 0's Envoy did not connect within 600s: [    0.000000] Linux")
+    assert "join refused 5 times, giving up" in replaced.message
+    await converge(driven, gw)
+    assert azure.of_type(VMS)[0]["properties"]["vmId"] != vm["properties"]["vmId"]

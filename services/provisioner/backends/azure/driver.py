@@ -7,7 +7,9 @@ A size is taken only if the Resource SKUs API offers it in the location to this 
 boots the image hosts get (x64, Hyper-V generation 2). A host runs when its VM is provisioned and
 powered on; one stopped or deallocated outside Gatehouse is replaced. A VM that ends `Failed` stays
 until its back-off is over (30 s, doubling for each failure of its slot, up to 15 minutes), with
-Azure's reason shown on the gateway meanwhile, and is then replaced."""
+Azure's reason shown on the gateway meanwhile, and is then replaced. VMs have boot diagnostics on, in
+managed storage (nothing to create or pay for apart): a host whose Envoy never came shows its serial
+log, read through `retrieveBootDiagnosticsData`'s short-lived SAS URI."""
 
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute.models import (
+    BootDiagnostics,
+    DiagnosticsProfile,
     DiskCreateOptionTypes,
     HardwareProfile,
     LinuxConfiguration,
@@ -69,6 +74,10 @@ FAILED_BACKOFF_SECONDS = 30.0
 FAILED_BACKOFF_MAX_SECONDS = 900.0
 # Power states (the instance view's `PowerState/…`) of a VM that will not run again on its own.
 POWERED_OFF = frozenset({"stopped", "deallocated"})
+# The serial log's SAS URI lives this long; of the log, the end is kept (it grows with every boot).
+BOOT_LOG_SAS_MINUTES = 5
+BOOT_LOG_BYTES = 64 * 1024
+BOOT_LOG_TIMEOUT_SECONDS = 20.0
 
 
 @dataclass
@@ -316,9 +325,25 @@ class AzureDriver:
                     fingerprint=(vm.tags or {}).get(TAG_FINGERPRINT, ""),
                     running=running,
                     failed=failed,
+                    launched_at=vm.time_created.timestamp() if vm.time_created else None,
                 )
             )
         return hosts
+
+    def console_output(self, plan: GatewayPlan, host: CloudHost) -> str | None:
+        """The end of the VM's serial log from boot diagnostics (managed storage); None before Azure
+        has written one."""
+        data = self.clients.compute.virtual_machines.retrieve_boot_diagnostics_data(
+            self.group(plan), host.id, sas_uri_expiration_time_in_minutes=BOOT_LOG_SAS_MINUTES
+        )
+        if not data.serial_console_log_blob_uri:
+            return None
+        # A SAS URI carries its own authorization: no bearer token goes with it.
+        response = requests.get(data.serial_console_log_blob_uri, timeout=BOOT_LOG_TIMEOUT_SECONDS)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.content[-BOOT_LOG_BYTES:].decode(errors="replace") or None
 
     def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
         network, group, name = self.clients.network, self.group(plan), plan.host_name(index)
@@ -380,6 +405,8 @@ class AzureDriver:
                     ),
                 ),
             ),
+            # Boot diagnostics in managed storage: the serial log, for a host whose Envoy never came.
+            diagnostics_profile=DiagnosticsProfile(boot_diagnostics=BootDiagnostics(enabled=True)),
             network_profile=NetworkProfile(
                 network_interfaces=[
                     NetworkInterfaceReference(
