@@ -11,6 +11,11 @@ authorized against its token's RBAC rules (the provisioner's token is bound to a
 `pod-security.kubernetes.io/enforce: restricted` (as `namespace` is) admits Deployments with a
 warning but refuses their pods, which the Deployment then reports as a `ReplicaFailure`.
 
+An admitted Deployment has a pod (`<deployment>-<hash>-<suffix>`, the template's labels and
+containers; listed with `list pods`), whose containers' logs (`get pods/log`, `tailLines`) are what
+`logs` says that container of that Deployment printed; a container with no log has not started, and
+the API server answers 400 "is waiting to start", as for an app container behind an init container.
+
 Bodies are the documented types (kubernetes 37.x validates every response with pydantic); errors
 are `Status` objects with the API server's reasons and messages. Secrets and Deployments are checked
 the way the API server validates them (`validate`), for what a gateway's manifests use: a manifest
@@ -52,12 +57,21 @@ KINDS = {
     "deployments": ("apps/v1", "Deployment"),
 }
 GROUPS = {"deployments": "deployments.apps"}
-API_GROUPS = {"namespaces": "", "secrets": "", "services": "", "deployments": "apps"}
+API_GROUPS = {
+    "namespaces": "",
+    "secrets": "",
+    "services": "",
+    "deployments": "apps",
+    "pods": "",
+    "pods/log": "",
+}
 # The Role the README asks users to bind the provisioner's credentials to, in its namespace only.
 PROVISIONER_ROLE = (
     Rule(("",), ("secrets",), ("get", "list", "create", "update", "delete")),
     Rule(("",), ("services",), ("get", "create", "update", "delete")),
     Rule(("apps",), ("deployments",), ("list", "create", "delete")),
+    Rule(("",), ("pods",), ("list",)),
+    Rule(("",), ("pods/log",), ("get",)),
 )
 
 
@@ -242,6 +256,10 @@ class FakeKubernetes:
     url: str = ""
     router: Router = field(default_factory=Router)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # (namespace, pod name) → the pod of an admitted Deployment.
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (deployment name, container name) → what that container of its pod printed.
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
     versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     addresses: Iterator[int] = field(default_factory=lambda: itertools.count(10))
     _pods_admitted: dict[str, int] = field(default_factory=dict)
@@ -303,6 +321,10 @@ class FakeKubernetes:
     def _controllers(self) -> None:
         """One step of every controller, run before each request: time passes."""
         self._pods_admitted: dict[str, int] = {}
+        for namespace, pod in list(self.pods):
+            owner = pod.rsplit("-", 2)[0]
+            if ("deployments", namespace, owner) not in self.objects:
+                del self.pods[(namespace, pod)]
         for (kind, namespace, name), obj in list(self.objects.items()):
             if kind == "deployments":
                 replicas = obj["spec"].get("replicas", 1)
@@ -328,6 +350,8 @@ class FakeKubernetes:
                     obj["status"].update(readyReplicas=replicas, availableReplicas=replicas)
                 else:
                     obj["status"]["unavailableReplicas"] = replicas
+                if refused is None:
+                    self._pod_of(namespace, name, obj)
             if (
                 kind == "services"
                 and obj["metadata"].get("deletionTimestamp")
@@ -362,6 +386,28 @@ class FakeKubernetes:
                     del self.objects[(kind, namespace, name)]
 
     # -- requests -----------------------------------------------------------------------------
+
+    def _pod_of(self, namespace: str, name: str, deployment: dict[str, Any]) -> None:
+        """The Deployment's pod, made once (its ReplicaSet's hash from the Deployment's uid)."""
+        prefix = f"{name}-{deployment['metadata']['uid'][:10].replace('-', '')}-"
+        if any(ns == namespace and pod.startswith(prefix) for ns, pod in self.pods):
+            return
+        template = deployment["spec"]["template"]
+        pod_name = prefix + secrets.token_hex(3)[:5]
+        self.pods[(namespace, pod_name)] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": dict(template.get("metadata", {}).get("labels", {})),
+                "creationTimestamp": _now(),
+                "resourceVersion": str(next(self.versions)),
+            },
+            "spec": template["spec"],
+            "status": {"phase": "Running" if self.pods_available else "Pending"},
+        }
 
     def _pods_refused(self, namespace: str, name: str, deployment: dict[str, Any]) -> str | None:
         """Why the ReplicaSet's pods are refused by the namespace's Pod Security level, if they are."""
@@ -514,6 +560,55 @@ class FakeKubernetes:
             found["status"]["phase"] = "Terminating"
             found["metadata"]["deletionTimestamp"] = _now()
             return Response(200, found)
+
+        @r.route("GET", "/api/v1/namespaces/{namespace}/pods")
+        def list_pods(request: Request) -> Response:
+            namespace = request.params["namespace"]
+            self._authorize(request, "pods", namespace)
+            items = [
+                pod
+                for (ns, _), pod in self.pods.items()
+                if ns == namespace
+                and _selected(pod["metadata"]["labels"], request.query.get("labelSelector"))
+            ]
+            return Response(
+                200,
+                {
+                    "kind": "PodList",
+                    "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(next(self.versions))},
+                    "items": items,
+                },
+            )
+
+        @r.route("GET", "/api/v1/namespaces/{namespace}/pods/{name}/log")
+        def read_pod_log(request: Request) -> Response:
+            namespace, name = request.params["namespace"], request.params["name"]
+            self._authorize(request, "pods/log", namespace, name)
+            pod = self.pods.get((namespace, name))
+            if pod is None:
+                raise status_error(404, "NotFound", f'pods "{name}" not found')
+            containers = [
+                c["name"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+            ]
+            container = request.query.get("container") or containers[-1]
+            if container not in containers:
+                raise status_error(
+                    400,
+                    "BadRequest",
+                    f"container {container} is not valid for pod {name}",
+                )
+            printed = self.logs.get((name.rsplit("-", 2)[0], container))
+            if printed is None:
+                raise status_error(
+                    400,
+                    "BadRequest",
+                    f'container "{container}" in pod "{name}" is waiting to start: PodInitializing',
+                )
+            tail = request.query.get("tailLines")
+            lines = printed.splitlines(keepends=True)
+            shown = "".join(lines[-int(tail) :] if tail else lines)
+            return Response(200, shown.encode(), content_type="text/plain")
 
         for resource in ("secrets", "services", "deployments"):
 

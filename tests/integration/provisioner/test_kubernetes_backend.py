@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from services.provisioner.join import JoinSetup, JoinTokens
 from tests.fakes.kubernetes_api import PROVISIONER_ROLE, FakeKubernetes
 from tests.fakes.kubernetes_rules import Rule, restricted_violations
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
+from tests.integration.provisioner.overdue import never_connecting
 
 GATEWAY_ID = "gw-0123456789ab"
 # The fake cluster's namespace where the provisioner's Role is (Pod Security "restricted" enforced).
@@ -454,3 +456,88 @@ def test_the_readme_asks_for_exactly_the_role_the_fake_cluster_grants() -> None:
         for rule in role["rules"]
     ]
     assert granted == list(PROVISIONER_ROLE)
+
+
+async def test_a_host_whose_envoy_never_connects_is_replaced_with_its_pod_logs_shown(
+    cluster: FakeKubernetes, join: JoinSetup
+) -> None:
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    driven = backend(cluster, join=join)
+    await converge(driven, gw)
+    [deployment] = cluster.of("deployments", NAMESPACE)
+    name = deployment["metadata"]["name"]
+    # The join container gave up; Envoy, behind it, never started (its log: "waiting to start").
+    cluster.logs[(name, "join")] = (
+        "gatehouse: joining at https://xds.gatehouse.example:50055\n"
+        "gatehouse: join refused: the token was already used\n"
+    )
+    replaced = await never_connecting(driven, gw)
+    # Its launch time is the Deployment's creationTimestamp, so the deadline held across a restart.
+    created = datetime.fromisoformat(deployment["metadata"]["creationTimestamp"]).timestamp()
+    assert replaced.hosts[0].launched_at == created
+    assert "join refused: the token was already used" in replaced.message
+    assert replaced.message.startswith(f"host 0's Envoy did not connect within 600s: {name}-")
+    assert cluster.of("deployments", NAMESPACE) == []
+
+
+LEGACY_NAMESPACE = f"gatehouse-{GATEWAY_ID}"
+
+
+def legacy_gateway(cluster: FakeKubernetes) -> None:
+    """What the previous version made for the gateway: its own namespace (labelled with it), with a
+    Deployment, a Secret and a LoadBalancer Service in it, made as cluster-admin (as it needed)."""
+    cluster.add_namespace(LEGACY_NAMESPACE, {"gatehouse-gateway": GATEWAY_ID})
+    configuration = client.Configuration(host=cluster.url)
+    configuration.api_key = {"authorization": f"Bearer {cluster.admin_token}"}
+    api = client.ApiClient(configuration)
+    plan = backend(cluster).plan(gateway("kubernetes", "any", GATEWAY_ID))
+    core = client.CoreV1Api(api)
+    secret = client.V1Secret.model_validate(manifests.secret(plan, 0, "old", None))
+    core.create_namespaced_secret(LEGACY_NAMESPACE, secret)
+    core.create_namespaced_service(LEGACY_NAMESPACE, client.V1Service.model_validate(manifests.service(plan)))
+    deployment = client.V1Deployment.model_validate(manifests.deployment(plan, 0, "old"))
+    client.AppsV1Api(api).create_namespaced_deployment(LEGACY_NAMESPACE, deployment)
+
+
+def legacy_objects(cluster: FakeKubernetes) -> set[str]:
+    return {
+        f"{kind}/{name}"
+        for (kind, namespace, name) in cluster.objects
+        if namespace == LEGACY_NAMESPACE or (kind, name) == ("namespaces", LEGACY_NAMESPACE)
+    }
+
+
+async def test_a_gateway_of_the_previous_version_leaves_nothing_in_its_own_namespace(
+    cluster: FakeKubernetes,
+) -> None:
+    legacy_gateway(cluster)
+    assert len(legacy_objects(cluster)) == 4
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    # Credentials that still have the previous version's cluster permission: reconciling moves the
+    # gateway into the configured namespace, and deleting leaves nothing of it anywhere.
+    admin = backend(cluster, token=cluster.admin_token)
+    await converge(admin, gw)
+    assert legacy_objects(cluster) <= {f"namespaces/{LEGACY_NAMESPACE}", f"services/{SERVICE}"}
+    await delete_fully(admin, gw)
+    # The namespace itself (the gateway's, by its label) was deleted too, and terminates.
+    cluster.of("namespaces")  # time passes with each request
+    await delete_fully(admin, gw)
+    assert legacy_objects(cluster) == set()
+    assert cluster.of("deployments", NAMESPACE) == [] and cluster.of("secrets", NAMESPACE) == []
+
+
+async def test_with_only_the_namespaced_role_the_legacy_namespace_is_named_in_one_warning(
+    cluster: FakeKubernetes, caplog: pytest.LogCaptureFixture
+) -> None:
+    legacy_gateway(cluster)
+    gw = gateway("kubernetes", "any", GATEWAY_ID)
+    driven = backend(cluster)
+    with caplog.at_level("WARNING"):
+        await converge(driven, gw)
+        await converge(driven, gw)
+        await delete_fully(driven, gw)
+    warnings = [r.getMessage() for r in caplog.records if LEGACY_NAMESPACE in r.getMessage()]
+    # Once when reconciled (not every pass), once when deleted; nothing fails.
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings), warnings
+    assert f"cannot look in namespace {LEGACY_NAMESPACE}" in warnings[0]
+    assert len(legacy_objects(cluster)) == 4

@@ -10,10 +10,17 @@ the pod again (a node drained or lost, an eviction), the new pod must join again
 the Secret has been used. So a host whose Deployment is not available and whose Secret holds no
 token that can still be redeemed gets a new one (the kubelet updates the mounted Secret, and the
 init container, retried with back-off, joins with it). A Deployment whose pods the cluster refuses
-(Pod Security admission, a quota) says why on the gateway."""
+(Pod Security admission, a quota) says why on the gateway. A host whose Envoy never came shows the
+logs of its pod's join and envoy containers.
+
+The previous version put each gateway in a namespace of its own, `gatehouse-<gateway id>`. Such a
+gateway's objects there are deleted when it is reconciled or deleted, where the credentials can see
+that namespace (the cluster permission that version needed); with only the namespaced Role they
+cannot, and one warning names the namespace to remove by hand."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -25,9 +32,15 @@ from services.provisioner.backends.base import BackendError, HostInfo, NotReady
 from services.provisioner.backends.cloud import CloudHost, refuse_acm
 from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.credentials import KubernetesBackendConfig, read_file_or_data
-from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_HOST, GatewayPlan
+from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_GATEWAY, TAG_HOST, GatewayPlan
 
 POD = "pod"
+# Of each container's log, the last lines: enough to see why it stopped.
+LOG_TAIL_LINES = 200
+# The containers whose logs explain a host that never served, in the order they run.
+LOG_CONTAINERS = ("join", "envoy")
+
+log = logging.getLogger(__name__)
 
 
 def _status_message(error: ApiException) -> str:
@@ -65,6 +78,8 @@ class KubernetesDriver:
         self._api: client.ApiClient | None = None
         self._namespace: str | None = None
         self._lock = threading.Lock()
+        # Gateways whose legacy namespace was looked at in this process (reconciles look once).
+        self._legacy_checked: set[str] = set()
 
     def translate(self, error: Exception) -> Exception:
         return translate(error)
@@ -116,6 +131,9 @@ class KubernetesDriver:
         refuse_acm(plan, "kubernetes")
         if not plan.public_ip:
             raise BackendError("kubernetes: private gateways (public_ip: false) are supported on aws and gcp")
+        if plan.gateway_id not in self._legacy_checked:
+            self._delete_legacy(plan)  # once per process; deleting the gateway looks again
+            self._legacy_checked.add(plan.gateway_id)
         wanted = manifests.service(plan)
         name = manifests.service_name(plan)
         try:
@@ -164,16 +182,95 @@ class KubernetesDriver:
             if item.metadata.deletion_timestamp:
                 continue
             available = (item.status.available_replicas or 0) if item.status else 0
+            created = item.metadata.creation_timestamp
             host = CloudHost(
                 index=int(labels.get(TAG_HOST, "-1")),
                 id=item.metadata.name,
                 fingerprint=labels.get(TAG_FINGERPRINT, ""),
                 running=available >= 1,
+                launched_at=created.timestamp() if created is not None else None,
             )
             if not host.running and 0 <= host.index < plan.replicas:
                 self._rearm(plan, host)
             hosts.append(host)
         return hosts
+
+    def console_output(self, plan: GatewayPlan, host: CloudHost) -> str | None:
+        """The last lines of the join and envoy containers of the host's pods, newest pod last; a
+        container not started yet (envoy waiting for join) has none."""
+        selector = f"{manifests.selector(plan)},{TAG_HOST}={host.index}"
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        owned = [pod for pod in pods if (pod.metadata.name or "").startswith(f"{host.id}-")]
+        owned.sort(
+            key=lambda pod: (pod.metadata.creation_timestamp is not None, pod.metadata.creation_timestamp)
+        )
+        parts = []
+        for pod in owned:
+            for container in LOG_CONTAINERS:
+                try:
+                    text = self.core.read_namespaced_pod_log(
+                        pod.metadata.name, self.namespace, container=container, tail_lines=LOG_TAIL_LINES
+                    )
+                except ApiException as error:
+                    if error.status in (400, 404):  # not started yet, or no such container (no mTLS)
+                        continue
+                    raise
+                if text:
+                    parts.append(f"{pod.metadata.name} {container}:\n{text.rstrip()}")
+        return "\n".join(parts) or None
+
+    def _delete_legacy(self, plan: GatewayPlan) -> list[str]:
+        """Deletes the gateway's objects in its namespace of the previous version (`gatehouse-<id>`),
+        then that namespace, where these credentials may; what is still going away is listed."""
+        namespace, selector = plan.base_name, f"{TAG_GATEWAY}={plan.gateway_id}"
+        try:
+            deployments = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+            secrets = self.core.list_namespaced_secret(namespace, label_selector=selector).items
+            services = self.core.list_namespaced_service(namespace, label_selector=selector).items
+        except ApiException as error:
+            if error.status == 403:
+                log.warning(
+                    "kubernetes: cannot look in namespace %s, where the previous Gatehouse version put "
+                    "gateway %s: delete it by hand if it is there (needs cluster permission)",
+                    namespace,
+                    plan.gateway_id,
+                )
+                return []
+            if error.status == 404:
+                return []
+            raise
+        remaining = []
+        for deletion, items in (
+            (self.apps.delete_namespaced_deployment, deployments),
+            (self.core.delete_namespaced_secret, secrets),
+            (self.core.delete_namespaced_service, services),
+        ):
+            for item in items:
+                try:
+                    deletion(item.metadata.name, namespace, _preload_content=False)
+                except ApiException as error:
+                    if error.status not in (403, 404):
+                        raise
+        left = self.core.list_namespaced_service(namespace, label_selector=selector).items
+        remaining += [f"service {item.metadata.name} in {namespace} (its load balancer)" for item in left]
+        if deployments or secrets or services:
+            log.info("kubernetes: deleted gateway %s's objects in namespace %s", plan.gateway_id, namespace)
+        if not left:
+            self._delete_legacy_namespace(plan, namespace)
+        return remaining
+
+    def _delete_legacy_namespace(self, plan: GatewayPlan, namespace: str) -> None:
+        """The previous version's namespace itself, if it is the gateway's (by its label) and these
+        credentials may delete it."""
+        try:
+            found = self.core.read_namespace(namespace)
+            if (found.metadata.labels or {}).get(TAG_GATEWAY) != plan.gateway_id:
+                return
+            if not found.metadata.deletion_timestamp:
+                self.core.delete_namespace(namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status not in (403, 404):
+                raise
 
     def _hold_refused(self, plan: GatewayPlan) -> None:
         """While the cluster will not make a host's pods (admission, a quota), the pass stops here
@@ -265,15 +362,16 @@ class KubernetesDriver:
                 except ApiException as error:
                     if error.status != 404:
                         raise
+        remaining = self._delete_legacy(plan)
         name = manifests.service_name(plan)
         try:
             self.core.delete_namespaced_service(name, namespace, _preload_content=False)
             self.core.read_namespaced_service(name, namespace)
         except ApiException as error:
             if error.status == 404:
-                return []
+                return remaining
             raise
-        return [f"service {name} (its load balancer)"]
+        return [f"service {name} (its load balancer)", *remaining]
 
 
 def _replica_failure(deployment: Any) -> str | None:
