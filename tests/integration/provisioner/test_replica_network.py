@@ -231,3 +231,20 @@ async def test_a_replica_gets_none_of_the_servers_secrets(
         await isolated.stop_service("curious")
     assert "GATEHOUSE_SERVICE=curious" in seen and "PORT=8000" in seen
     assert "server-token-value" not in seen and "cloud-key-value" not in seen
+
+
+async def test_an_address_a_replica_left_is_not_given_to_the_next_one(isolated: LocalRunner) -> None:
+    """Gateways may route to a replica's address for a moment after it stops: the next replica, of
+    whatever service, gets another one."""
+    first = isolated.replica("leaving", 0)
+    try:
+        await isolated.start(first, service("leaving", 8000, SEED_COMMAND))
+        left = await isolated.address(first, 8000)
+    finally:
+        await isolated.stop_service("leaving")
+    second = isolated.replica("arriving", 0)
+    try:
+        await isolated.start(second, service("arriving", 8000, SEED_COMMAND))
+        assert await isolated.address(second, 8000) != left
+    finally:
+        await isolated.stop_service("arriving")

@@ -33,8 +33,9 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
-# Every server on this machine allocates from one network: they take turns under this lock, and an
-# address is taken once it is on a host interface.
+# Every server on this machine allocates from one network: they take turns under this lock (which
+# also holds the place of the last /31 given out), and an address is taken once it is on a host
+# interface.
 ALLOCATION_LOCK = Path("/run/gatehouse-replica-network.lock")
 STATE_FILE = "network.json"
 LOOPBACK = "127.0.0.1"
@@ -162,15 +163,25 @@ class NamespaceNetwork:
         return str(replica)
 
     def _free_pair(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        """The next free /31 after the last one given out (the lock file keeps its place), so an
+        address a replica just left is not handed to another service while gateways may still route
+        to it."""
         shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
         taken = set()
         for line in shown.stdout.splitlines():
             fields = line.split()
             if "inet" in fields:
                 taken.add(ipaddress.ip_interface(fields[fields.index("inet") + 1]).ip)
-        for pair in self._subnet.subnets(new_prefix=31):
-            host, replica = pair[0], pair[1]
+        pairs = list(self._subnet.subnets(new_prefix=31))
+        try:
+            last = int(ALLOCATION_LOCK.read_text().strip() or -1)
+        except (OSError, ValueError):
+            last = -1
+        for step in range(1, len(pairs) + 1):
+            index = (last + step) % len(pairs)
+            host, replica = pairs[index][0], pairs[index][1]
             if host not in taken and replica not in taken:
+                ALLOCATION_LOCK.write_text(f"{index}\n")
                 return host, replica
         raise NetworkError(f"no address is free in the replica network {self._subnet}")
 
