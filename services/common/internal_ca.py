@@ -1,8 +1,9 @@
-"""The control plane's own CA: gateway_xds's server certificate and each gateway's client certificate.
+"""The control plane's own CA: gateway_xds's server certificate, each gateway's client certificate, and
+the certificates of agent tunnels (gatehouse/agent_tunnels.py).
 
 Made on first start in `$GATEHOUSE_HOME/server/ca/`: the certificate in clear, the key encrypted with
 the registry's Cipher. A gateway's identity is the URI SAN `spiffe://gatehouse/gateway/<gateway_id>`
-(and CN = gateway id).
+(and CN = gateway id); an agent's is the DNS SAN naming its service and gateway.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gatehouse.agent_tunnels import agent_name
 from gatehouse.private_files import make_private_directory
 from gateway_xds.server.peer import GATEWAY_URI_PREFIX
 from services.common.crypto import Cipher
@@ -31,6 +34,9 @@ from services.common.crypto import Cipher
 XDS_SERVER_NAME = "gatehouse-xds"
 CA_VALIDITY = datetime.timedelta(days=3650)
 LEAF_VALIDITY = datetime.timedelta(days=30)
+# Both ends of an agent tunnel are TLS server and client: the agent dials the gateway, then the gateway
+# opens its own TLS session to the agent over that connection.
+TUNNEL_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 # Back-dated a little so a host whose clock lags still accepts a fresh certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 # How long a process waits for the CA another process is writing at the same time.
@@ -164,37 +170,52 @@ class InternalCA:
         """gateway_xds's certificate, valid for XDS_SERVER_NAME, localhost, 127.0.0.1 and `hosts`."""
         names = dict.fromkeys([XDS_SERVER_NAME, "localhost", "127.0.0.1", *[h for h in hosts if h]])
         sans = [_subject_alt_name(name) for name in names if name not in ("0.0.0.0", "::")]
-        return self._issue(XDS_SERVER_NAME, sans, ExtendedKeyUsageOID.SERVER_AUTH)
+        return self._issue(XDS_SERVER_NAME, sans, (ExtendedKeyUsageOID.SERVER_AUTH,))
 
     def client_certificate(self, gateway_id: str) -> IssuedCertificate:
         """A gateway's identity towards gateway_xds."""
         return self._issue(
             gateway_id,
             [x509.UniformResourceIdentifier(gateway_uri(gateway_id))],
-            ExtendedKeyUsageOID.CLIENT_AUTH,
+            (ExtendedKeyUsageOID.CLIENT_AUTH,),
         )
 
     def sign_request(self, csr_pem: bytes, gateway_id: str) -> bytes:
         """A client certificate for a key the host made itself (the join-token exchange)."""
-        request = x509.load_pem_x509_csr(csr_pem)
-        if not request.is_signature_valid:
-            raise ValueError("the certificate request's signature is not valid")
-        public_key = request.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise ValueError("the certificate request must carry an EC key")
         certificate = self._sign(
-            public_key,
+            _requested_key(csr_pem),
             gateway_id,
             [x509.UniformResourceIdentifier(gateway_uri(gateway_id))],
-            ExtendedKeyUsageOID.CLIENT_AUTH,
+            (ExtendedKeyUsageOID.CLIENT_AUTH,),
         )
         return certificate.public_bytes(serialization.Encoding.PEM)
 
+    def tunnel_certificate(self, gateway_id: str) -> IssuedCertificate:
+        """The gateway's identity towards its agents (their tunnels' TLS, both ways)."""
+        return self._issue(
+            gateway_id, [x509.UniformResourceIdentifier(gateway_uri(gateway_id))], TUNNEL_USAGES
+        )
+
+    def sign_agent_request(self, csr_pem: bytes, service_id: str, gateway_id: str) -> bytes:
+        """An agent's certificate for a key it made itself: it may serve `service_id` on `gateway_id`."""
+        name = agent_name(service_id, gateway_id)
+        certificate = self._sign(_requested_key(csr_pem), name, [x509.DNSName(name)], TUNNEL_USAGES)
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issued(self, certificate_pem: bytes) -> bool:
+        """Whether this CA signed `certificate_pem`."""
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate_pem)
+            certificate.verify_directly_issued_by(self._certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
     def _issue(
-        self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier
+        self, common_name: str, sans: list[x509.GeneralName], usages: tuple[x509.ObjectIdentifier, ...]
     ) -> IssuedCertificate:
         key = _new_key()
-        certificate = self._sign(key.public_key(), common_name, sans, usage)
+        certificate = self._sign(key.public_key(), common_name, sans, usages)
         return IssuedCertificate(
             certificate_pem=certificate.public_bytes(serialization.Encoding.PEM),
             key_pem=_key_pem(key),
@@ -206,7 +227,7 @@ class InternalCA:
         public_key: ec.EllipticCurvePublicKey,
         common_name: str,
         sans: list[x509.GeneralName],
-        usage: x509.ObjectIdentifier,
+        usages: tuple[x509.ObjectIdentifier, ...],
     ) -> x509.Certificate:
         return (
             x509.CertificateBuilder()
@@ -220,13 +241,24 @@ class InternalCA:
             .add_extension(
                 x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
             .sign(self._key, hashes.SHA256())
         )
+
+
+def _requested_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The key of a certificate request whose signature shows its sender holds the private key."""
+    request = x509.load_pem_x509_csr(csr_pem)
+    if not request.is_signature_valid:
+        raise ValueError("the certificate request's signature is not valid")
+    public_key = request.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("the certificate request must carry an EC key")
+    return public_key
 
 
 def xds_server_credentials(ca: InternalCA, hosts: list[str]) -> grpc.ServerCredentials:
@@ -242,3 +274,23 @@ def xds_server_credentials(ca: InternalCA, hosts: list[str]) -> grpc.ServerCrede
 def gateway_channel_credentials(issued: IssuedCertificate) -> grpc.ChannelCredentials:
     """What a client with a gateway's identity presents to gateway_xds (tests, tools)."""
     return grpc.ssl_channel_credentials(issued.ca_pem, issued.key_pem, issued.certificate_pem)
+
+
+class GatewayTunnelIdentities:
+    """Each gateway's certificate towards its agents (gateway_xds sends it over SDS), issued when first
+    asked for and again once a third of its lifetime is left; `port` is where gateways take tunnels."""
+
+    def __init__(self, ca: InternalCA, port: int) -> None:
+        self._ca = ca
+        self.port = port
+        self._issued: dict[str, tuple[IssuedCertificate, datetime.datetime]] = {}
+
+    def certificate(self, gateway_id: str) -> tuple[str, str]:
+        held = self._issued.get(gateway_id)
+        if held is None or held[1] - _now() < self._ca._leaf_validity / 3:
+            issued = self._ca.tunnel_certificate(gateway_id)
+            held = self._issued[gateway_id] = (issued, certificate_not_after(issued.certificate_pem))
+        return held[0].certificate_pem.decode(), held[0].key_pem.decode()
+
+    def trusted_ca(self) -> str:
+        return self._ca.certificate_pem.decode()
