@@ -19,6 +19,7 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.memory import freeze_long_lived
+from gateway_xds.provider.agent_tunnels import TunnelIdentity
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
 from gateway_xds.ratelimit.buckets import SharedBuckets
@@ -51,6 +52,7 @@ class XdsApp:
         push_window: float = DEFAULT_WINDOW_SECONDS,
         credentials: grpc.ServerCredentials | None = None,
         own_process: bool = False,
+        tunnels: TunnelIdentity | None = None,
     ) -> XdsApp:
         """`hook` rewrites every translated resource: tests use it to make Envoy reject one.
 
@@ -58,6 +60,7 @@ class XdsApp:
         the gateway its certificate names; without, the node id is trusted (plain text).
         `own_process`: the process is a server's, so its memory may be managed for the long run
         (memory.freeze_long_lived after each resync), which an embedding test process would not want.
+        With `tunnels`, every gateway takes the reverse tunnels of its services' agents.
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
@@ -70,6 +73,7 @@ class XdsApp:
             hook,
             credentials=credentials_index,
             after_resync=freeze_long_lived if own_process else None,
+            tunnels=tunnels,
         )
         rates = RequestRates()
         autoscaler = Autoscaler(stubs, provider.mirror, rates)

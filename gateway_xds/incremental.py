@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from gateway_xds.cache.resource import Resource, make_resource
 from gateway_xds.cache.snapshot import Snapshot
+from gateway_xds.ir.agent_tunnels import AgentTunnels, validate_agent_tunnels
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import (
     GatewayIR,
@@ -30,6 +31,7 @@ from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.tls import TLSSecret, validate_secret
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
+from gateway_xds.translate.agent_tunnels import translate_agent_tunnels
 from gateway_xds.translate.clusters import cluster
 from gateway_xds.translate.endpoints import load_assignment
 from gateway_xds.translate.listeners import listener_resources
@@ -66,6 +68,7 @@ class IncrementalGateway:
         self._listeners: dict[str, HTTPListener] = {}
         self._services: dict[str, ServiceRoute] = {}
         self._secrets: dict[str, TLSSecret] = {}
+        self._tunnels: AgentTunnels | None = None
         self._on_listener: dict[str, set[str]] = {}  # listener name -> service keys
         self._backend_owner: dict[str, str] = {}  # backend name -> service key
         self._domain_owner: dict[tuple[str, str], str] = {}  # (listener, domain) -> service key
@@ -103,6 +106,25 @@ class IncrementalGateway:
                 # Its services' virtual hosts move between a route configuration and scopes.
                 self._dirty.update(("service", key) for key in self._on_listener.get(name, ()))
         self._listeners = wanted
+        return errors
+
+    def set_agent_tunnels(self, tunnels: AgentTunnels | None) -> list[str]:
+        """Where the gateway takes its agents' tunnels, or None; invalid ones are refused (and the
+        gateway takes none)."""
+        errors = [] if tunnels is None else validate_agent_tunnels(tunnels)
+        taken = {li.port for li in self._listeners.values()} | {
+            li.tls.port for li in self._listeners.values() if li.tls is not None
+        }
+        if tunnels is not None and tunnels.port in taken:
+            errors.append(f"agent tunnels: port {tunnels.port} is already a listener's")
+        if errors:
+            tunnels = None
+        if tunnels != self._tunnels:
+            if (tunnels is None) != (self._tunnels is None):
+                # Services served by agents are valid only while the gateway takes tunnels.
+                self._dirty.update(("service", k) for k, r in self._services.items() if r.backend.agent_name)
+            self._tunnels = tunnels
+            self._dirty.add(("tunnels", ""))
         return errors
 
     def put_service(self, key: str, route: ServiceRoute) -> list[str]:
@@ -194,7 +216,7 @@ class IncrementalGateway:
             listeners.append(replace(shell, virtual_hosts=vhosts))
         backends = tuple(sorted((r.backend for r in published.values()), key=lambda b: b.name))
         secrets = tuple(self._secrets[name] for name in sorted(self._secrets))
-        return GatewayIR(self.gateway_id, tuple(listeners), backends, secrets)
+        return GatewayIR(self.gateway_id, tuple(listeners), backends, secrets, self._tunnels)
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -210,10 +232,9 @@ class IncrementalGateway:
         self.errors.pop(key, None)
         self._claim(key, route)
         backend = route.backend
-        out: dict[tuple[str, str], Message] = {
-            (CLUSTER, backend.name): cluster(backend),
-            (ENDPOINT, backend.name): load_assignment(backend),
-        }
+        out: dict[tuple[str, str], Message] = {(CLUSTER, backend.name): cluster(backend)}
+        if not backend.agent_name:
+            out[(ENDPOINT, backend.name)] = load_assignment(backend)
         shell = self._listeners.get(route.listener)
         if shell is not None and shell.route_table is RouteTable.PER_HOST:
             out[(SCOPED_ROUTE, route.virtual_host.name)] = scope(route.virtual_host)
@@ -237,10 +258,17 @@ class IncrementalGateway:
         secret = self._secrets.get(name)
         return {} if secret is None else {(SECRET, name): tls_secret(secret)}
 
+    def _tunnel_resources(self, _: str) -> dict[tuple[str, str], Message]:
+        ir = GatewayIR(self.gateway_id, agent_tunnels=self._tunnels)
+        return {
+            (t, name): m for t, by_name in translate_agent_tunnels(ir).items() for name, m in by_name.items()
+        }
+
     _resources: Mapping[str, Callable[[IncrementalGateway, str], Mapping[tuple[str, str], Message]]] = {
         "service": _service_resources,
         "listener": _listener_resources,
         "secret": _secret_resources,
+        "tunnels": _tunnel_resources,
     }
 
     def _diff(
@@ -265,6 +293,10 @@ class IncrementalGateway:
 
     def _check(self, key: str, route: ServiceRoute) -> list[str]:
         errors = validate_backend(route.backend)
+        if route.backend.agent_name and self._tunnels is None:
+            errors.append(
+                f"backend {route.backend.name!r} is served by agents but the gateway takes no tunnels"
+            )
         owner = self._backend_owner.get(route.backend.name)
         if owner not in (None, key):
             errors.append(f"backend {route.backend.name!r} is already {owner!r}'s")

@@ -13,6 +13,7 @@ from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROU
 
 _HCM_TYPE = hcm.HttpConnectionManager.DESCRIPTOR.full_name
 _DOWNSTREAM_TLS_TYPE = tls_pb2.DownstreamTlsContext.DESCRIPTOR.full_name
+_UPSTREAM_TLS_TYPE = tls_pb2.UpstreamTlsContext.DESCRIPTOR.full_name
 
 References = Mapping[str, frozenset[str]]
 NO_REFERENCES: References = {}
@@ -34,7 +35,28 @@ def listener_secret_names(listener: listener_pb2.Listener) -> set[str]:
             continue
         context = tls_pb2.DownstreamTlsContext()
         config.Unpack(context)
-        names.update(sds.name for sds in context.common_tls_context.tls_certificate_sds_secret_configs)
+        names |= _sds_names(context.common_tls_context)
+    return names
+
+
+def cluster_secret_names(cluster: cluster_pb2.Cluster) -> set[str]:
+    """Certificates and CAs the cluster's TLS to its upstreams fetches over SDS."""
+    config = cluster.transport_socket.typed_config
+    if config.TypeName() != _UPSTREAM_TLS_TYPE:
+        return set()
+    context = tls_pb2.UpstreamTlsContext()
+    config.Unpack(context)
+    return _sds_names(context.common_tls_context)
+
+
+def _sds_names(context: tls_pb2.CommonTlsContext) -> set[str]:
+    names = {sds.name for sds in context.tls_certificate_sds_secret_configs}
+    for validation in (
+        context.validation_context_sds_secret_config,
+        context.combined_validation_context.validation_context_sds_secret_config,
+    ):
+        if validation.name:
+            names.add(validation.name)
     return names
 
 
@@ -81,7 +103,9 @@ def references(type_url: str, message: Message) -> References:
     if type_url == CLUSTER:
         assert isinstance(message, cluster_pb2.Cluster)
         eds_name = cluster_eds_name(message)
-        return _only({ENDPOINT: {eds_name} if eds_name is not None else set()})
+        return _only(
+            {ENDPOINT: {eds_name} if eds_name is not None else set(), SECRET: cluster_secret_names(message)}
+        )
     if type_url == ROUTE:
         assert isinstance(message, route_pb2.RouteConfiguration)
         return _only({CLUSTER: route_cluster_names(message)})

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener
@@ -33,6 +34,7 @@ _WHAT: dict[type, str] = {
     Authorization: "authorization",
     RateLimit: "rate limit",
     ScaleFromZero: "scale from zero",
+    AgentTunnels: "agent tunnels",
 }
 
 

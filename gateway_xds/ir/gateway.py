@@ -5,6 +5,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway_xds.ir.agent_tunnels import AgentTunnels, validate_agent_tunnels
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.policies import validate_rate_limits
@@ -19,6 +20,8 @@ class GatewayIR:
     backends: tuple[Backend, ...] = ()
     # Certificates the listeners' TLS ports refer to by name.
     secrets: tuple[TLSSecret, ...] = ()
+    # Where agents of replicas behind NAT connect; None: no backend may be served by agents.
+    agent_tunnels: AgentTunnels | None = None
 
     def validate(self) -> list[str]:
         """Every problem found, so a caller can report them all at once; empty when valid."""
@@ -26,8 +29,12 @@ class GatewayIR:
         if not self.gateway_id:
             errors.append("gateway_id must not be empty")
         errors += _duplicates("backend name", (b.name for b in self.backends))
-        errors += _duplicates("listener name", _listener_names(self.listeners))
-        errors += _duplicates("listener port", _listener_ports(self.listeners))
+        tunnels = self.agent_tunnels
+        tunnel_names, tunnel_ports = ([tunnels.name], [tunnels.port]) if tunnels else ([], [])
+        errors += _duplicates("listener name", [*_listener_names(self.listeners), *tunnel_names])
+        errors += _duplicates("listener port", [*_listener_ports(self.listeners), *tunnel_ports])
+        if tunnels is not None:
+            errors += validate_agent_tunnels(tunnels)
         errors += _duplicates("secret name", (s.name for s in self.secrets))
         for secret in self.secrets:
             errors += validate_secret(secret)
@@ -42,6 +49,10 @@ class GatewayIR:
         errors += _duplicates("per-host virtual host", scoped)
         for backend in self.backends:
             errors += validate_backend(backend)
+            if backend.agent_name and tunnels is None:
+                errors.append(
+                    f"backend {backend.name!r} is served by agents but the gateway takes no tunnels"
+                )
         backend_names = {b.name for b in self.backends}
         for listener in self.listeners:
             errors += _validate_listener(listener, backend_names)
@@ -58,6 +69,8 @@ def validate_backend(backend: Backend) -> list[str]:
     for endpoint in backend.endpoints:
         errors += _ip_error(where, endpoint.host)
         errors += _port_error(where, endpoint.port)
+    if backend.agent_name and backend.endpoints:
+        errors.append(f"{where}: a backend served by agents has no endpoints of its own")
     return errors
 
 

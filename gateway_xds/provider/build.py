@@ -7,9 +7,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from gatehouse import gateway_resources
+from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
 from gateway_xds.incremental import ServiceRoute
+from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
@@ -53,6 +55,11 @@ def _endpoints(replicas: Iterable[resources_pb2.Replica]) -> tuple[Endpoint, ...
     )
 
 
+def tunnelled(replicas: Iterable[resources_pb2.Replica]) -> bool:
+    """Whether a ready replica is served by an agent over reverse tunnels (gatehouse/agent_tunnels.py)."""
+    return any(replica.ready and tunnel_node(replica.address) is not None for replica in replicas)
+
+
 def https_redirect(gateway: resources_pb2.Gateway, service: resources_pb2.Service, tls_ready: bool) -> bool:
     """Whether plain HTTP to the service is redirected: only once the gateway serves its certificate
     (`tls_ready`; the TLS listener is not there yet), for `https: true|auto` domain services."""
@@ -66,16 +73,20 @@ def service_route(
     replicas: Iterable[resources_pb2.Replica],
     tls_ready: bool = False,
     challenges: tuple[AcmeChallenge, ...] = (),
+    takes_tunnels: bool = False,
 ) -> ServiceRoute | None:
     """The service's virtual host and backend; None when the gateway does not route it.
 
     `tls_ready`: a certificate the gateway serves covers the service's name; `challenges`: the ACME
-    HTTP-01 answers for its name."""
+    HTTP-01 answers for its name; `takes_tunnels`: the gateway takes its agents' tunnels, so a
+    service with a replica behind an agent is served over them (and only over them)."""
     port = logical_port(service)
     if port is None:
         return None
     name = backend_name(service)
-    endpoints = _endpoints(replicas)
+    replicas = list(replicas)
+    agents = agent_name(service.id, gateway.id) if takes_tunnels and tunnelled(replicas) else ""
+    endpoints = () if agents else _endpoints(replicas)
     domains = (service.spec.hostname.lower(),) if service.spec.hostname else ("*",)
     vhost = VirtualHost(
         name=name,
@@ -87,9 +98,11 @@ def service_route(
         authorization=policies.authorization(service),
         rate_limits=policies.rate_limits(service),
         cors=policies.cors(service),
-        scale_from_zero=policies.scale_from_zero(service, bool(endpoints)),
+        scale_from_zero=policies.scale_from_zero(service, bool(endpoints or agents)),
     )
-    return ServiceRoute(listener_name(port), vhost, Backend(name=name, endpoints=endpoints))
+    return ServiceRoute(
+        listener_name(port), vhost, Backend(name=name, endpoints=endpoints, agent_name=agents)
+    )
 
 
 def gateway_listeners(
@@ -134,9 +147,10 @@ def gateway_ir(
     replicas: Mapping[str, Iterable[resources_pb2.Replica]],
     certificates: Iterable[ServedCertificate] = (),
     challenges: Iterable[resources_pb2.AcmeChallenge] = (),
+    agent_tunnels: AgentTunnels | None = None,
 ) -> GatewayIR:
     """The whole IR of a gateway (what the provider maintains piece by piece); `certificates` are the
-    ones it serves, with their keys."""
+    ones it serves, with their keys; `agent_tunnels`, where it takes its agents' tunnels."""
     services = sorted(services, key=lambda svc: (svc.project, svc.name))
     served = list(certificates) if tls_port(gateway, ()) is not None else []
     answers: dict[str, list[AcmeChallenge]] = {}
@@ -153,6 +167,7 @@ def gateway_ir(
                 replicas.get(s.id, ()),
                 tls_ready=covered(served, s.spec.hostname),
                 challenges=tuple(answers.get(s.spec.hostname.lower(), ())),
+                takes_tunnels=agent_tunnels is not None,
             )
         )
         is not None
@@ -169,4 +184,4 @@ def gateway_ir(
         for shell in shells
     )
     secrets = tuple(sorted((c.secret for c in served), key=lambda s: s.name))
-    return GatewayIR(gateway.id, listeners, tuple(r.backend for r in routes), secrets)
+    return GatewayIR(gateway.id, listeners, tuple(r.backend for r in routes), secrets, agent_tunnels)

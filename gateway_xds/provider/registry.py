@@ -22,6 +22,7 @@ from gateway_xds.authz.credentials import CredentialIndex
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.incremental import IncrementalGateway, ResourceHook
 from gateway_xds.ir.tls import TLSSecret
+from gateway_xds.provider.agent_tunnels import TunnelIdentity, agent_tunnels
 from gateway_xds.provider.build import HTTP_PORT, gateway_listeners, is_catch_all, logical_port, service_route
 from gateway_xds.provider.certificates import GatewayCertificates, KeySource, RegistryKeys
 from gateway_xds.provider.challenges import ChallengeIndex
@@ -41,11 +42,14 @@ class RegistryProvider:
         keys: KeySource | None = None,
         credentials: CredentialIndex | None = None,
         after_resync: Callable[[], None] | None = None,
+        tunnels: TunnelIdentity | None = None,
     ) -> None:
         """`keys` gives certificates' private keys (the registry's, through `stubs`, by default);
         `credentials`, if given, is kept current for the gateways' auth checks; `after_resync` is
-        called once a whole registry state is published."""
+        called once a whole registry state is published; with `tunnels`, gateways take the reverse
+        tunnels of their services' agents."""
         self._stubs = stubs
+        self._tunnels = tunnels
         self._after_resync = after_resync
         self._cache = cache
         self._credentials = credentials
@@ -293,6 +297,11 @@ class RegistryProvider:
         tls = self._certificates.tls_port(gateway)
         for error in incremental.set_listeners(gateway_listeners(gateway, ports, ports[HTTP_PORT] > 0, tls)):
             log.error("gateway %s: %s", gateway.name, error)
+        tunnels = agent_tunnels(gateway, self._tunnels)
+        tunnel_errors = incremental.set_agent_tunnels(tunnels)
+        for error in tunnel_errors:
+            log.error("gateway %s: %s", gateway.name, error)
+        takes_tunnels = tunnels is not None and not tunnel_errors
         for service_id in service_ids:
             service = self.mirror.services.get(service_id)
             route = None
@@ -305,6 +314,7 @@ class RegistryProvider:
                     replicas,
                     tls_ready=self._certificates.covers(gateway_id, hostname),
                     challenges=self._challenges.answers(gateway_id, hostname),
+                    takes_tunnels=takes_tunnels,
                 )
             if route is None:
                 incremental.remove_service(service_id)

@@ -12,6 +12,7 @@ from google.protobuf import wrappers_pb2
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.resources import CLUSTER, Resources
+from gateway_xds.translate.agent_tunnels import agent_tunnel_cluster
 from gateway_xds.translate.config_source import ads_config_source, milliseconds
 
 # Envoy's default circuit breakers (1,024 connections/requests per cluster) would turn a popular
@@ -24,14 +25,20 @@ def translate_clusters(ir: GatewayIR) -> Resources:
 
 
 def cluster(backend: Backend) -> cluster_pb2.Cluster:
-    return cluster_pb2.Cluster(
-        name=backend.name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
-        connect_timeout=milliseconds(backend.connect_timeout_ms),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        outlier_detection=_outlier_detection(),
-        circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
+    if backend.agent_name:
+        # Replicas behind NAT: their agents' tunnels are the connections (translate/agent_tunnels.py).
+        built = agent_tunnel_cluster(backend)
+    else:
+        built = cluster_pb2.Cluster(
+            name=backend.name,
+            type=cluster_pb2.Cluster.EDS,
+            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
+            connect_timeout=milliseconds(backend.connect_timeout_ms),
+            lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+            outlier_detection=_outlier_detection(),
+        )
+    built.circuit_breakers.CopyFrom(
+        circuit_breaker_pb2.CircuitBreakers(
             thresholds=[
                 circuit_breaker_pb2.CircuitBreakers.Thresholds(
                     max_connections=_u32(CIRCUIT_LIMIT),
@@ -39,8 +46,9 @@ def cluster(backend: Backend) -> cluster_pb2.Cluster:
                     max_requests=_u32(CIRCUIT_LIMIT),
                 )
             ]
-        ),
+        )
     )
+    return built
 
 
 def _outlier_detection() -> outlier_detection_pb2.OutlierDetection:

@@ -9,7 +9,8 @@ from gateway_xds.translate.config_source import socket_address
 
 
 def translate_endpoints(ir: GatewayIR) -> Resources:
-    return {ENDPOINT: {b.name: load_assignment(b) for b in ir.backends}}
+    # A backend served by agents has no endpoints: its connections are their tunnels.
+    return {ENDPOINT: {b.name: load_assignment(b) for b in ir.backends if not b.agent_name}}
 
 
 def load_assignment(backend: Backend) -> endpoint_pb2.ClusterLoadAssignment:

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.resources import Resources, empty_resources
+from gateway_xds.translate.agent_tunnels import translate_agent_tunnels
 from gateway_xds.translate.clusters import translate_clusters
 from gateway_xds.translate.endpoints import translate_endpoints
 from gateway_xds.translate.listeners import translate_listeners
@@ -20,6 +21,7 @@ FEATURES: tuple[tuple[str, FeatureTranslator], ...] = (
     ("clusters", translate_clusters),
     ("endpoints", translate_endpoints),
     ("secrets", translate_secrets),
+    ("agent_tunnels", translate_agent_tunnels),
 )
 
 

@@ -39,6 +39,7 @@ def render(resources: Resources, type_url: str) -> str:
 
 def test_cases_exist() -> None:
     expected = {"empty", "port_mapped", "zero_endpoints", "domains", "per_host", "https", "policies"}
+    expected |= {"agent_tunnels"}
     assert expected <= set(CASES)
 
 
