@@ -19,7 +19,7 @@ from services.certificates.app import build_certificates
 from services.common.auth import Authenticator
 from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
-from services.common.internal_ca import InternalCA, xds_server_credentials
+from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
@@ -103,7 +103,7 @@ async def serve_all(settings: Settings) -> None:
     certificates = build_certificates(stubs)
     registrations = (
         registry.registrations()
-        + provisioner_registrations(provisioner, stubs, settings)
+        + provisioner_registrations(provisioner, stubs, settings, ca)
         + certificate_registrations(certificates)
     )
     await start_server(server, registrations)
@@ -135,7 +135,11 @@ def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
     public_host = public_xds_endpoint(settings, settings.xds_port).host
     credentials = xds_server_credentials(ca, [settings.xds_host, public_host])
     return XdsApp.build(
-        stubs, f"{settings.xds_host}:{settings.xds_port}", credentials=credentials, own_process=True
+        stubs,
+        f"{settings.xds_host}:{settings.xds_port}",
+        credentials=credentials,
+        own_process=True,
+        tunnels=GatewayTunnelIdentities(ca, settings.agent_tunnel_port),
     )
 
 
@@ -184,7 +188,7 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
         provisioner = build_provisioner(settings, stubs, settings.xds_port, ca, join)
         join_server.renewable = _renewable(provisioner)
         tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run()]
-        extra = provisioner_registrations(provisioner, stubs, settings)
+        extra = provisioner_registrations(provisioner, stubs, settings, ca)
     else:
         certificates = build_certificates(stubs)
         tasks = [certificates.run()]

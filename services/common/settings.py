@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
 
 # Where gateway hosts join and renew their xDS client certificate: fixed, since a host keeps the
@@ -63,6 +64,8 @@ class Settings:
     # Seconds a cloud gateway host (VM or pod) has from being made to its Envoy connecting to
     # gateway_xds; one that has not is shown with its console output and replaced.
     host_connect_timeout: float = 600.0
+    # The gateway port where `gatehouse agent`s' Envoys open their reverse tunnels.
+    agent_tunnel_port: int = DEFAULT_TUNNEL_PORT
 
     @property
     def server_dir(self) -> Path:
@@ -97,4 +100,5 @@ class Settings:
             envoy_image_digest=os.environ.get("GATEHOUSE_ENVOY_IMAGE_DIGEST", ""),
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
             host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
+            agent_tunnel_port=_int_env("GATEHOUSE_AGENT_TUNNEL_PORT", DEFAULT_TUNNEL_PORT),
         )

@@ -13,6 +13,7 @@ from gatehouse.v1 import provisioner_pb2, provisioner_pb2_grpc, registry_pb2, tu
 from services.common.grpc_server import Registration
 from services.common.internal_ca import InternalCA
 from services.common.settings import Settings
+from services.provisioner.agent_certificates import AgentTunnelIssuer
 from services.provisioner.api import ProvisionerServicer
 from services.provisioner.backends.catalog import cloud_builders
 from services.provisioner.backends.factory import BackendFactory
@@ -94,16 +95,25 @@ def build_provisioner(
     return Provisioner(stubs, backends, local, runner, mirror, host_deadline=settings.host_connect_timeout)
 
 
-def registrations(provisioner: Provisioner, stubs: Stubs, settings: Settings) -> list[Registration]:
+def registrations(
+    provisioner: Provisioner, stubs: Stubs, settings: Settings, ca: InternalCA | None = None
+) -> list[Registration]:
+    """With `ca`, agents that run an Envoy get its certificates and reach replicas over reverse tunnels."""
     name = provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name
     tunnels = tunnel_pb2.DESCRIPTOR.services_by_name["Tunnels"].full_name
+    issuer = None
+    if ca is not None:
+        # The mirror's dict is replaced on each resync: looked up anew each time.
+        issuer = AgentTunnelIssuer(
+            ca, settings.agent_tunnel_port, lambda id: provisioner.mirror.gateways.get(id)
+        )
     return [
         Registration(
             name, ProvisionerServicer(provisioner), provisioner_pb2_grpc.add_ProvisionerServicer_to_server
         ),
         Registration(
             tunnels,
-            TunnelsServicer(stubs, settings.local_bind),
+            TunnelsServicer(stubs, settings.local_bind, issuer),
             tunnel_pb2_grpc.add_TunnelsServicer_to_server,
         ),
     ]

@@ -145,6 +145,31 @@ def _config_source() -> dict[str, Any]:
     return {"ads": {}, "resource_api_version": "V3"}
 
 
+# Replicas behind NAT: the gateway takes its agents' reverse tunnels (gateway_xds/translate/agent_tunnels.py)
+# and uses them as its services' upstream connections, which takes this extension in the bootstrap.
+REVERSE_TUNNEL_ACCEPTOR = "envoy.bootstrap.reverse_tunnel.upstream_socket_interface"
+REVERSE_TUNNEL_ACCEPTOR_CONFIG = (
+    "envoy.extensions.bootstrap.reverse_tunnel.upstream_socket_interface.v3."
+    "UpstreamReverseConnectionSocketInterface"
+)
+
+
+def reverse_tunnel_acceptor() -> dict[str, Any]:
+    return {
+        "name": REVERSE_TUNNEL_ACCEPTOR,
+        "typed_config": {
+            "@type": f"type.googleapis.com/{REVERSE_TUNNEL_ACCEPTOR_CONFIG}",
+            "stat_prefix": "agent_tunnels",
+        },
+    }
+
+
+def takes_agent_tunnels(bootstrap: dict[str, Any]) -> bool:
+    """Whether an Envoy started on `bootstrap` can take agents' tunnels (an older one cannot)."""
+    extensions = bootstrap.get("bootstrap_extensions", [])
+    return any(extension.get("name") == REVERSE_TUNNEL_ACCEPTOR for extension in extensions)
+
+
 OTLP_SINK = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
 STATS_FLUSH_SECONDS = 2
 SERVICE_CLUSTER_PREFIX = "cluster.svc_"
@@ -213,6 +238,7 @@ def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
         "stats_flush_interval": f"{STATS_FLUSH_SECONDS}s",
         "stats_config": _stats_config(),
         "admin": {"address": _admin_address(params)},
+        "bootstrap_extensions": [reverse_tunnel_acceptor()],
         "dynamic_resources": {
             "ads_config": {
                 "api_type": params.api_type,

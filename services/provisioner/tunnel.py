@@ -1,5 +1,12 @@
-"""The server end of `gatehouse agent`: a replica behind NAT gets a local address the gateway routes
-to, and each connection to that address travels over the agent's outbound stream.
+"""The server end of `gatehouse agent`.
+
+An agent that runs an Envoy (its hello carries a certificate request) gets a certificate for its
+service on its gateway and where that gateway takes tunnels (agent_certificates.py); its replica is
+registered at a tunnel address (gatehouse/agent_tunnels.py), and the stream carries no bytes: the
+agent's Envoy and the gateway's exchange them over reverse tunnels, so a server restart is no outage.
+
+Otherwise a replica behind NAT gets a local address the gateway routes to, and each connection to
+that address travels over the agent's outbound stream.
 
 While the stream lives, the replica is registered and heart-beats; when it ends, the replica leaves.
 """
@@ -14,10 +21,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from gatehouse.agent_tunnels import tunnel_address
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, tunnel_pb2, tunnel_pb2_grpc
 from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
+from services.provisioner.agent_certificates import AgentTunnelIssuer
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +83,15 @@ class _Session:
 
 
 class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
-    def __init__(self, stubs: Stubs, bind_host: str) -> None:
+    def __init__(self, stubs: Stubs, bind_host: str, tunnels: AgentTunnelIssuer | None = None) -> None:
+        """With `tunnels`, agents that run an Envoy are served over reverse tunnels."""
         self._stubs = stubs
         self._bind = bind_host
+        self._tunnels = tunnels
         self._cleanups: set[asyncio.Task[None]] = set()
+        # The latest tunnelled session of each replica id: only it may unregister the replica (an
+        # agent back at once registers the same address before its old stream's end is noticed).
+        self._sessions: dict[str, object] = {}
 
     async def Open(
         self, request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame], context: grpc.aio.ServicerContext
@@ -89,6 +103,10 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         # The agent's replica is registered with this server's own token: the caller must be allowed
         # to register replicas of the project itself.
         current_principal().require_runner(hello.project)
+        if hello.certificate_request and self._tunnels is not None:
+            async for frame in self._tunnelled(hello, request_iterator, context):
+                yield frame
+            return
         session = _Session()
         server = await asyncio.start_server(session.accept, self._bind, 0)
         port = server.sockets[0].getsockname()[1]
@@ -127,6 +145,56 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
             session.close()
             if registered:
                 # Its own task: this generator is being cancelled, and a cancelled await would skip it.
+                cleanup = asyncio.create_task(self._unregister_if_ours(hello, address))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _tunnelled(
+        self,
+        hello: tunnel_pb2.TunnelHello,
+        request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[tunnel_pb2.TunnelFrame]:
+        assert self._tunnels is not None
+        try:
+            service = await self._stubs.services.Get(
+                registry_pb2.GetRequest(project=hello.project, name=hello.service)
+            )
+        except grpc.aio.AioRpcError as refused:
+            await context.abort(refused.code(), refused.details() or "")
+        tunnel = await self._tunnels.issue(service, hello)
+        address = tunnel_address(tunnel.node, hello.target_port or 1)
+        register = registry_pb2.RegisterReplicaRequest(
+            project=hello.project,
+            service=hello.service,
+            id=hello.replica_id,
+            address=address,
+            ready=True,
+            runner=RUNNER,
+        )
+        session = object()
+        self._sessions[hello.replica_id] = session
+        heartbeat: asyncio.Task[None] | None = None
+        registered = False
+        try:
+            try:
+                await self._stubs.replicas.Register(register)
+            except grpc.aio.AioRpcError as refused:
+                await context.abort(refused.code(), refused.details() or "")
+            registered = True
+            log.info(
+                "agent replica %s of %s/%s over tunnels to %s:%d",
+                hello.replica_id, hello.project, hello.service, tunnel.host, tunnel.port,
+            )  # fmt: skip
+            yield tunnel_pb2.TunnelFrame(ready=tunnel_pb2.TunnelReady(address=address, tunnel=tunnel))
+            heartbeat = asyncio.create_task(self._heartbeat(hello.replica_id))
+            async for _ in request_iterator:
+                pass  # the agent sends nothing more; its stream's end is its replica's
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            if registered and self._sessions.get(hello.replica_id) is session:
+                del self._sessions[hello.replica_id]
                 cleanup = asyncio.create_task(self._unregister_if_ours(hello, address))
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)

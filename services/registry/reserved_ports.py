@@ -1,5 +1,5 @@
-"""Gateway ports a service may not map: the gateway's own HTTP and HTTPS listeners, and the ports the
-Gatehouse server listens on (a local gateway binds on the server's machine)."""
+"""Gateway ports a service may not map: the gateway's own HTTP, HTTPS and agent tunnel listeners, and
+the ports the Gatehouse server listens on (a local gateway binds on the server's machine)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class ReservedPorts:
             (settings.join_port, "the Gatehouse server's join port"),
             (settings.xds_port, "the Gatehouse server's xDS port"),
             (settings.api_port, "the Gatehouse server's API port"),
+            (settings.agent_tunnel_port, "where the gateway takes `gatehouse agent` tunnels"),
         )
         return cls(
             server={port: what for port, what in named if port},

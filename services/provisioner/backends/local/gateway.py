@@ -19,7 +19,12 @@ from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate
 from services.common.probes import unix_http_get
 from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo
 from services.provisioner.backends.local.processes import ManagedProcess
-from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
+from services.provisioner.envoy_bootstrap import (
+    BootstrapParams,
+    XdsTls,
+    render_bootstrap,
+    takes_agent_tunnels,
+)
 
 READY_TIMEOUT_SECONDS = 30.0
 # A local Envoy connects within a second or two: one that has not within this is restarted.
@@ -158,7 +163,8 @@ class LocalGatewayBackend:
         return self.host(gateway)
 
     def _bootstrap_current(self, bootstrap_file: Path) -> bool:
-        """An adopted Envoy is kept only if it still points at this control plane, mTLS or not as it is."""
+        """An adopted Envoy is kept only if it still points at this control plane, mTLS or not as it is,
+        and can take agents' tunnels."""
         try:
             current = json.loads(bootstrap_file.read_text())
         except (OSError, ValueError):
@@ -172,6 +178,7 @@ class LocalGatewayBackend:
             (address["address"], address["port_value"]) == self._xds
             and has_tls == (self._ca is not None)
             and admin_on_socket
+            and takes_agent_tunnels(current)
         )
 
     def _credentials_current(self, directory: Path) -> bool:
