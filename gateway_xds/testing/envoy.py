@@ -71,6 +71,8 @@ class EnvoyProcess:
     concurrency: int = 1
     log_level: str = "warn"
     command_prefix: tuple[str, ...] = ()
+    # More of Envoy's command line options (e.g. `--drain-strategy immediate`).
+    arguments: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -93,6 +95,7 @@ class EnvoyProcess:
             *("--concurrency", str(self.concurrency)),
             *("--base-id", str(next(_base_ids))),
             *("--log-level", self.log_level),
+            *self.arguments,
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -117,17 +120,19 @@ class EnvoyProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def admin(self, path: str, timeout: float = 5.0) -> bytes:
+    def admin(self, path: str, timeout: float = 5.0, method: str = "GET") -> bytes:
         """The answer's body; an HTTP error (e.g. 503 from /ready before the first configuration)
-        raises urllib.error.HTTPError, an OSError, whichever way the interface is reached."""
+        raises urllib.error.HTTPError, an OSError, whichever way the interface is reached. Envoy takes
+        what changes it (e.g. /drain_listeners) only as `method="POST"`."""
         pipe = self.bootstrap["admin"]["address"].get("pipe")
         if pipe is None:
             url = f"http://127.0.0.1:{self.admin_port}{path}"
-            with _no_proxy.open(url, timeout=timeout) as response:
+            request = urllib.request.Request(url, method=method)
+            with _no_proxy.open(request, timeout=timeout) as response:
                 return bytes(response.read())
         connection = _UnixHTTPConnection(pipe["path"], timeout)
         try:
-            connection.request("GET", path)
+            connection.request(method, path)
             response = connection.getresponse()
             body = response.read()
             if response.status >= 400:

@@ -1,5 +1,8 @@
 """Replicas behind NAT: a replica listening only on 127.0.0.2 (the gateway cannot connect to it)
-becomes reachable through the gateway once `gatehouse agent` opens its outbound stream."""
+becomes reachable through the gateway once `gatehouse agent` opens its outbound stream.
+
+These run the agent whose stream carries the bytes (`GATEHOUSE_AGENT_DATA_PATH=stream`), kept until
+the Envoy tunnels replace it everywhere; test_agent_tunnels.py runs the agent as it runs by default."""
 
 from __future__ import annotations
 
@@ -45,14 +48,18 @@ def hidden_replica(tmp_path: Path) -> Iterator[int]:
     replica.wait(timeout=10)
 
 
-def serve_through_gateway(server: ServerProcess, tmp_path: Path, replica_port: int) -> tuple[Path, str]:
-    """Gateway nat-gw and service nat (no `commands`: its replicas come from agents); the gateway's
-    configuration file and the service's URL."""
+def serve_through_gateway(
+    server: ServerProcess, tmp_path: Path, replica_port: int, extra: str = ""
+) -> tuple[Path, str]:
+    """Gateway nat-gw and service nat (no `commands`: its replicas come from agents, `extra` is more
+    of its YAML); the gateway's configuration file and the service's URL."""
     gateway = tmp_path / "gw.dstack.yml"
     gateway.write_text("type: gateway\nname: nat-gw\nbackend: local\nregion: local\n")
     assert server.cli("apply", "-f", str(gateway), "-y").code == 0
     service = tmp_path / "nat.dstack.yml"
-    service.write_text(f"type: service\nname: nat\ngateway: nat-gw\nport: '{free_port()}:{replica_port}'\n")
+    service.write_text(
+        f"type: service\nname: nat\ngateway: nat-gw\nport: '{free_port()}:{replica_port}'\n{extra}"
+    )
     # -d: its replica comes with the agent, started after.
     applied = server.cli("apply", "-f", str(service), "-y", "-d")
     available = re.search(r"available at (http://\S+)", applied.stdout)
@@ -60,7 +67,11 @@ def serve_through_gateway(server: ServerProcess, tmp_path: Path, replica_port: i
     return gateway, available.group(1)
 
 
-def start_agent(server: ServerProcess, replica_port: int, *options: str) -> subprocess.Popen[bytes]:
+def start_agent(
+    server: ServerProcess, replica_port: int, *options: str, stream: bool = True
+) -> subprocess.Popen[bytes]:
+    """`stream`: the stream carries the bytes (this module's tests); else the agent's default."""
+    env = {**server.env, "GATEHOUSE_AGENT_DATA_PATH": "stream"} if stream else server.env
     return subprocess.Popen(
         [
             GATEHOUSE,
@@ -73,7 +84,7 @@ def start_agent(server: ServerProcess, replica_port: int, *options: str) -> subp
             "--id",
             "nat-laptop",
         ],
-        env=server.env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
