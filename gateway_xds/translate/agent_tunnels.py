@@ -105,7 +105,9 @@ def agent_tunnel_cluster(backend: Backend) -> cluster_pb2.Cluster:
     )
     http2 = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            # WebSockets cross the tunnel as extended CONNECT (RFC 8441); the agent's Envoy turns them
+            # back into an HTTP/1.1 upgrade to the replica.
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(allow_connect=True)
         )
     )
     context = tls_pb2.UpstreamTlsContext(

@@ -2,7 +2,7 @@
 becomes reachable through the gateway once `gatehouse agent` opens its outbound stream.
 
 These run the agent whose stream carries the bytes (`GATEHOUSE_AGENT_DATA_PATH=stream`), kept until
-the Envoy tunnels replace it everywhere; test_agent_tunnels.py runs the agent as it runs by default."""
+the Envoy tunnels replace it everywhere; test_agent_envoy.py runs the agent as it runs by default."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
+import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +184,34 @@ async def test_requests_reach_a_replica_behind_nat_only_through_its_agents_tunne
     assert envoy is not None
     stats = await envoy.stats(*(f"listener.127.0.0.1_{n}.ssl.handshake" for n in range(4)))
     assert sum(stats.values()) >= 1, stats
+
+
+async def test_websockets_cross_the_tunnel(tunnels: Tunnels) -> None:
+    await tunnels.agent()
+    await tunnels.eventually((200, "hello from behind NAT"))
+    payload = b"\x81\x05hello" * 100
+    assert await asyncio.to_thread(_websocket_echo, tunnels.http_port, payload) == payload
+
+
+def _websocket_echo(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(
+            b"GET /chat HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = connection.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        connection.sendall(payload)
+        echoed = head.partition(b"\r\n\r\n")[2]
+        while len(echoed) < len(payload):
+            chunk = connection.recv(4096)
+            assert chunk, echoed
+            echoed += chunk
+        return echoed
 
 
 async def test_an_agent_serves_only_the_service_and_gateway_its_certificate_names(tunnels: Tunnels) -> None:
