@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from services.common.listening import group_holds, listening
 from services.provisioner.backends.local.gateway import admin_socket_path
 from tests.support.gateways import gateway_host
@@ -212,11 +213,13 @@ def test_a_gateways_envoy_listens_only_on_its_address_and_admin_is_a_private_soc
         if any(str(listener.address) == address for listener in held):
             mine.append((gateway_id, held))
     [(gateway_id, held)] = mine
-    # The gateway's HTTP port and its service's mapped port, on its own address: nothing else
-    # (no admin port a replica address such as 127.0.0.1:<port> could be pointed at).
+    # The gateway's HTTP port, its service's mapped port and where agents open their tunnels (mTLS,
+    # agents of its own services only), on its own address: nothing else (no admin port a replica
+    # address such as 127.0.0.1:<port> could be pointed at).
     assert {(str(listener.address), listener.port) for listener in held} == {
         (address, server.http_port),
         (address, 5001),
+        (address, DEFAULT_TUNNEL_PORT),
     }
     admin = Path(admin_socket_path(server.home / "gateways" / gateway_id)).stat()
     assert stat.S_ISSOCK(admin.st_mode) and stat.S_IMODE(admin.st_mode) == 0o600
