@@ -60,12 +60,13 @@ def envoy_binary() -> str | None:
 
 
 def concurrency() -> int:
-    """Envoy's worker threads: `GATEHOUSE_AGENT_ENVOY_CONCURRENCY`, else up to two (one worker carries
-    more than most replicas serve; a second one spreads TLS over two cores)."""
+    """Envoy's worker threads: `GATEHOUSE_AGENT_ENVOY_CONCURRENCY`, else one. The replica's machine
+    is the replica's: one worker carries ~10,000 small requests a second, and on a two-core machine a
+    second one cost more in contention than it gave (bench/agent_tunnel.py)."""
     configured = os.environ.get("GATEHOUSE_AGENT_ENVOY_CONCURRENCY", "")
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    return min(2, os.cpu_count() or 1)
+    return 1
 
 
 class AgentIdentity:
