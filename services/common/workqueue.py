@@ -89,3 +89,9 @@ class WorkQueue:
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.add(key)
+            # A handler whose cancellation was swallowed on the way (Python 3.11's wait_for can, when
+            # what it waits for finishes as it is cancelled) must not keep the worker, and with it a
+            # stopping server, waiting for the next key for ever.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError
