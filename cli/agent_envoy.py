@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +32,7 @@ from pathlib import Path
 from gatehouse.agent_bootstrap import AgentEnvoy, render_agent_bootstrap
 from gatehouse.agent_keys import certificate_request, new_key
 from gatehouse.client.defaults import gatehouse_home
-from gatehouse.private_files import make_private_directory
+from gatehouse.private_files import make_private_directory, socket_path, write_private
 from gatehouse.v1 import tunnel_pb2
 
 # Envoy drains at once when asked (GOAWAY to the gateway), and gives in-flight requests this long.
@@ -49,7 +47,6 @@ RESTART_EVERY_SECONDS = 3.0
 MAX_PATIENCE_SECONDS = 60.0
 TUNNELS_STAT = "http.tunnels.downstream_cx_active"
 REQUESTS_STAT = "http.tunnels.downstream_rq_active"
-MAX_SOCKET_PATH = 107
 
 
 def envoy_binary() -> str | None:
@@ -79,7 +76,7 @@ class AgentIdentity:
         self.certificate_file = self.directory / "agent.pem"
         self.ca_file = self.directory / "ca.pem"
         if not self.key_file.exists():
-            _write_private(self.key_file, new_key())
+            write_private(self.key_file, new_key())
 
     def hello(self, project: str, service: str, replica: str, port: int) -> tunnel_pb2.TunnelHello:
         certificate = self.certificate_file.read_bytes() if self.certificate_file.exists() else b""
@@ -111,7 +108,7 @@ class AgentEnvoyProcess:
     def start(self) -> None:
         config = self.directory / "bootstrap.json"
         self._stop_left_over(config)
-        _write_private(config, json.dumps(self.bootstrap, indent=2).encode())
+        write_private(config, json.dumps(self.bootstrap, indent=2).encode())
         Path(self.agent.admin_socket).unlink(missing_ok=True)
         argv = [
             self._binary, "-c", str(config), "--disable-hot-restart", "--log-level", "warn",
@@ -228,7 +225,7 @@ class AgentEnvoyRunner:
         """A new Envoy for `agent` beside the one serving now (directory and admin socket alternate)."""
         self._generation += 1
         where = self._identity.directory / f"envoy-{self._generation % 2}"
-        admin = _socket_path(self._identity.directory / f"admin-{self._generation % 2}.sock")
+        admin = socket_path(self._identity.directory / f"admin-{self._generation % 2}.sock")
         fresh = AgentEnvoyProcess(self._binary, where, dataclasses.replace(agent, admin_socket=admin))
         fresh.start()
         self._started = time.monotonic()
@@ -313,8 +310,8 @@ async def _answers(host: str, port: int) -> bool:
     return True
 
 
-async def _admin(socket_path: str, method: str, path: str) -> bytes:
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path), 2.0)
+async def _admin(admin_socket: str, method: str, path: str) -> bytes:
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(admin_socket), 2.0)
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: envoy\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
@@ -341,23 +338,6 @@ def _unchunk(body: bytes) -> bytes:
     return bytes(out)
 
 
-def _socket_path(path: Path) -> str:
-    """`path`, or where it would pass a socket path's length, a private directory of this user's."""
-    text = str(path)
-    if len(text.encode()) <= MAX_SOCKET_PATH:
-        return text
-    short = Path(tempfile.gettempdir()) / f"gatehouse-{os.geteuid()}"
-    short.mkdir(mode=0o700, exist_ok=True)
-    return str(short / (hashlib.sha256(text.encode()).hexdigest()[:20] + ".sock"))
-
-
-def _write_private(path: Path, content: bytes) -> None:
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
-
-
 def _write_if_changed(path: Path, content: bytes) -> None:
     if not path.exists() or path.read_bytes() != content:
-        _write_private(path, content)
+        write_private(path, content)

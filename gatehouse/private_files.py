@@ -6,8 +6,10 @@ permissions a user (or an older Gatehouse) gave others on a file that was alread
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +65,26 @@ def make_private_directory(path: Path) -> None:
     if not path.exists():
         make_private_directory(path.parent)
         path.mkdir(mode=0o700, exist_ok=True)
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Writes `path` readable by its owner only, whatever the umask."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+
+
+# sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def socket_path(path: Path) -> str:
+    """`path` for a Unix socket, or where it would pass the length a socket path may have, a name
+    derived from it in a private directory of this user's."""
+    text = str(path)
+    if len(text.encode()) <= MAX_SOCKET_PATH:
+        return text
+    short = Path(tempfile.gettempdir()) / f"gatehouse-{os.geteuid()}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    return str(short / (hashlib.sha256(text.encode()).hexdigest()[:20] + ".sock"))

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import ipaddress
 import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
+from gatehouse.private_files import socket_path, write_private
 from gatehouse.v1 import resources_pb2
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate_not_after
 from services.common.probes import unix_http_get
@@ -33,27 +32,11 @@ CONNECT_DEADLINE_SECONDS = 60.0
 RENEW_BEFORE = datetime.timedelta(days=10)
 CERTIFICATE_FILE, KEY_FILE, CA_FILE = "xds-client.pem", "xds-client.key", "xds-ca.pem"
 ADMIN_SOCKET_NAME = "admin.sock"
-# sun_path holds 108 bytes with its terminating NUL.
-MAX_SOCKET_PATH = 107
 
 
 def admin_socket_path(directory: Path) -> str:
-    """The gateway's admin socket: in its directory, or where a long directory would pass the
-    length a socket path may have, in a private directory of this user's named after it."""
-    path = str(directory / ADMIN_SOCKET_NAME)
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    short = Path(tempfile.gettempdir()) / f"gatehouse-{os.geteuid()}"
-    short.mkdir(mode=0o700, exist_ok=True)
-    return str(short / (hashlib.sha256(path.encode()).hexdigest()[:20] + ".sock"))
-
-
-def write_private(path: Path, content: bytes) -> None:
-    """Writes `path` readable by its owner only, whatever the umask."""
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
+    """The gateway's admin socket: in its directory (or, past a socket path's length, beside it)."""
+    return socket_path(directory / ADMIN_SOCKET_NAME)
 
 
 def envoy_binary() -> str:
