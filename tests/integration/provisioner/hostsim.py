@@ -21,10 +21,12 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from gateway_xds.cache.snapshot_cache import SnapshotCache
@@ -32,7 +34,7 @@ from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, VirtualHost
 from gateway_xds.publish import publish
-from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
@@ -175,12 +177,18 @@ class AdsEnvoy:
             for type_url in (CLUSTER, LISTENER, SCOPED_ROUTE):
                 await client.request(type_url)
             routes: set[str] = set()
+            secrets: set[str] = set()
             while True:
                 response: discovery_pb2.DeltaDiscoveryResponse = await client.recv()
                 await client.ack(response)
                 self.acked += 1
                 if response.type_url == CLUSTER and response.resources:
                     await client.request(ENDPOINT, [resource.name for resource in response.resources])
+                named = _secret_names(response) - secrets
+                if named:
+                    # As Envoy does: the secrets its listeners' and clusters' TLS name (SDS).
+                    secrets |= named
+                    await client.request(SECRET, sorted(named))
                 wanted = _route_names(response) - routes
                 if wanted:
                     # As Envoy does: the route configurations its listeners and scopes name.
@@ -192,6 +200,35 @@ class AdsEnvoy:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+
+def _secret_names(response: discovery_pb2.DeltaDiscoveryResponse) -> set[str]:
+    """The SDS secrets a response's listeners (downstream TLS) or clusters (upstream TLS) name."""
+    sockets = []
+    for resource in response.resources:
+        if response.type_url == LISTENER:
+            listener = listener_pb2.Listener()
+            resource.resource.Unpack(listener)
+            chains = [*listener.filter_chains, listener.default_filter_chain]
+            sockets += [chain.transport_socket for chain in chains if chain.HasField("transport_socket")]
+        elif response.type_url == CLUSTER:
+            cluster = cluster_pb2.Cluster()
+            resource.resource.Unpack(cluster)
+            if cluster.HasField("transport_socket"):
+                sockets.append(cluster.transport_socket)
+    names: set[str] = set()
+    for socket in sockets:
+        downstream, upstream = tls_pb2.DownstreamTlsContext(), tls_pb2.UpstreamTlsContext()
+        if socket.typed_config.Unpack(downstream):
+            common = downstream.common_tls_context
+        elif socket.typed_config.Unpack(upstream):
+            common = upstream.common_tls_context
+        else:
+            continue
+        names |= {config.name for config in common.tls_certificate_sds_secret_configs}
+        names.add(common.validation_context_sds_secret_config.name)
+        names.add(common.combined_validation_context.validation_context_sds_secret_config.name)
+    return names - {""}
 
 
 def _route_names(response: discovery_pb2.DeltaDiscoveryResponse) -> set[str]:
