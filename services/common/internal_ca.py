@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatehouse.agent_tunnels import agent_name
@@ -63,6 +64,10 @@ class IssuedCertificate:
 
 def certificate_not_after(certificate_pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(certificate_pem).not_valid_after_utc
+
+
+def _uri(value: str) -> x509.GeneralName:
+    return x509.UniformResourceIdentifier(value)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -190,10 +195,34 @@ class InternalCA:
         )
         return certificate.public_bytes(serialization.Encoding.PEM)
 
-    def tunnel_certificate(self, gateway_id: str) -> IssuedCertificate:
-        """The gateway's identity towards its agents (their tunnels' TLS, both ways)."""
-        return self._issue(
-            gateway_id, [x509.UniformResourceIdentifier(gateway_uri(gateway_id))], TUNNEL_USAGES
+    def tunnel_certificate(self, gateway_id: str, epoch: int) -> IssuedCertificate:
+        """The gateway's identity towards its agents (their tunnels' TLS, both ways) for `epoch` (a
+        third of a certificate's lifetime since 1970): the same key and certificate from every
+        gateway_xds process and after every restart, derived from the CA's key, so Envoys are never
+        sent a new one but when an epoch turns."""
+        step = self._leaf_validity / 3
+        material = HKDF(
+            algorithm=hashes.SHA256(), length=48, salt=None, info=f"tunnel/{gateway_id}/{epoch}".encode()
+        ).derive(self._key.private_numbers().private_value.to_bytes(32, "big"))
+        order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's group order
+        key = ec.derive_private_key(int.from_bytes(material[:32], "big") % (order - 1) + 1, ec.SECP256R1())
+        start = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + epoch * step
+        certificate = (
+            self._builder(
+                key.public_key(),
+                gateway_id,
+                [x509.UniformResourceIdentifier(gateway_uri(gateway_id))],
+                TUNNEL_USAGES,
+            )
+            .serial_number(int.from_bytes(material[32:], "big") >> 1 or 1)
+            .not_valid_before(start - CLOCK_SKEW)
+            .not_valid_after(start + self._leaf_validity)
+            .sign(self._key, hashes.SHA256(), ecdsa_deterministic=True)
+        )
+        return IssuedCertificate(
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM),
+            key_pem=_key_pem(key),
+            ca_pem=self.certificate_pem,
         )
 
     def sign_agent_request(self, csr_pem: bytes, service_id: str, gateway_id: str) -> bytes:
@@ -230,13 +259,25 @@ class InternalCA:
         usages: tuple[x509.ObjectIdentifier, ...],
     ) -> x509.Certificate:
         return (
+            self._builder(public_key, common_name, sans, usages)
+            .serial_number(int(uuid.uuid4()))
+            .not_valid_before(_now() - CLOCK_SKEW)
+            .not_valid_after(_now() + self._leaf_validity)
+            .sign(self._key, hashes.SHA256())
+        )
+
+    def _builder(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        common_name: str,
+        sans: list[x509.GeneralName],
+        usages: tuple[x509.ObjectIdentifier, ...],
+    ) -> x509.CertificateBuilder:
+        return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self._certificate.subject)
             .public_key(public_key)
-            .serial_number(int(uuid.uuid4()))
-            .not_valid_before(_now() - CLOCK_SKEW)
-            .not_valid_after(_now() + self._leaf_validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
@@ -246,7 +287,6 @@ class InternalCA:
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
-            .sign(self._key, hashes.SHA256())
         )
 
 
@@ -283,14 +323,15 @@ class GatewayTunnelIdentities:
     def __init__(self, ca: InternalCA, port: int) -> None:
         self._ca = ca
         self.port = port
-        self._issued: dict[str, tuple[IssuedCertificate, datetime.datetime]] = {}
+        self._issued: dict[str, tuple[int, IssuedCertificate]] = {}
 
     def certificate(self, gateway_id: str) -> tuple[str, str]:
+        step = self._ca._leaf_validity / 3
+        epoch = int((_now() - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)) / step)
         held = self._issued.get(gateway_id)
-        if held is None or held[1] - _now() < self._ca._leaf_validity / 3:
-            issued = self._ca.tunnel_certificate(gateway_id)
-            held = self._issued[gateway_id] = (issued, certificate_not_after(issued.certificate_pem))
-        return held[0].certificate_pem.decode(), held[0].key_pem.decode()
+        if held is None or held[0] != epoch:
+            held = self._issued[gateway_id] = (epoch, self._ca.tunnel_certificate(gateway_id, epoch))
+        return held[1].certificate_pem.decode(), held[1].key_pem.decode()
 
     def trusted_ca(self) -> str:
         return self._ca.certificate_pem.decode()
