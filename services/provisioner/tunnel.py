@@ -122,11 +122,7 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         tasks: list[asyncio.Task[None]] = []
         registered = False
         try:
-            try:
-                await self._stubs.replicas.Register(register)
-            except grpc.aio.AioRpcError as refused:
-                # The registry's one line (a service that runs `commands`, …), as the agent's error.
-                await context.abort(refused.code(), refused.details() or "")
+            await self._register(register, context)
             registered = True
             log.info(
                 "agent replica %s of %s/%s at %s", hello.replica_id, hello.project, hello.service, address
@@ -177,10 +173,7 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         heartbeat: asyncio.Task[None] | None = None
         registered = False
         try:
-            try:
-                await self._stubs.replicas.Register(register)
-            except grpc.aio.AioRpcError as refused:
-                await context.abort(refused.code(), refused.details() or "")
+            await self._register(register, context)
             registered = True
             log.info(
                 "agent replica %s of %s/%s over tunnels to %s:%d",
@@ -198,6 +191,16 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
                 cleanup = asyncio.create_task(self._unregister_if_ours(hello, address))
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _register(
+        self, request: registry_pb2.RegisterReplicaRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Registers the agent's replica; the registry's refusal (a service that runs `commands`, …)
+        becomes the agent's one-line error."""
+        try:
+            await self._stubs.replicas.Register(request)
+        except grpc.aio.AioRpcError as refused:
+            await context.abort(refused.code(), refused.details() or "")
 
     async def _unregister_if_ours(self, hello: tunnel_pb2.TunnelHello, address: str) -> None:
         """A reconnected agent may already have registered the same id at a new address: leave it.
