@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -53,6 +53,8 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # Called after every write with the session's info (the registry's read cache listens).
         self.after_commit: list[Callable[[dict[str, Any]], None]] = []
+        # Run inside every write transaction just before it commits.
+        self.before_commit: list[Callable[[AsyncSession], Awaitable[None]]] = []
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -67,14 +69,20 @@ class Database:
                 async with self._sessions() as session, session.begin():
                     info = session.info
                     yield session
+                    await self._before_commit(session)
             else:
                 async with self._write_lock, self._sessions() as session, session.begin():
                     info = session.info
                     yield session
+                    await self._before_commit(session)
         finally:
             # Also after a rollback: a failed write may still have raced a reader's generation.
             for callback in self.after_commit:
                 callback(info)
+
+    async def _before_commit(self, session: AsyncSession) -> None:
+        for hook in self.before_commit:
+            await hook(session)
 
     async def migrate(self) -> None:
         async with self.engine.begin() as connection:
@@ -91,5 +99,21 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Copies of the registry starting together migrate (and bootstrap) one at a time; the others then
+# find nothing to do.
+MIGRATION_LOCK = 0x6761746568
+BOOTSTRAP_LOCK = MIGRATION_LOCK + 1
+_TAKE_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+async def hold_until_commit(session: AsyncSession, key: int) -> None:
+    """On PostgreSQL, waits for and holds an advisory lock until the transaction ends (SQLite's one
+    writer at a time needs none)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(_TAKE_LOCK, {"key": key})
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(_TAKE_LOCK, {"key": MIGRATION_LOCK})
     command.upgrade(alembic_config(connection), "head")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from services.registry.identity import BootstrapFiles, DatabaseAuthenticator, bo
 from services.registry.replica_admission import ReplicaAdmission
 from services.registry.reserved_ports import ReservedPorts
 from services.registry.sweeper import sweep_forever
+from services.registry.write_notices import WriteNotices
 
 
 def bootstrap_files(settings: Settings) -> BootstrapFiles:
@@ -49,6 +51,8 @@ def replica_subnet(settings: Settings) -> Network:
 class Registry:
     ctx: RegistryContext
     authenticator: DatabaseAuthenticator
+    # Other copies' writes, heard (PostgreSQL).
+    notices: WriteNotices
 
     @classmethod
     async def start(cls, settings: Settings) -> Registry:
@@ -66,7 +70,16 @@ class Registry:
         db.after_commit.append(ctx.reads.after_write)
         authenticator = DatabaseAuthenticator(db)
         ctx.forget_principals = authenticator.forget
-        return cls(ctx=ctx, authenticator=authenticator)
+
+        def heard(projects: set[str | None] | None, identity: bool) -> None:
+            ctx.reads.invalidate(projects)
+            if identity:
+                authenticator.forget()
+            ctx.broadcaster.notify()
+
+        notices = WriteNotices(db, heard)
+        ctx.reads.fresh = notices.fresh
+        return cls(ctx=ctx, authenticator=authenticator, notices=notices)
 
     def registrations(self) -> list[Registration]:
         services = registry_pb2.DESCRIPTOR.services_by_name
@@ -104,7 +117,7 @@ class Registry:
 
     async def run(self, settings: Settings) -> None:
         """The registry's own background work."""
-        await sweep_forever(self.ctx, settings.replica_ttl)
+        await asyncio.gather(sweep_forever(self.ctx, settings.replica_ttl), self.notices.run())
 
     async def close(self) -> None:
         await self.ctx.db.close()

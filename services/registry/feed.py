@@ -41,11 +41,17 @@ async def current_revision(session: AsyncSession) -> int:
 
 
 PROJECTS_TOUCHED = "gatehouse_projects_touched"
+IDENTITY_CHANGED = "gatehouse_identity_changed"
 
 
 def touch(session: AsyncSession, project: str | None) -> None:
     """Notes what a write changed: a project's name, or None for something beyond projects."""
     session.info.setdefault(PROJECTS_TOUCHED, set()).add(project)
+
+
+def touch_identity(session: AsyncSession) -> None:
+    """Notes that a write changed who may do what (users, tokens, members, projects)."""
+    session.info[IDENTITY_CHANGED] = True
 
 
 def record(session: AsyncSession, revision: int, event_type: int, obj: Message) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import ADMIN, Principal, hash_token, new_token
-from services.common.db import Database
+from services.common.db import BOOTSTRAP_LOCK, Database, hold_until_commit
 from services.common.errors import Unauthenticated
 from services.registry import credentials, feed
 from services.registry.models import Member, Project, Token, User
@@ -126,6 +126,7 @@ async def bootstrap(db: Database, files: BootstrapFiles, api_address: str) -> No
     write_config = False
     system_token: str | None = None
     async with db.write() as session:
+        await hold_until_commit(session, BOOTSTRAP_LOCK)
         admin = (await session.execute(select(User).where(User.name == ADMIN_USER))).scalar_one_or_none()
         if admin is None:
             admin = await create_user(session, ADMIN_USER, admin=True)

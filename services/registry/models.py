@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -206,3 +207,33 @@ class BackendConfigRow(Base):
     type: Mapped[str] = mapped_column(String(32), primary_key=True)
     config_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LeaseRow(Base):
+    """Which copy of a process does a role's work (`provisioner`, `certificates`, ...) until when;
+    `fence` grows with every change of holder, so a stale holder's writes can be refused."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    fence: Mapped[int] = mapped_column(BigInteger)
+    # Seconds since the epoch on the database's clock (the copies' clocks are not compared).
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ControlPlaneSecretRow(Base):
+    """Key material every copy of the control plane shares (the internal CA), the private part
+    encrypted with the registry's key."""
+
+    __tablename__ = "control_plane_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public: Mapped[bytes] = mapped_column(LargeBinary)
+    private_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RedeemedJoinTokenRow(Base):
+    """Join tokens are signed, not stored; one that was used is remembered until it expires."""
+
+    __tablename__ = "redeemed_join_tokens"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc
 from services.common.auth import current_principal
 from services.common.errors import PermissionDenied
-from services.registry import projects
+from services.registry import feed, projects
 from services.registry.api.context import RegistryContext
 from services.registry.identity import issue_token
 
@@ -22,6 +22,7 @@ class _IdentityWrites:
     @asynccontextmanager
     async def _identity_write(self) -> AsyncIterator[AsyncSession]:
         async with self._ctx.write() as session:
+            feed.touch_identity(session)
             yield session
         self._ctx.forget_principals()
 

@@ -1,7 +1,8 @@
-"""Answers to reads, kept until a write changes what they show. The registry is its database's
-only writer, so this is exact: a write bumps the generation of every project it touched (all of
-them when it cannot say), and a read stores its answer only if its project's generation did not
-move while it read."""
+"""Answers to reads, kept until a write changes what they show: a write (this copy's, or another
+copy's once heard of) bumps the generation of every project it touched (all of them when it cannot
+say), and a read stores its answer only if its project's generation did not move while it read.
+With several copies, answers are used and stored only while this copy has heard of every write
+taken so far (`fresh`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ MAX_ENTRIES = 20_000
 Key = tuple[Any, ...]
 
 
+async def _always_fresh() -> bool:
+    return True
+
+
 class ReadCache:
-    def __init__(self) -> None:
+    def __init__(self, fresh: Callable[[], Awaitable[bool]] = _always_fresh) -> None:
+        self.fresh = fresh
         self._epoch = 0
         self._projects: dict[str, int] = {}
         self._entries: dict[Key, Message] = {}
@@ -42,12 +48,13 @@ class ReadCache:
 
     async def get(self, key: Key, load: Callable[[], Awaitable[M]]) -> M:
         """`key` is (kind, project, ...)."""
-        found = self._entries.get(key)
+        fresh = await self.fresh()
+        found = self._entries.get(key) if fresh else None
         if found is not None:
             return found  # type: ignore[return-value]
         generation = self._generation(key[1])
         value = await load()
-        if generation == self._generation(key[1]):
+        if fresh and generation == self._generation(key[1]):
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
             self._entries[key] = value
