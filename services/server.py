@@ -11,15 +11,19 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import grpc
+
 from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
+from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.common.auth import Authenticator
-from services.common.crypto import Cipher, load_or_create_key
+from services.common.crypto import Cipher, configured_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
+from services.common.leadership import Leadership
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
@@ -31,6 +35,9 @@ from services.provisioner.reconciler import Provisioner
 from services.registry.app import Registry
 
 log = logging.getLogger("gatehouse")
+
+# How long a process waits for the registry to answer at start (they may start together).
+REGISTRY_WAIT_SECONDS = 60.0
 
 
 def configure_logging() -> None:
@@ -95,7 +102,7 @@ async def serve_all(settings: Settings) -> None:
     await registry.bootstrap(settings, client_address)
     stubs = Stubs.connect(client_address, system_token(settings))
     # Envoys reach gateway_xds over mTLS with client certificates of this CA.
-    ca = InternalCA.load_or_create(settings.server_dir / "ca", registry.ctx.cipher)
+    ca = await registry.internal_ca()
     xds = _xds_app(settings, stubs, ca)
     join_server, join = await _start_join(settings, ca)
     provisioner = build_provisioner(settings, stubs, xds.port, ca, join)
@@ -114,7 +121,12 @@ async def serve_all(settings: Settings) -> None:
         flush=True,
     )
     await _until_stopped(
-        [registry.run(settings), xds.run(), provisioner.run(), certificates.run()],
+        [
+            registry.run(settings),
+            xds.run(),
+            provisioner.run(Leadership(stubs, "provisioner")),
+            certificates.run(Leadership(stubs, "certificates")),
+        ],
         [server.stop(1.0), join_server.stop(), stubs.close(), registry.close()],
     )
 
@@ -123,11 +135,23 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _internal_ca(settings: Settings) -> InternalCA:
-    """The CA every process of a split deployment shares: `$GATEHOUSE_HOME/server/ca`, its key
-    encrypted with the registry's key (`GATEHOUSE_ENCRYPTION_KEY`, or the registry's key file)."""
-    cipher = Cipher(load_or_create_key(settings.server_dir / "encryption.key"))
-    return InternalCA.load_or_create(settings.server_dir / "ca", cipher)
+async def _internal_ca(settings: Settings, stubs: Stubs) -> InternalCA:
+    """The CA every process shares, from the registry (which makes it on first start), its key
+    encrypted with the registry's key: `GATEHOUSE_ENCRYPTION_KEY` (or, on the registry's machine, its
+    key file)."""
+    cipher = Cipher(configured_key(settings.server_dir / "encryption.key"))
+    deadline = asyncio.get_running_loop().time() + REGISTRY_WAIT_SECONDS
+    while True:
+        try:
+            sealed = await stubs.control_plane.GetInternalCA(registry_pb2.GetInternalCARequest(), timeout=5)
+            return InternalCA.unsealed(sealed.certificate_pem, sealed.key_encrypted, cipher)
+        except grpc.aio.AioRpcError as error:
+            waiting = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION)
+            if not waiting or asyncio.get_running_loop().time() > deadline:
+                raise SystemExit(
+                    f"error: cannot get the internal CA from the registry: {error.details()}"
+                ) from None
+            await asyncio.sleep(0.5)
 
 
 def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
@@ -176,22 +200,22 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # gateway_xds and the provisioner share the internal CA, as in `gatehouse server`: Envoys connect
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
-        xds = _xds_app(settings, stubs, _internal_ca(settings))
+        xds = _xds_app(settings, stubs, await _internal_ca(settings, stubs))
         print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS)", flush=True)
         await _until_stopped([xds.run()], [stubs.close()])
         return
     cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":
-        ca = _internal_ca(settings)
+        ca = await _internal_ca(settings, stubs)
         join_server, join = await _start_join(settings, ca)
         cleanup.append(join_server.stop())
         provisioner = build_provisioner(settings, stubs, settings.xds_port, ca, join)
         join_server.renewable = _renewable(provisioner)
-        tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run()]
+        tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run(Leadership(stubs, "provisioner"))]
         extra = provisioner_registrations(provisioner, stubs, settings, ca)
     else:
         certificates = build_certificates(stubs)
-        tasks = [certificates.run()]
+        tasks = [certificates.run(Leadership(stubs, "certificates"))]
         extra = certificate_registrations(certificates)
     server, port = bind_server(authenticator, settings.api_address)
     await start_server(server, extra)

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from gatehouse.leases import held_claim
 from gatehouse.v1 import certificates_pb2_grpc, provisioner_pb2_grpc, registry_pb2_grpc, tunnel_pb2_grpc
 
 MESSAGE_LIMIT = 64 << 20
@@ -20,6 +21,9 @@ CHANNEL_OPTIONS = [
 def _with_token(details: grpc.aio.ClientCallDetails, header: tuple[str, str]) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     metadata.add(*header)
+    claim = held_claim.get()
+    if claim is not None:
+        metadata.add(*claim.header())
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
@@ -82,6 +86,7 @@ class Stubs:
     provisioner: provisioner_pb2_grpc.ProvisionerStub
     certificates: certificates_pb2_grpc.CertificatesStub
     tunnels: tunnel_pb2_grpc.TunnelsStub
+    control_plane: registry_pb2_grpc.ControlPlaneStub
 
     @classmethod
     def connect(cls, address: str, token: str) -> Stubs:
@@ -103,6 +108,7 @@ class Stubs:
             provisioner=provisioner_pb2_grpc.ProvisionerStub(channel),
             certificates=certificates_pb2_grpc.CertificatesStub(channel),
             tunnels=tunnel_pb2_grpc.TunnelsStub(channel),
+            control_plane=registry_pb2_grpc.ControlPlaneStub(channel),
         )
 
     async def close(self) -> None:

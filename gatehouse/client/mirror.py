@@ -51,6 +51,8 @@ class RegistryMirror:
     credentials: dict[str, resources_pb2.Credential] = field(default_factory=dict)
     # The last state of objects removed, so reconcilers can clean up after them.
     removed_services: dict[str, resources_pb2.Service] = field(default_factory=dict)
+    # Set once the first list is in: before it, an empty table says nothing about what exists.
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _tables(self) -> dict[str, dict[str, Any]]:
         return {
@@ -67,6 +69,7 @@ class RegistryMirror:
         for service_id, service in self.services.items():
             self.removed_services[service_id] = service
         self.revision = snapshot.revision
+        self.loaded.set()
         self.gateways = {gw.id: gw for gw in snapshot.gateways}
         self.services = {svc.id: svc for svc in snapshot.services}
         self.replicas = {rep.id: rep for rep in snapshot.replicas}

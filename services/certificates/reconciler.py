@@ -6,6 +6,7 @@ failed renewal keeps the current, still valid certificate serving and says so in
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 
@@ -18,6 +19,7 @@ from services.certificates.issuers.base import IssuedCertificate, IssueError
 from services.certificates.resolve import NotPointingAtGateway, check_points_at
 from services.certificates.settings import CertificateSettings
 from services.certificates.wanted import WantedCertificate, certificate_key, wanted_certificates
+from services.common.leadership import Leadership, run_queues
 from services.common.workqueue import Result, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,17 @@ class CertificatesReconciler:
         self._issued_until: dict[str, datetime.datetime] = {}
         self._queue = WorkQueue("certificates", self.reconcile, workers=4)
 
-    async def run(self) -> None:
-        self._queue.start()
-        try:
-            await follow(self._stubs.watch, self.mirror, self._on_change)
-        finally:
-            await self._queue.stop()
+    async def run(self, leadership: Leadership | None = None) -> None:
+        """Follows the registry; issues and renews while this copy leads (always, without
+        `leadership`)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(follow(self._stubs.watch, self.mirror, self._on_change))
+            group.create_task(run_queues([self._queue], self._resync, leadership))
+
+    async def _resync(self) -> None:
+        # What is not in the registry is cleaned up: never judge that from a mirror not loaded yet.
+        await self.mirror.loaded.wait()
+        await self._on_change(Change(self.mirror.revision, resync=True))
 
     async def _on_change(self, change: Change) -> None:
         wanted = wanted_certificates(self.mirror, dns01=self._settings.dns_provider is not None)

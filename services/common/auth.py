@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gatehouse.leases import METADATA_KEY as LEASE_METADATA_KEY
+from gatehouse.leases import LeaseClaim
 from services.common.errors import NotFound, PermissionDenied, Unauthenticated
 
 ADMIN = "admin"
@@ -69,6 +71,20 @@ def current_principal() -> Principal:
 
 def set_current_principal(principal: Principal) -> contextvars.Token[Principal]:
     return _current.set(principal)
+
+
+_claim: contextvars.ContextVar[LeaseClaim | None] = contextvars.ContextVar(
+    "gatehouse_received_lease", default=None
+)
+
+
+def current_lease_claim() -> LeaseClaim | None:
+    """The lease the caller says it acts under (its writes are refused once it is not the holder)."""
+    return _claim.get()
+
+
+def set_current_lease_claim(metadata: Mapping[str, str]) -> None:
+    _claim.set(LeaseClaim.parse(metadata.get(LEASE_METADATA_KEY, "")))
 
 
 def new_token() -> str:

@@ -25,6 +25,21 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
+def configured_key(path: Path) -> bytes:
+    """`$GATEHOUSE_ENCRYPTION_KEY`, else the registry's key file on this machine; a process other than
+    the registry never makes a key of its own (it could decrypt nothing the registry encrypted)."""
+    configured = os.environ.get("GATEHOUSE_ENCRYPTION_KEY")
+    if configured:
+        return configured.encode()
+    try:
+        return path.read_bytes().strip()
+    except OSError:
+        raise SystemExit(
+            "error: no encryption key: set GATEHOUSE_ENCRYPTION_KEY to the registry's key "
+            f"(or run this process with the registry's GATEHOUSE_HOME, which keeps it in {path})"
+        ) from None
+
+
 class Cipher:
     def __init__(self, key: bytes) -> None:
         try:

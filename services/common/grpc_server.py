@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gatehouse import limits
-from services.common.auth import Authenticator, bearer_token, set_current_principal
+from services.common.auth import Authenticator, bearer_token, set_current_lease_claim, set_current_principal
 from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             metadata = {key: value for key, value in (context.invocation_metadata() or ())}
             principal = await authenticator.authenticate(bearer_token(metadata))
             set_current_principal(principal)
+            set_current_lease_claim(metadata)
 
         if handler.unary_unary is not None:
             inner_unary = handler.unary_unary

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import shutil
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +23,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatehouse.agent_tunnels import agent_name
-from gatehouse.private_files import make_private_directory
 from gateway_xds.server.peer import GATEWAY_URI_PREFIX
 from services.common.crypto import Cipher
 
@@ -40,8 +35,6 @@ LEAF_VALIDITY = datetime.timedelta(days=30)
 TUNNEL_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 # Back-dated a little so a host whose clock lags still accepts a fresh certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
-# How long a process waits for the CA another process is writing at the same time.
-CREATION_WAIT_SECONDS = 10.0
 
 
 def gateway_uri(gateway_id: str) -> str:
@@ -103,48 +96,30 @@ class InternalCA:
         self._key = key
         self._leaf_validity = leaf_validity
 
-    @classmethod
-    def load_or_create(cls, directory: Path, cipher: Cipher) -> InternalCA:
-        """The CA kept in `directory`, made there first if there is none.
-
-        Every process of a split deployment (gateway_xds, provisioner) calls this on the same
-        directory, possibly at the same moment: the key is published with an exclusive link, so one
-        CA wins and the others load it.
-        """
-        certificate_file, key_file = directory / "ca.pem", directory / "ca.key.enc"
-        if not key_file.exists():
-            cls._create_in(directory, cipher)
-        deadline = time.monotonic() + CREATION_WAIT_SECONDS
-        while not certificate_file.exists():
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"error: the internal CA in {directory} has a key but no certificate (ca.pem): "
-                    "restore it, or remove the directory to make a new CA (every gateway then gets "
-                    "new client certificates)"
-                )
-            time.sleep(0.05)
-        certificate = x509.load_pem_x509_certificate(certificate_file.read_bytes())
-        key = serialization.load_pem_private_key(cipher.decrypt(key_file.read_bytes()).encode(), None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return cls(certificate, key)
+    def sealed(self, cipher: Cipher) -> tuple[bytes, bytes]:
+        """The certificate, and the key encrypted with `cipher`: what the registry keeps."""
+        return self.certificate_pem, cipher.encrypt(_key_pem(self._key).decode())
 
     @classmethod
-    def _create_in(cls, directory: Path, cipher: Cipher) -> None:
-        ca = cls.create()
-        make_private_directory(directory)
-        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=directory))
+    def unsealed(cls, certificate_pem: bytes, key_encrypted: bytes, cipher: Cipher) -> InternalCA:
         try:
-            descriptor = os.open(staging / "ca.key.enc", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(cipher.encrypt(_key_pem(ca._key).decode()))
-            (staging / "ca.pem").write_bytes(ca.certificate_pem)
-            try:
-                os.link(staging / "ca.key.enc", directory / "ca.key.enc")
-            except FileExistsError:
-                return  # another process made the CA first: its certificate follows its key
-            os.replace(staging / "ca.pem", directory / "ca.pem")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            key_pem = cipher.decrypt(key_encrypted)
+        except ValueError:
+            raise SystemExit(
+                "error: the internal CA's key cannot be decrypted with this process's encryption key: "
+                "give every Gatehouse process the registry's GATEHOUSE_ENCRYPTION_KEY"
+            ) from None
+        key = serialization.load_pem_private_key(key_pem.encode(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return cls(x509.load_pem_x509_certificate(certificate_pem), key)
+
+    @classmethod
+    def from_directory(cls, directory: Path, cipher: Cipher) -> InternalCA | None:
+        """A CA kept in files by earlier versions (`ca.pem`, `ca.key.enc`), if there is one."""
+        certificate_file, key_file = directory / "ca.pem", directory / "ca.key.enc"
+        if not (certificate_file.exists() and key_file.exists()):
+            return None
+        return cls.unsealed(certificate_file.read_bytes(), key_file.read_bytes(), cipher)
 
     @classmethod
     def create(cls, leaf_validity: datetime.timedelta = LEAF_VALIDITY) -> InternalCA:

@@ -16,6 +16,7 @@ import grpc
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import registry_pb2, resources_pb2
+from services.common.leadership import Leadership, run_queues
 from services.common.workqueue import Result, WorkQueue
 from services.provisioner.backends.base import (
     BackendError,
@@ -84,14 +85,22 @@ class Provisioner:
         self._replace_backoff = replace_backoff
         self._clock = clock
 
-    async def run(self) -> None:
-        self._gateways.start()
-        self._services.start()
-        try:
-            await follow(self._stubs.watch, self.mirror, self._on_change)
-        finally:
-            await self._gateways.stop()
-            await self._services.stop()
+    async def run(self, leadership: Leadership | None = None) -> None:
+        """Follows the registry; reconciles while this copy leads (always, without `leadership`)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(follow(self._stubs.watch, self.mirror, self._on_change))
+            group.create_task(run_queues([self._gateways, self._services], self._resync, leadership))
+
+    async def _resync(self) -> None:
+        # What is not in the registry is cleaned up: never judge that from a mirror not loaded yet.
+        await self.mirror.loaded.wait()
+        everything = Change(
+            self.mirror.revision,
+            gateways=frozenset(self.mirror.gateways),
+            services=frozenset(self.mirror.services),
+            resync=True,
+        )
+        await self._on_change(everything)
 
     async def _on_change(self, change: Change) -> None:
         gateway_ids = set(change.gateways)

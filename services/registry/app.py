@@ -8,13 +8,16 @@ from dataclasses import dataclass
 
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc
 from services.common.crypto import Cipher, load_or_create_key
-from services.common.db import Database
+from services.common.db import BOOTSTRAP_LOCK, Database, hold_until_commit
 from services.common.grpc_server import Registration
+from services.common.internal_ca import InternalCA
 from services.common.settings import Settings
+from services.registry import control_plane
 from services.registry.api.backends import BackendsServicer
 from services.registry.api.certificates import TlsCertificatesServicer
 from services.registry.api.configurations import ConfigurationsServicer
 from services.registry.api.context import RegistryContext
+from services.registry.api.control_plane import ControlPlaneServicer
 from services.registry.api.gateways import GatewaysServicer
 from services.registry.api.identity import IdentityServicer
 from services.registry.api.projects import ProjectsServicer, UsersServicer
@@ -108,12 +111,28 @@ class Registry:
                 TlsCertificatesServicer(self.ctx),
                 registry_pb2_grpc.add_TlsCertificatesServicer_to_server,
             ),
+            (
+                "ControlPlane",
+                ControlPlaneServicer(self.ctx),
+                registry_pb2_grpc.add_ControlPlaneServicer_to_server,
+            ),
         ]
         return [Registration(services[name].full_name, servicer, add) for name, servicer, add in pairs]
 
     async def bootstrap(self, settings: Settings, api_address: str) -> None:
-        """Project `main`, the CLI config and the services' token, on first start."""
+        """Project `main`, the CLI config, the services' token and the internal CA, on first start."""
         await bootstrap(self.ctx.db, bootstrap_files(settings), api_address)
+        async with self.ctx.db.write() as session:
+            await hold_until_commit(session, BOOTSTRAP_LOCK)
+            await control_plane.ensure_internal_ca(session, self.ctx.cipher, settings.server_dir / "ca")
+        # A copy given another copy's database but not its key stops here, saying so.
+        await self.internal_ca()
+
+    async def internal_ca(self) -> InternalCA:
+        async with self.ctx.read() as session:
+            sealed = await control_plane.sealed_internal_ca(session)
+        assert sealed is not None, "bootstrap makes the internal CA"
+        return InternalCA.unsealed(*sealed, self.ctx.cipher)
 
     async def run(self, settings: Settings) -> None:
         """The registry's own background work."""

@@ -27,7 +27,6 @@ def test_the_server_home_and_everything_it_writes_there_are_private(tmp_path: Pa
             "config.yml",
             "server/system-token",
             "server/encryption.key",
-            "server/ca/ca.key.enc",
             "server/data/gatehouse.sqlite",
             "server/data/gatehouse.sqlite-wal",
             "server/data/gatehouse.sqlite-shm",
@@ -35,7 +34,7 @@ def test_the_server_home_and_everything_it_writes_there_are_private(tmp_path: Pa
             "server.log",
         ):
             assert found.pop(name) == 0o600, name
-        for name in (".", "server", "server/data", "server/ca"):
+        for name in (".", "server", "server/data"):
             assert found.pop(name) == 0o700, name
         assert {name: mode for name, mode in found.items() if mode & 0o077} == {}
     finally:

@@ -21,7 +21,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.crypto import Cipher, load_or_create_key
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2
+from services.common.crypto import Cipher, configured_key
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.probes import free_port
 from services.provisioner.hosts.identity import JOIN_PATH
@@ -116,6 +118,17 @@ def test_skeleton_scenario_across_four_processes(split: dict[str, str], tmp_path
     assert _cli(split, "delete", "-f", str(gateway), "-y").returncode == 0
 
 
+async def _internal_ca(registry: str, system_token: str, home: Path) -> InternalCA:
+    """The CA the registry keeps in its database, as every process gets it."""
+    stubs = Stubs.connect(registry, system_token)
+    try:
+        sealed = await stubs.control_plane.GetInternalCA(registry_pb2.GetInternalCARequest())
+    finally:
+        await stubs.close()
+    cipher = Cipher(configured_key(home / "server" / "encryption.key"))
+    return InternalCA.unsealed(sealed.certificate_pem, sealed.key_encrypted, cipher)
+
+
 def _health(port: int, credentials: grpc.ChannelCredentials | None) -> str:
     """gateway_xds's health check answer over plain text (None) or TLS, else the error's code."""
     options = [("grpc.ssl_target_name_override", XDS_SERVER_NAME)]
@@ -140,8 +153,7 @@ def test_split_xds_requires_client_certificates_of_the_ca_the_provisioner_signs_
     shares (local Envoys get certificates of it, cloud hosts join at its join endpoint)."""
     home = Path(split["_HOME"])
     xds_port = int(split["GATEHOUSE_XDS_PORT"])
-    cipher = Cipher(load_or_create_key(home / "server" / "encryption.key"))
-    ca = InternalCA.load_or_create(home / "server" / "ca", cipher)
+    ca = asyncio.run(_internal_ca(split["GATEHOUSE_REGISTRY"], split["GATEHOUSE_SYSTEM_TOKEN"], home))
     gateway = ca.client_certificate("split-health")
     assert _health(xds_port, gateway_channel_credentials(gateway)) == "SERVING"
     assert _health(xds_port, None) == "StatusCode.UNAVAILABLE"

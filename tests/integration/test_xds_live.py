@@ -38,7 +38,6 @@ from gateway_xds.testing.load import LoadLoop
 from gateway_xds.testing.registry_driver import RegistryDriver
 from gateway_xds.testing.upstream import Upstream
 from gateway_xds.translate.local_replies import NO_SERVICE_BODY
-from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.settings import Settings
@@ -59,6 +58,9 @@ class LiveRegistry:
     address: str
     system_token: str
     driver: RegistryDriver
+    # The internal CA the registry made, and the key every other process decrypts it with.
+    ca: InternalCA
+    encryption_key: str
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,10 @@ async def registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Li
     system_token = (home / "server" / "system-token").read_text().strip()
     # The driver registers replicas at 127.0.0.1, as Gatehouse's own runners do: only its token may.
     system = Stubs.connect(address, system_token)
-    yield LiveRegistry(address, system_token, RegistryDriver(system, system))
+    key = (home / "server" / "encryption.key").read_text().strip()
+    yield LiveRegistry(
+        address, system_token, RegistryDriver(system, system), await registry.internal_ca(), key
+    )
     await system.close()
     await server.stop(None)
     await registry.close()
@@ -93,9 +98,11 @@ class XdsProcess:
             os.environ,
             GATEHOUSE_HOME=str(home),
             GATEHOUSE_SYSTEM_TOKEN=registry.system_token,
+            GATEHOUSE_ENCRYPTION_KEY=registry.encryption_key,
             GATEHOUSE_XDS_PORT=str(self.port),
         )
         self._registry = registry.address
+        self._ca = registry.ca
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -121,13 +128,8 @@ class XdsProcess:
         return (self._home / "xds.log").read_text(errors="replace")
 
     async def ca(self) -> InternalCA:
-        """The internal CA `gatehouse xds` makes in its home on first start: it serves mTLS with it."""
-        async with asyncio.timeout(DEADLINE_SECONDS):
-            while not (self._home / "server" / "ca" / "ca.pem").exists():
-                assert self.process is not None and self.process.poll() is None, self.log()
-                await asyncio.sleep(0.05)
-        cipher = Cipher(load_or_create_key(self._home / "server" / "encryption.key"))
-        return InternalCA.load_or_create(self._home / "server" / "ca", cipher)
+        """The internal CA `gatehouse xds` gets from the registry: it serves mTLS with it."""
+        return self._ca
 
     async def wait_serving(self) -> None:
         credentials = gateway_channel_credentials((await self.ca()).client_certificate("health"))

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.auth import current_lease_claim
 from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
-from services.registry import feed
+from services.registry import feed, leases
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
@@ -37,8 +38,11 @@ class RegistryContext:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction; watchers wake once it commits."""
+        claim = current_lease_claim()
         try:
             async with self.db.write() as session:
+                if claim is not None:
+                    await leases.check_fence(session, claim)
                 yield session
                 self._writes += 1
                 if self._writes % COMPACT_EVERY == 0:

@@ -4,6 +4,8 @@ either is seen at once by reads, watches and authentication on the other."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -12,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from google.protobuf import struct_pb2
 
 from gatehouse.client.connection import Stubs
@@ -50,10 +53,26 @@ async def _start(settings: Settings) -> Copy:
     return Copy(registry, address, server, token, system_token, runner)
 
 
+@contextlib.asynccontextmanager
+async def _environment(values: dict[str, str]) -> AsyncIterator[None]:
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 async def copies(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Copy, Copy]]:
     homes: list[Path] = [tmp_path_factory.mktemp("registry-a"), tmp_path_factory.mktemp("registry-b")]
-    async with database_url("postgresql", homes[0]) as url:
+    # What they share besides the database is given to each, as a mounted secret would be.
+    shared = {"GATEHOUSE_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    async with database_url("postgresql", homes[0]) as url, _environment(shared):
         base = replace(Settings.from_env(), db_url=url)
         # Both start at once: migrations and the first-start bootstrap take turns.
         started = await asyncio.gather(*(_start(replace(base, home=home)) for home in homes))
@@ -73,6 +92,11 @@ async def _listening(copy: Copy) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError("the copy never started hearing other copies' writes")
+
+
+async def test_copies_started_together_share_one_internal_ca(copies: tuple[Copy, Copy]) -> None:
+    first, second = [await copy.registry.internal_ca() for copy in copies]
+    assert first.certificate_pem == second.certificate_pem
 
 
 def _apply(project: str, **config: object) -> registry_pb2.ApplyRequest:

@@ -1,11 +1,8 @@
 """The internal CA: made once and kept (key encrypted), and the identities it puts in certificates."""
 
 import datetime
-import multiprocessing
-import stat
-import time
-from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,16 +25,16 @@ def sans(certificate_pem: bytes) -> list[str]:
     return [str(name.value) for name in names]
 
 
-def test_the_ca_is_made_once_with_its_key_encrypted(tmp_path: Path) -> None:
+def test_the_ca_is_kept_with_its_key_encrypted_and_read_back_with_the_same_key() -> None:
     cipher = Cipher(Fernet.generate_key())
-    first = InternalCA.load_or_create(tmp_path / "ca", cipher)
-    again = InternalCA.load_or_create(tmp_path / "ca", cipher)
-    assert again.certificate_pem == first.certificate_pem
-    key_file = tmp_path / "ca" / "ca.key.enc"
-    assert b"PRIVATE KEY" not in key_file.read_bytes()
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    issued = again.client_certificate("gw-1")
-    assert issued.ca_pem == first.certificate_pem
+    made = InternalCA.create()
+    certificate_pem, key_encrypted = made.sealed(cipher)
+    assert b"PRIVATE KEY" not in key_encrypted
+    again = InternalCA.unsealed(certificate_pem, key_encrypted, cipher)
+    assert again.certificate_pem == made.certificate_pem
+    assert again.client_certificate("gw-1").ca_pem == made.certificate_pem
+    with pytest.raises(SystemExit, match="GATEHOUSE_ENCRYPTION_KEY"):
+        InternalCA.unsealed(certificate_pem, key_encrypted, Cipher(Fernet.generate_key()))
 
 
 def test_a_client_certificate_names_its_gateway() -> None:
@@ -65,33 +62,6 @@ def test_a_certificate_request_is_signed_for_the_gateway_it_is_for() -> None:
         request.public_bytes(serialization.Encoding.PEM), "gw-2"
     )
     assert sans(certificate_pem) == [gateway_uri("gw-2")]
-
-
-def _load_in_a_process(directory: str, key: bytes, start: float, out: str) -> None:
-    # Every process starts at the same moment, as gateway_xds and the provisioner may.
-    while time.time() < start:
-        pass
-    ca = InternalCA.load_or_create(Path(directory), Cipher(key))
-    Path(out).write_bytes(ca.certificate_pem)
-
-
-def test_processes_making_the_ca_at_once_all_end_up_with_the_same_one(tmp_path: Path) -> None:
-    key = Fernet.generate_key()
-    start = time.time() + 2.0
-    outs = [tmp_path / f"seen-{n}.pem" for n in range(6)]
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_load_in_a_process, args=(str(tmp_path / "ca"), key, start, str(out)))
-        for out in outs
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
-    assert len({out.read_bytes() for out in outs}) == 1
-    assert outs[0].read_bytes() == InternalCA.load_or_create(tmp_path / "ca", Cipher(key)).certificate_pem
-    assert sorted(path.name for path in (tmp_path / "ca").iterdir()) == ["ca.key.enc", "ca.pem"]
 
 
 def test_issued_certificates_last_as_long_as_the_ca_says() -> None:
