@@ -11,9 +11,17 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 
 async def start_health_port(servicer: health.aio.HealthServicer, address: str) -> grpc.aio.Server:
-    server = grpc.aio.server()
+    # Without SO_REUSEPORT: a port another process holds is refused, not shared with it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    if server.add_insecure_port(address) == 0:
-        raise SystemExit(f"error: cannot listen on {address} for health checks: the address is in use")
+    refused = SystemExit(
+        f"error: cannot listen on {address} for health checks: the address is in use or not local"
+    )
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise refused from None
+    if port == 0:
+        raise refused
     await server.start()
     return server

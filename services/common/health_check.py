@@ -20,6 +20,8 @@ async def unhealthy(address: str, service: str = "", timeout: float = 2.0) -> st
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return f"{address}: {service} is not served there"
             return f"{address}: {error.code().name.lower()}: {error.details()}"
     if answer.status != health_pb2.HealthCheckResponse.SERVING:
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
