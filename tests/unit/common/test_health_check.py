@@ -84,7 +84,9 @@ async def test_a_port_in_use_is_one_line(two_ports: list[tuple[health.aio.Health
     _, address = two_ports[0]
     with pytest.raises(SystemExit) as refused:
         await start_health_port(health.aio.HealthServicer(), address)
-    assert str(refused.value) == f"error: cannot listen on {address} for health checks: the address is in use"
+    assert str(refused.value) == (
+        f"error: cannot listen on {address} for health checks: the address is in use or not local"
+    )
 
 
 async def test_nothing_listening_or_bad_usage_is_one_line() -> None:
