@@ -3,6 +3,7 @@ they describe is the one the processes expect (two of each, gRPC health probes, 
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.fernet import Fernet
+from kubernetes import config as k8s_config
 
 from cli.main import build_parser
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT
 from gateway_xds.server.server import ADS_SERVICE
 from services.common.settings import DEFAULT_JOIN_PORT
+from services.provisioner.backends.kubernetes.driver import _context_namespace
 from tests.support.kubernetes_schemas import kinds, schema_errors
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -247,10 +250,11 @@ def test_the_provisioner_may_do_what_its_kubernetes_backend_calls_in_the_gateway
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": provisioner_account, "namespace": "gatehouse"}
     ]
-    # Only the provisioner carries an API token.
+    # No pod carries an API token: the provisioner's reaches the backend in its kubeconfig.
     for role_name in ROLES:
-        pod = _deployment(role_name)["spec"]["template"]["spec"]
-        assert pod["automountServiceAccountToken"] is (role_name == "provisioner")
+        assert _deployment(role_name)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    (token,) = [s for s in _of_kind("Secret") if s.get("type") == "kubernetes.io/service-account-token"]
+    assert token["metadata"]["annotations"] == {"kubernetes.io/service-account.name": provisioner_account}
 
 
 def test_the_secret_template_holds_no_usable_secret() -> None:
@@ -263,3 +267,18 @@ def test_the_secret_template_holds_no_usable_secret() -> None:
     assert "USER:PASSWORD@HOST" in values["db-url"]
     # kubectl apply -f deploy/kubernetes/ takes *.yaml, *.yml and *.json: not the template.
     assert SECRET_TEMPLATE.suffix not in (".yaml", ".yml", ".json")
+
+
+def test_the_readme_kubeconfig_gives_the_backend_the_gateways_namespace_and_the_token() -> None:
+    readme = (ROOT / "README.md").read_text()
+    (script,) = [b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "provisioner.kubeconfig" in b]
+    template = script.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
+    token = "a-service-account-token"
+    ca_data = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
+    filled = template.replace("$(secret token | base64 -d)", token).replace("$(secret 'ca\\.crt')", ca_data)
+    assert "$(" not in filled
+    kubeconfig = yaml.safe_load(filled)
+    assert _context_namespace(kubeconfig) == GATEWAY_NAMESPACE
+    api = k8s_config.new_client_from_config_dict(kubeconfig, persist_config=False)
+    assert api.configuration.host == "https://kubernetes.default.svc"
+    assert api.configuration.api_key["BearerToken"] == f"Bearer {token}"
