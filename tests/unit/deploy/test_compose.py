@@ -3,12 +3,15 @@ a volume, all given the environment contract; one Envoy in front, whose configur
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft7Validator
 
 from cli.main import build_parser
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT
@@ -22,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 EDGE_CONFIG = ROOT / "deploy" / "compose" / "edge.yaml"
+SPEC = Draft7Validator(
+    json.loads((ROOT / "tests" / "fixtures" / "compose" / "compose-spec.json").read_text())
+)
 ROLES = ("registry", "xds", "provisioner", "certificates")
 API_PORT = int(DEFAULT_API_ADDRESS.rpartition(":")[2])
 HEALTH_CHECK = ["CMD", "python", "-m", "services.common.health_check"]
@@ -45,6 +51,37 @@ def _api_port(role: str) -> int:
 
 def _health_port() -> int:
     return int(SERVICES["xds"]["environment"]["GATEHOUSE_XDS_HEALTH_PORT"])
+
+
+def _spec_errors(document: dict[str, Any]) -> list[str]:
+    return sorted({error.message for error in SPEC.iter_errors(document)})
+
+
+def test_the_compose_file_is_valid_for_the_compose_specification() -> None:
+    assert _spec_errors(COMPOSE) == []
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda c: c["services"]["registry"].__setitem__("helthcheck", {}), "'helthcheck' does not match"),
+        (
+            lambda c: c["services"]["xds"]["healthcheck"].__setitem__("intervl", "2s"),
+            "'intervl' does not match",
+        ),
+        (
+            lambda c: c["services"]["registry"]["deploy"].__setitem__("replicas", [2]),
+            "[2] is not of type",
+        ),
+        (lambda c: c.__setitem__("volume", {}), "'volume' does not match"),
+    ],
+    ids=["service", "healthcheck", "type", "top"],
+)
+def test_a_spoilt_compose_file_is_refused(spoil: Any, expected: str) -> None:
+    spoilt = copy.deepcopy(COMPOSE)
+    spoil(spoilt)
+    errors = _spec_errors(spoilt)
+    assert any(expected in error for error in errors), errors
 
 
 @pytest.mark.parametrize("role", ROLES)
