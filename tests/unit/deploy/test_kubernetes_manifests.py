@@ -282,3 +282,22 @@ def test_the_readme_kubeconfig_gives_the_backend_the_gateways_namespace_and_the_
     api = k8s_config.new_client_from_config_dict(kubeconfig, persist_config=False)
     assert api.configuration.host == "https://kubernetes.default.svc"
     assert api.configuration.api_key["BearerToken"] == f"Bearer {token}"
+
+
+def test_every_reference_names_an_object_of_the_manifests_in_the_same_namespace() -> None:
+    namespaces = {namespace["metadata"]["name"] for namespace in _of_kind("Namespace")}
+    assert namespaces == {"gatehouse", GATEWAY_NAMESPACE}
+    for _, document in OBJECTS:
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] in namespaces, document["metadata"]
+    (template,) = _documents(SECRET_TEMPLATE)
+    (configmap,) = _of_kind("ConfigMap")
+    accounts = {account["metadata"]["name"] for account in _of_kind("ServiceAccount")}
+    for role in ROLES:
+        deployment = _deployment(role)
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
+        for entry in _container(role)["env"]:
+            reference = entry["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == template["metadata"]["name"]
+            assert reference["key"] in template["stringData"]
+        assert _container(role)["envFrom"][0]["configMapRef"]["name"] == configmap["metadata"]["name"]
