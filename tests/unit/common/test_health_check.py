@@ -16,8 +16,6 @@ from gateway_xds.server.health_port import start_health_port
 from gateway_xds.server.server import ADS_SERVICE
 from services.common.probes import free_port
 
-pytestmark = pytest.mark.real
-
 
 async def _check(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
