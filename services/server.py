@@ -17,6 +17,7 @@ from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
 from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
+from gateway_xds.server.health_port import start_health_port
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.common.auth import Authenticator
@@ -201,8 +202,13 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
         xds = _xds_app(settings, stubs, await _internal_ca(settings, stubs))
+        health_cleanup: list[Awaitable[Any]] = []
+        if settings.xds_health_port:
+            health_address = f"{settings.xds_host}:{settings.xds_health_port}"
+            health_server = await start_health_port(xds.server.health, health_address)
+            health_cleanup.append(health_server.stop(None))
         print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS)", flush=True)
-        await _until_stopped([xds.run()], [stubs.close()])
+        await _until_stopped([xds.run()], [stubs.close(), *health_cleanup])
         return
     cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":

@@ -50,6 +50,9 @@ class Settings:
     # Where gateway hosts exchange their join token and renew (HTTPS, on the xDS host; 0 picks a free
     # port, which only suits tests: a host cannot follow it across restarts).
     join_port: int = DEFAULT_JOIN_PORT
+    # A plaintext port answering only gRPC health for gateway_xds (its xDS port wants a client
+    # certificate, which orchestrators' probes lack); 0: none.
+    xds_health_port: int = 0
     # Local replicas: each in a network namespace of its own with an address from this network
     # ("namespace"), or all on this machine's network ("host"); "auto" picks namespaces where they
     # can be made.
@@ -94,6 +97,7 @@ class Settings:
             replica_ttl=float(_int_env("GATEHOUSE_REPLICA_TTL", 30)),
             xds_public_address=os.environ.get("GATEHOUSE_XDS_PUBLIC_ADDRESS", ""),
             join_port=_int_env("GATEHOUSE_JOIN_PORT", DEFAULT_JOIN_PORT),
+            xds_health_port=_int_env("GATEHOUSE_XDS_HEALTH_PORT", 0),
             local_replica_network=os.environ.get("GATEHOUSE_LOCAL_REPLICA_NETWORK") or "auto",
             local_replica_subnet=os.environ.get("GATEHOUSE_LOCAL_REPLICA_SUBNET") or "10.213.0.0/16",
             envoy_image=os.environ.get("GATEHOUSE_ENVOY_IMAGE", ""),

@@ -11,6 +11,7 @@ import os
 import signal
 import ssl
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2
+from gateway_xds.server.server import ADS_SERVICE
 from services.common.crypto import Cipher, configured_key
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.probes import free_port
@@ -39,6 +41,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
     home = tmp_path_factory.mktemp("split-home")
     async with database_url("postgresql", home) as url:
         registry_port, xds_port, join_port = free_port(), free_port(), free_port()
+        provisioner_port, certificates_port, xds_health_port = free_port(), free_port(), free_port()
         env = dict(os.environ)
         env.update(
             GATEHOUSE_HOME=str(home),
@@ -46,6 +49,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
             GATEHOUSE_REGISTRY=f"127.0.0.1:{registry_port}",
             GATEHOUSE_XDS_PORT=str(xds_port),
             GATEHOUSE_JOIN_PORT=str(join_port),
+            GATEHOUSE_XDS_HEALTH_PORT=str(xds_health_port),
             GATEHOUSE_LOCAL_HTTP_PORT=str(free_port()),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
@@ -56,8 +60,8 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
         commands = [
             ["registry", "--port", str(registry_port)],
             ["xds"],
-            ["provisioner", "--port", str(free_port())],
-            ["certificates", "--port", str(free_port())],
+            ["provisioner", "--port", str(provisioner_port)],
+            ["certificates", "--port", str(certificates_port)],
         ]
         processes: list[subprocess.Popen[bytes]] = []
         try:
@@ -72,6 +76,15 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
                         await asyncio.sleep(0.05)
             env["_HOME"] = str(home)
             env["_JOIN_PORT"] = str(join_port)
+            # What docker-compose's healthchecks ask each process (the xDS server on its health port).
+            env["_HEALTH_CHECKS"] = json.dumps(
+                [
+                    [f"127.0.0.1:{registry_port}"],
+                    [f"127.0.0.1:{xds_health_port}", ADS_SERVICE],
+                    [f"127.0.0.1:{provisioner_port}"],
+                    [f"127.0.0.1:{certificates_port}"],
+                ]
+            )
             yield env
         finally:
             for process in processes:
@@ -175,3 +188,16 @@ def test_split_xds_requires_client_certificates_of_the_ca_the_provisioner_signs_
         assert (answer.status, answer.read()) == (401, b"the join token is unknown, used or expired\n")
     finally:
         connection.close()
+
+
+def test_each_process_is_healthy_as_docker_compose_asks(split: dict[str, str]) -> None:
+    """The healthcheck every docker-compose process runs, once each is up (bounded polling)."""
+    for args in json.loads(split["_HEALTH_CHECKS"]):
+        argv = [sys.executable, "-m", "services.common.health_check", *args]
+        deadline = time.monotonic() + 60
+        while True:
+            check = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            if check.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (check.returncode, check.stderr) == (0, ""), args
