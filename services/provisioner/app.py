@@ -28,13 +28,24 @@ from services.provisioner.runner import LocalRunner
 from services.provisioner.tunnel import TunnelsServicer
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(
+            f"error: GATEHOUSE_XDS_PUBLIC_ADDRESS: {address.strip()!r} is not host:port "
+            "(give one, or several separated by commas, e.g. xds-a.example.com:50052,xds-b.example.com:50052)"
+        )
+    return host.strip("[]"), int(port)
+
+
 def public_xds_endpoint(settings: Settings, xds_port: int) -> XdsEndpoint:
-    """Where cloud gateway hosts reach gateway_xds: `GATEHOUSE_XDS_PUBLIC_ADDRESS` (host:port), else
-    the xDS listen address."""
-    host, _, port = settings.xds_public_address.rpartition(":")
-    if host and port.isdigit():
-        return XdsEndpoint(host.strip("[]"), int(port))
-    return XdsEndpoint(settings.xds_host, xds_port)
+    """Where cloud gateway hosts reach gateway_xds: `GATEHOUSE_XDS_PUBLIC_ADDRESS` (host:port, or
+    several separated by commas: copies of gateway_xds), else the xDS listen address."""
+    addresses = [item for item in settings.xds_public_address.split(",") if item.strip()]
+    if not addresses:
+        return XdsEndpoint(settings.xds_host, xds_port)
+    (host, port), *others = (_host_port(address) for address in addresses)
+    return XdsEndpoint(host, port, tuple(others))
 
 
 def host_envoy(settings: Settings) -> tuple[str, str]:

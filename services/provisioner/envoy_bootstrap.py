@@ -52,6 +52,9 @@ class BootstrapParams:
     xds_host: str
     xds_port: int
     admin_socket: str = HOST_ADMIN_SOCKET
+    # Further copies of gateway_xds (host, port): the ADS stream goes to any that answers, and to
+    # another when its copy goes away.
+    other_xds: tuple[tuple[str, int], ...] = ()
     # Test harnesses only: the admin interface on 127.0.0.1:<admin_port> instead of the socket.
     admin_port: int | None = None
     api_type: str = DELTA
@@ -121,16 +124,8 @@ def _xds_cluster(params: BootstrapParams) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": params.xds_host,
-                                        "port_value": params.xds_port,
-                                    }
-                                }
-                            }
-                        }
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                        for host, port in ((params.xds_host, params.xds_port), *params.other_xds)
                     ]
                 }
             ],

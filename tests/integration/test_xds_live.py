@@ -188,12 +188,16 @@ async def start_gateway(
     domain: str | None,
     workdir: Path,
     ca: InternalCA | None = None,
+    other_xds_ports: tuple[int, ...] = (),
 ) -> Gateway:
     """With `ca`, the Envoy connects over mTLS (as to `gatehouse xds`), else in plain text."""
     port = free_port()
     gateway = await registry.driver.running_gateway(name, "127.0.0.1", port, domain=domain)
     tls = None if ca is None else client_files(ca, gateway.id, workdir)
-    params = BootstrapParams(gateway.id, 0, "127.0.0.1", xds_port, admin_port=free_port(), tls=tls)
+    others = tuple(("127.0.0.1", other) for other in other_xds_ports)
+    params = BootstrapParams(
+        gateway.id, 0, "127.0.0.1", xds_port, admin_port=free_port(), tls=tls, other_xds=others
+    )
     binary = envoy_binary()
     assert binary is not None
     envoy = EnvoyProcess(binary, workdir, render_bootstrap(params))
@@ -559,6 +563,78 @@ async def test_envoy_serves_through_a_control_plane_crash_and_converges(
         return await status_of(gateway, f"after-restart.{DOMAIN}")
 
     await eventually(new_service, 200, "a service added after the restart", gateway.envoy)
+
+
+# -- several copies of gateway_xds ------------------------------------------------------------------
+
+FAILOVER_DOMAIN = "failover.test"
+
+
+async def test_an_envoy_fails_over_to_another_copy_of_gateway_xds_and_converges(
+    registry: LiveRegistry, xds: XdsProcess, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The bootstrap names two copies; the one the Envoy streams from is killed under load: the Envoy
+    keeps serving, moves to the other copy, is sent nothing it already has, and takes new changes."""
+    driver = registry.driver
+    second = XdsProcess(registry, tmp_path_factory.mktemp("xds-second-home"))
+    workdir = tmp_path_factory.mktemp("envoy-failover")
+    # The second copy is not started yet: the Envoy's stream can only be with the first.
+    gateway = await start_gateway(
+        registry, xds.port, "failover", FAILOVER_DOMAIN, workdir, await xds.ca(), (second.port,)
+    )
+    second.start()
+    try:
+        await second.wait_serving()
+        await driver.service("steady", "failover", 8000)
+        await driver.replica("steady", "steady-0", f"127.0.0.1:{upstream.port}")
+
+        async def steady() -> tuple[int, str]:
+            return await status_of(gateway, f"steady.{FAILOVER_DOMAIN}")
+
+        assert (await eventually(steady, 200, "steady service", gateway.envoy))[1] == upstream.body.decode()
+        revision = (await driver.service("steady", "failover", 8000)).resource_version
+
+        async def applied() -> bool:
+            return await acked(registry, gateway, revision)
+
+        await eventually(applied, True, "steady acknowledged", gateway.envoy)
+        before = gateway.envoy.config_dump()
+        load = LoadLoop(gateway.port, host=f"steady.{FAILOVER_DOMAIN}", connections=4).start()
+        try:
+            await asyncio.to_thread(load.wait_for, 50)
+            xds.kill()
+            killed_at = asyncio.get_running_loop().time()
+            await driver.service("moved", "failover", 8000)
+            await driver.replica("moved", "moved-0", f"127.0.0.1:{upstream.port}")
+
+            async def moved() -> tuple[int, str]:
+                return await status_of(gateway, f"moved.{FAILOVER_DOMAIN}")
+
+            await eventually(moved, 200, "a change made after the failover", gateway.envoy)
+            failover_seconds = asyncio.get_running_loop().time() - killed_at
+            await asyncio.to_thread(load.wait_for, load.result.total + 100)
+        finally:
+            result = load.stop()
+        assert result.failures == 0, result.summary()
+        print(f"failover: a change made as the Envoy's copy died was live in {failover_seconds:.2f} s")
+        # What had not changed was not sent again by the second copy.
+        after = gateway.envoy.config_dump()
+        steady_before = [c for c in _clusters(before) if "steady" in c]
+        assert steady_before and steady_before == [c for c in _clusters(after) if "steady" in c]
+    finally:
+        second.stop()
+        xds.start()
+        await xds.wait_serving()
+        gateway.envoy.stop()
+
+
+def _clusters(dump: dict[str, Any]) -> list[str]:
+    """The dynamic clusters of a config dump with the time each was last updated."""
+    found = []
+    for config in dump["configs"]:
+        for cluster in config.get("dynamic_active_clusters", []):
+            found.append(json.dumps(cluster, sort_keys=True))
+    return found
 
 
 # -- a configuration Envoy rejects -------------------------------------------------------------------

@@ -36,10 +36,12 @@ HTTPS_PORT = 443
 
 @dataclass(frozen=True)
 class XdsEndpoint:
-    """Where gateway hosts reach gateway_xds: an address the hosts can route to."""
+    """Where gateway hosts reach gateway_xds: an address the hosts can route to (a name may resolve
+    to several copies), and the addresses of further copies."""
 
     host: str
     port: int
+    others: tuple[tuple[str, int], ...] = ()
 
 
 class JoinTokenSource(Protocol):
@@ -124,6 +126,8 @@ class GatewayPlan:
         The image is left out on purpose: a new Ubuntu release does not replace running hosts.
         """
         basis: list[object] = [instance_type, self.public_ip, self.xds.host, self.xds.port, self.envoy_image]
+        if self.xds.others:
+            basis.append(self.xds.others)
         if self.join is not None:
             # Hosts keep the join endpoint for renewals; plain-text hosts are replaced when mTLS comes.
             basis.append(self.join.url)
@@ -135,6 +139,7 @@ class GatewayPlan:
             host_index=index,
             xds_host=self.xds.host,
             xds_port=self.xds.port,
+            other_xds=self.xds.others,
             tls=None if self.join is None else xds_tls(),
         )
         return render_bootstrap(params)
