@@ -31,7 +31,7 @@ from services.common.settings import Settings
 from services.provisioner.app import build_provisioner, public_xds_endpoint
 from services.provisioner.app import registrations as provisioner_registrations
 from services.provisioner.hosts.identity import JoinEndpoint
-from services.provisioner.join import JoinServer, JoinSetup, JoinTokens
+from services.provisioner.join import JOIN_TOKEN_KEY, JoinServer, JoinSetup, JoinTokens, RegistryRedemptions
 from services.provisioner.reconciler import Provisioner
 from services.registry.app import Registry
 
@@ -105,7 +105,7 @@ async def serve_all(settings: Settings) -> None:
     # Envoys reach gateway_xds over mTLS with client certificates of this CA.
     ca = await registry.internal_ca()
     xds = _xds_app(settings, stubs, ca)
-    join_server, join = await _start_join(settings, ca)
+    join_server, join = await _start_join(settings, ca, stubs)
     provisioner = build_provisioner(settings, stubs, xds.port, ca, join)
     join_server.renewable = _renewable(provisioner)
     certificates = build_certificates(stubs)
@@ -168,11 +168,11 @@ def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
     )
 
 
-async def _start_join(settings: Settings, ca: InternalCA) -> tuple[JoinServer, JoinSetup]:
+async def _start_join(settings: Settings, ca: InternalCA, stubs: Stubs) -> tuple[JoinServer, JoinSetup]:
     """Where gateway hosts trade the join token from their startup data for a client certificate,
-    and renew it: on the xDS host, at `GATEHOUSE_JOIN_PORT`."""
+    and renew it: on the xDS host, at `GATEHOUSE_JOIN_PORT` (any copy of the provisioner)."""
     public_host = public_xds_endpoint(settings, settings.xds_port).host
-    tokens = JoinTokens(settings.server_dir / "join-tokens.json")
+    tokens = JoinTokens(ca.derived_key(JOIN_TOKEN_KEY), RegistryRedemptions(stubs))
     join_server = JoinServer(ca, tokens, [settings.xds_host, public_host])
     await join_server.start(settings.xds_host, settings.join_port)
     join_url = f"https://{_url_host(public_host)}:{join_server.port}"
@@ -213,7 +213,7 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":
         ca = await _internal_ca(settings, stubs)
-        join_server, join = await _start_join(settings, ca)
+        join_server, join = await _start_join(settings, ca, stubs)
         cleanup.append(join_server.stop())
         provisioner = build_provisioner(settings, stubs, settings.xds_port, ca, join)
         join_server.renewable = _renewable(provisioner)

@@ -170,15 +170,21 @@ class InternalCA:
         )
         return certificate.public_bytes(serialization.Encoding.PEM)
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A secret for `purpose` that every process holding the CA derives alike (and no one else)."""
+        return self._derive(purpose, 32)
+
+    def _derive(self, info: str, length: int) -> bytes:
+        secret = self._key.private_numbers().private_value.to_bytes(32, "big")
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info.encode()).derive(secret)
+
     def tunnel_certificate(self, gateway_id: str, epoch: int) -> IssuedCertificate:
         """The gateway's identity towards its agents (their tunnels' TLS, both ways) for `epoch` (a
         third of a certificate's lifetime since 1970): the same key and certificate from every
         gateway_xds process and after every restart, derived from the CA's key, so Envoys are never
         sent a new one but when an epoch turns."""
         step = self._leaf_validity / 3
-        material = HKDF(
-            algorithm=hashes.SHA256(), length=48, salt=None, info=f"tunnel/{gateway_id}/{epoch}".encode()
-        ).derive(self._key.private_numbers().private_value.to_bytes(32, "big"))
+        material = self._derive(f"tunnel/{gateway_id}/{epoch}", 48)
         order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's group order
         key = ec.derive_private_key(int.from_bytes(material[:32], "big") % (order - 1) + 1, ec.SECP256R1())
         start = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + epoch * step

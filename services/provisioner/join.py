@@ -5,34 +5,43 @@ The provisioner issues one single-use, expiring token per host and puts it in th
 data (or its pod's Secret); at first boot the host makes its own key and POSTs a certificate request
 with the token to `/v1/join` over HTTPS (the internal CA's server certificate), and gets back a
 client certificate naming its gateway. Before that certificate ends, the host POSTs a request for a
-new key to `/v1/renew`, presenting the current certificate (mTLS) as its proof. Only the tokens'
-SHA-256 is stored. The host's side is `hosts/identity.py`.
+new key to `/v1/renew`, presenting the current certificate (mTLS) as its proof. Tokens are signed,
+not stored; a used one's SHA-256 is kept by the registry until it expires. The host's side is
+`hosts/identity.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import hashlib
+import hmac
 import json
 import logging
 import os
 import secrets
 import ssl
 import tempfile
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gatehouse.client.connection import Stubs
+from gatehouse.v1 import registry_pb2
 from services.common.internal_ca import InternalCA, gateway_of_uri
 from services.provisioner.hosts.identity import JOIN_PATH, RENEW_PATH, JoinEndpoint
 
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = datetime.timedelta(hours=2)
+TOKEN_PREFIX = "gj1."
+# What the tokens' HMAC key is derived for, from the internal CA's key.
+JOIN_TOKEN_KEY = "join-tokens"
+MAC_BYTES = 16
 # Certificate requests are a few hundred bytes.
 MAX_REQUEST_BYTES = 16 << 10
 
@@ -55,71 +64,101 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-class JoinTokens:
-    """Kept in a file readable by its owner only: token hash → the host it is for and its expiry.
+class Redemptions(Protocol):
+    """Which join tokens were used, shared by every copy of the provisioner."""
 
-    Backends issue tokens from worker threads while the join endpoint redeems them on the event
-    loop: every read-modify-write holds one lock.
-    """
+    def used(self, digest: str) -> bool:
+        """Called from backends' worker threads."""
+        ...
+
+    async def use(self, digest: str, expires_at: float) -> bool:
+        """Marks the token used; whether it had been used before."""
+        ...
+
+
+class RegistryRedemptions:
+    """Kept by the registry: a host may join at any copy of the provisioner."""
+
+    def __init__(self, stubs: Stubs) -> None:
+        self._stubs = stubs
+        self._loop = asyncio.get_running_loop()
+
+    def used(self, digest: str) -> bool:
+        """Blocks: backends call it from their worker threads, never on the event loop."""
+        request = registry_pb2.RedeemJoinTokenRequest(digest=digest, check_only=True)
+        call = self._stubs.control_plane.RedeemJoinToken(request, timeout=10)
+        answer = asyncio.run_coroutine_threadsafe(_awaited(call), self._loop).result(timeout=15)
+        return answer.used_before
+
+    async def use(self, digest: str, expires_at: float) -> bool:
+        request = registry_pb2.RedeemJoinTokenRequest(digest=digest, expires_at=expires_at)
+        answer = await self._stubs.control_plane.RedeemJoinToken(request, timeout=10)
+        return answer.used_before
+
+
+async def _awaited(
+    call: Awaitable[registry_pb2.RedeemJoinTokenResponse],
+) -> registry_pb2.RedeemJoinTokenResponse:
+    return await call
+
+
+class JoinTokens:
+    """Signed, not stored: a token says which host of which gateway it is for and until when, under
+    an HMAC keyed from the internal CA's key (every copy of the provisioner derives the same key);
+    only its use is recorded (`redemptions`), until it expires."""
 
     def __init__(
         self,
-        path: Path,
+        key: bytes,
+        redemptions: Redemptions,
         lifetime: datetime.timedelta = TOKEN_LIFETIME,
         clock: Callable[[], datetime.datetime] = _now,
     ) -> None:
-        self._path = path
+        self._key = key
+        self._redemptions = redemptions
         self._lifetime = lifetime
         self._clock = clock
-        self._lock = threading.Lock()
 
     def issue(self, gateway_id: str, host_index: int) -> str:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            entries = self._live_entries()
-            expires = self._clock() + self._lifetime
-            entries[_digest(token)] = {
-                "gateway": gateway_id,
-                "host": host_index,
-                "expires": expires.isoformat(),
-            }
-            self._save(entries)
-        return token
+        expires = int((self._clock() + self._lifetime).timestamp())
+        claim = {"g": gateway_id, "h": host_index, "e": expires, "n": secrets.token_urlsafe(9)}
+        payload = _b64(json.dumps(claim, separators=(",", ":")).encode())
+        return f"{TOKEN_PREFIX}{payload}.{_b64(self._mac(payload))}"
+
+    def _mac(self, payload: str) -> bytes:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:MAC_BYTES]
+
+    def _verified(self, token: str) -> tuple[JoinClaim, float] | None:
+        """The claim and expiry of a token this provisioner signed and that has not expired."""
+        payload, _, mac = token.removeprefix(TOKEN_PREFIX).partition(".")
+        if not token.startswith(TOKEN_PREFIX) or not hmac.compare_digest(_b64(self._mac(payload)), mac):
+            return None
+        try:
+            claim = json.loads(_unb64(payload))
+            found = JoinClaim(gateway_id=str(claim["g"]), host_index=int(claim["h"]))
+            expires = float(claim["e"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return (found, expires) if expires > self._clock().timestamp() else None
 
     def is_live(self, token: str) -> bool:
         """Whether the token can still be redeemed (not used, not expired)."""
-        with self._lock:
-            return _digest(token) in self._live_entries()
+        return self._verified(token) is not None and not self._redemptions.used(_digest(token))
 
-    def redeem(self, token: str) -> JoinClaim:
-        """The host the token was issued for; the token cannot be used again."""
-        with self._lock:
-            entries = self._live_entries()
-            entry = entries.pop(_digest(token), None)
-            self._save(entries)
-        if entry is None:
+    async def redeem(self, token: str) -> JoinClaim:
+        """The host the token was issued for; the token cannot be used again, at any copy."""
+        verified = self._verified(token)
+        if verified is None or await self._redemptions.use(_digest(token), verified[1]):
             raise JoinRefusedError("the join token is unknown, used or expired")
-        return JoinClaim(gateway_id=str(entry["gateway"]), host_index=int(str(entry["host"])))
+        return verified[0]
 
-    def _live_entries(self) -> dict[str, dict[str, object]]:
-        try:
-            entries: dict[str, dict[str, object]] = json.loads(self._path.read_text())
-        except FileNotFoundError:
-            return {}
-        now = self._clock()
-        return {
-            digest: entry
-            for digest, entry in entries.items()
-            if datetime.datetime.fromisoformat(str(entry["expires"])) > now
-        }
 
-    def _save(self, entries: dict[str, dict[str, object]]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self._path.with_suffix(".tmp")
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(entries, handle)
-        staging.replace(self._path)
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True)
@@ -180,7 +219,7 @@ def join_application(
             raise web.HTTPUnauthorized(text="a join token is required (Authorization: Bearer <token>)\n")
         csr = await request.read()
         try:
-            claim = tokens.redeem(token.strip())
+            claim = await tokens.redeem(token.strip())
         except JoinRefusedError as error:
             raise web.HTTPUnauthorized(text=f"{error}\n") from None
         log.info("gateway %s host %d joined", claim.gateway_id, claim.host_index)

@@ -7,11 +7,9 @@ import time
 from pathlib import Path
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.crypto import Cipher
-from services.common.errors import AlreadyExists
 from services.common.internal_ca import InternalCA
 from services.registry.models import ControlPlaneSecretRow, RedeemedJoinTokenRow
 
@@ -35,11 +33,16 @@ async def sealed_internal_ca(session: AsyncSession) -> tuple[bytes, bytes] | Non
     return None if row is None else (row.public, row.private_encrypted)
 
 
-async def redeem_join_token(session: AsyncSession, digest: str, expires_at: float) -> None:
-    """Remembers a join token as used until it expires; ALREADY_EXISTS if it was used before."""
+async def join_token_used(session: AsyncSession, digest: str) -> bool:
+    return await session.get(RedeemedJoinTokenRow, digest) is not None
+
+
+async def redeem_join_token(session: AsyncSession, digest: str, expires_at: float) -> bool:
+    """Remembers a join token as used until it expires; whether it had been used before (two copies
+    redeeming one token at once: one of them is told so, by the primary key)."""
     await session.execute(delete(RedeemedJoinTokenRow).where(RedeemedJoinTokenRow.expires_at < time.time()))
+    if await join_token_used(session, digest):
+        return True
     session.add(RedeemedJoinTokenRow(digest=digest, expires_at=expires_at))
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise AlreadyExists("the join token was used already") from None
+    await session.flush()
+    return False

@@ -17,7 +17,8 @@ from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import unpack_startup_script
-from services.provisioner.join import JoinSetup, JoinTokens
+from services.provisioner.join import JoinSetup
+from tests.support.join_tokens import local_join_tokens
 
 CLOUDS = ("aws", "gcp", "azure", "kubernetes")
 # A DNS name is at most 253 characters, each label at most 63.
@@ -52,7 +53,7 @@ def largest_plan(cloud: str, directory: Path, largest: bool = True) -> GatewayPl
     host = LONGEST_HOST if largest else "xds.example.com"
     ca = InternalCA.create()
     join = JoinSetup(
-        JoinTokens(directory / f"{cloud}-tokens.json"),
+        local_join_tokens(),
         JoinEndpoint(f"https://{host}:50055", ca.certificate_pem.decode()),
     )
     # 10,000 mapped ports: none of them is in the startup data (they open firewall rules).

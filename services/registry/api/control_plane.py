@@ -68,6 +68,13 @@ class ControlPlaneServicer(registry_pb2_grpc.ControlPlaneServicer):
         current_principal().require_system()
         if len(request.digest) != 64:
             raise InvalidArgument("digest: the SHA-256 of the token, in hex")
-        async with self._ctx.write() as session:
-            await control_plane.redeem_join_token(session, request.digest, request.expires_at)
-        return registry_pb2.RedeemJoinTokenResponse()
+        if request.check_only:
+            async with self._ctx.read() as session:
+                used = await control_plane.join_token_used(session, request.digest)
+            return registry_pb2.RedeemJoinTokenResponse(used_before=used)
+        try:
+            async with self._ctx.db.write() as session:
+                used = await control_plane.redeem_join_token(session, request.digest, request.expires_at)
+        except IntegrityError:
+            used = True  # another copy redeemed it at the same moment
+        return registry_pb2.RedeemJoinTokenResponse(used_before=used)

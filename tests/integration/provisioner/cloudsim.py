@@ -41,10 +41,11 @@ from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import UNIT_NAME, UNIT_PATH, envoy_args
-from services.provisioner.join import JoinServer, JoinSetup, JoinTokens
+from services.provisioner.join import JoinServer, JoinSetup
 from services.provisioner.reconciler import Provisioner
 from services.provisioner.runner import LocalRunner
 from tests.integration.provisioner.hostsim import AdsEnvoy, HostEnvoy, in_root, relocate, run_startup_data
+from tests.support.join_tokens import local_join_tokens
 from tests.support.registry import live_registry
 
 PULL_REFUSED = (
@@ -234,7 +235,7 @@ async def simulated_stack(
             registry.system, "127.0.0.1:0", credentials=xds_server_credentials(ca, ["127.0.0.1"])
         )
         xds_task = asyncio.create_task(xds.run())
-        tokens = JoinTokens(directory / "join-tokens.json")
+        tokens = local_join_tokens()
         join_server = JoinServer(ca, tokens, ["127.0.0.1"])
         await join_server.start("127.0.0.1", 0)
         join = JoinSetup(

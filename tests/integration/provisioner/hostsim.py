@@ -53,6 +53,7 @@ from services.provisioner.hosts.identity import (
     JoinEndpoint,
 )
 from services.provisioner.join import JoinServer, JoinTokens
+from tests.support.join_tokens import local_join_tokens
 from tests.support.real import require_real
 
 DEADLINE_SECONDS = 20.0
@@ -294,7 +295,7 @@ async def control_plane(directory: Path, ca: InternalCA | None = None) -> AsyncI
     cache, reporter, authorizer = SnapshotCache(), RecordingReporter(), RecordingAuthorizer()
     server = build_xds_server(cache, authorizer, reporter, "127.0.0.1:0", xds_server_credentials(ca, []))
     await server.start()
-    tokens = JoinTokens(directory / "join-tokens.json")
+    tokens = local_join_tokens()
     join_server = JoinServer(ca, tokens, ["127.0.0.1"])
     await join_server.start("127.0.0.1", 0)
     join = JoinEndpoint(f"https://127.0.0.1:{join_server.port}", ca.certificate_pem.decode())

@@ -22,7 +22,7 @@ from services.provisioner.hosts import limits
 from services.provisioner.hosts.identity import JOIN_TOKEN_PATH, JoinEndpoint
 from services.provisioner.hosts.plan import XdsEndpoint
 from services.provisioner.hosts.startup import unpack_startup_script
-from services.provisioner.join import JoinSetup, JoinTokens
+from services.provisioner.join import JoinSetup
 from tests.integration.provisioner.aws_account import (
     Account,
     import_certificate,
@@ -34,6 +34,7 @@ from tests.integration.provisioner.aws_account import (
 from tests.integration.provisioner.aws_emulator import NOBLE_CURRENT, REGION, MotoServer, start_moto
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
 from tests.integration.provisioner.overdue import never_connecting
+from tests.support.join_tokens import local_join_tokens
 
 pytestmark = pytest.mark.real
 
@@ -78,7 +79,7 @@ def aws(moto_server: MotoServer, tmp_path: Path) -> Aws:
     moto_server.reset()
     ca = InternalCA.create()
     join = JoinSetup(
-        JoinTokens(tmp_path / "join-tokens.json"),
+        local_join_tokens(),
         JoinEndpoint("https://xds.gatehouse.example:50055", ca.certificate_pem.decode()),
     )
     return Aws(moto_server, shape_account(moto_server, REGION), {}, join)
@@ -125,7 +126,7 @@ async def test_a_public_gateway_is_one_small_ubuntu_host_with_an_elastic_ip_and_
     script = unpack_startup_script(data)
     assert aws.join.endpoint.url in script and f"gateway/{GATEWAY_ID}/0" in script
     token = script.split(f"\"$root{JOIN_TOKEN_PATH}\" <<'GATEHOUSE_FILE'\n")[1].split("\n")[0]
-    assert aws.join.tokens.redeem(token).host_index == 0
+    assert (await aws.join.tokens.redeem(token)).host_index == 0
     volumes = aws.ec2.describe_volumes(
         Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}]
     )

@@ -5,7 +5,9 @@ renew."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 import shutil
 import stat
 from collections.abc import AsyncIterator
@@ -24,6 +26,7 @@ from services.provisioner.hosts.identity import (
 )
 from services.provisioner.join import JoinRefusedError, JoinServer, JoinTokens
 from tests.integration.provisioner.hostsim import certificate_of, in_root, run_on_host
+from tests.support.join_tokens import local_join_tokens
 from tests.support.real import require_real
 
 pytestmark = pytest.mark.real
@@ -61,7 +64,7 @@ class Endpoint:
 
 
 async def endpoint_for(ca: InternalCA, tmp_path: Path) -> AsyncIterator[Endpoint]:
-    endpoint = Endpoint(ca, JoinTokens(tmp_path / "join-tokens.json"))
+    endpoint = Endpoint(ca, local_join_tokens())
     await endpoint.server.start("127.0.0.1", 0)
     yield endpoint
     await endpoint.server.stop()
@@ -123,25 +126,39 @@ async def test_a_host_that_cannot_reach_the_endpoint_gives_up_with_the_reason(tm
     assert code != 0 and "no answer from 127.0.0.1:9" in stderr
 
 
-def test_an_expired_token_is_refused(tmp_path: Path) -> None:
+async def test_an_expired_token_is_refused(tmp_path: Path) -> None:
     now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
     clock = [now]
-    tokens = JoinTokens(tmp_path / "join-tokens.json", datetime.timedelta(hours=1), lambda: clock[0])
+    tokens = local_join_tokens(datetime.timedelta(hours=1), lambda: clock[0])
     token = tokens.issue(GATEWAY_ID, 0)
     clock[0] = now + datetime.timedelta(hours=2)
     assert not tokens.is_live(token)
     with pytest.raises(JoinRefusedError):
-        tokens.redeem(token)
+        await tokens.redeem(token)
 
 
-def test_only_the_tokens_hash_is_stored(tmp_path: Path) -> None:
-    tokens = JoinTokens(tmp_path / "join-tokens.json")
+async def test_a_token_says_its_host_is_used_once_and_cannot_be_forged() -> None:
+    tokens = local_join_tokens()
     token = tokens.issue(GATEWAY_ID, 3)
-    stored = (tmp_path / "join-tokens.json").read_text()
-    assert token not in stored
-    assert stat.S_IMODE((tmp_path / "join-tokens.json").stat().st_mode) == 0o600
-    claim = tokens.redeem(token)
+    assert tokens.is_live(token)
+    claim = await tokens.redeem(token)
     assert (claim.gateway_id, claim.host_index) == (GATEWAY_ID, 3)
+    assert not tokens.is_live(token)
+    with pytest.raises(JoinRefusedError):
+        await tokens.redeem(token)
+    # Another gateway's or host's claim under the same signature, or another provisioner's key: refused.
+    prefix, payload, mac = token.split(".")
+    claim_json = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    for forged_claim in ({**claim_json, "g": "gw-other"}, {**claim_json, "h": 0}, {**claim_json, "n": "x"}):
+        forged_payload = base64.urlsafe_b64encode(json.dumps(forged_claim).encode()).rstrip(b"=").decode()
+        forged = f"{prefix}.{forged_payload}.{mac}"
+        assert not tokens.is_live(forged)
+        with pytest.raises(JoinRefusedError):
+            await tokens.redeem(forged)
+    elsewhere = local_join_tokens().issue(GATEWAY_ID, 3)
+    for bad in (elsewhere, "", "gj1.", "gj1.x.y", token + "x", "not-a-token"):
+        with pytest.raises(JoinRefusedError):
+            await tokens.redeem(bad)
 
 
 async def test_renewal_waits_until_two_thirds_of_the_lifetime_have_passed(

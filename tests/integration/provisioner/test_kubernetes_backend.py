@@ -25,11 +25,12 @@ from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE
-from services.provisioner.join import JoinSetup, JoinTokens
+from services.provisioner.join import JoinSetup
 from tests.fakes.kubernetes_api import PROVISIONER_ROLE, FakeKubernetes
 from tests.fakes.kubernetes_rules import Rule, restricted_violations
 from tests.integration.provisioner.harness import converge, delete_fully, gateway
 from tests.integration.provisioner.overdue import never_connecting
+from tests.support.join_tokens import local_join_tokens
 
 GATEWAY_ID = "gw-0123456789ab"
 # The fake cluster's namespace where the provisioner's Role is (Pod Security "restricted" enforced).
@@ -68,7 +69,7 @@ def join(tmp_path: Path) -> JoinSetup:
     endpoint = JoinEndpoint(
         "https://xds.gatehouse.example:50055", InternalCA.create().certificate_pem.decode()
     )
-    return JoinSetup(JoinTokens(tmp_path / "join-tokens.json"), endpoint)
+    return JoinSetup(local_join_tokens(), endpoint)
 
 
 def files_of(secret: dict[str, Any]) -> dict[str, str]:
@@ -278,7 +279,7 @@ async def test_a_pod_made_again_gets_a_new_token_once_its_own_is_used(
     await converge(k8s, gw)
     first = manifests.secret_join_token(secret_of(cluster, 0)["data"])
     assert first is not None
-    join.tokens.redeem(first)  # the pod's init container joined
+    await join.tokens.redeem(first)  # the pod's init container joined
     # A running host keeps its Secret as it is.
     await converge(k8s, gw)
     assert manifests.secret_join_token(secret_of(cluster, 0)["data"]) == first

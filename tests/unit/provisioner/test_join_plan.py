@@ -21,12 +21,13 @@ from services.provisioner.hosts.identity import (
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import unpack_startup_script
 from services.provisioner.join import JoinSetup, JoinTokens
+from tests.support.join_tokens import local_join_tokens
 
 ENDPOINT = JoinEndpoint("https://xds.example.com:50055", InternalCA.create().certificate_pem.decode())
 
 
 def plan(tmp_path: Path, replicas: int = 2) -> tuple[GatewayPlan, JoinTokens]:
-    tokens = JoinTokens(tmp_path / "join-tokens.json")
+    tokens = local_join_tokens()
     backend = CloudGatewayBackend(
         "aws",
         driver=None,  # type: ignore[arg-type]
@@ -37,7 +38,7 @@ def plan(tmp_path: Path, replicas: int = 2) -> tuple[GatewayPlan, JoinTokens]:
     return backend.plan(resources_pb2.Gateway(id="gw-join", project="main", name="join", spec=spec)), tokens
 
 
-def test_each_host_gets_its_own_token_and_an_mtls_bootstrap(tmp_path: Path) -> None:
+async def test_each_host_gets_its_own_token_and_an_mtls_bootstrap(tmp_path: Path) -> None:
     gateway_plan, tokens = plan(tmp_path)
     first, second = (unpack_startup_script(gateway_plan.startup_script(index)) for index in (0, 1))
     assert ENDPOINT.url in first and JOIN_SCRIPT_PATH in first
@@ -46,7 +47,7 @@ def test_each_host_gets_its_own_token_and_an_mtls_bootstrap(tmp_path: Path) -> N
         for script in (first, second)
     ]
     assert token_of[0] != token_of[1]
-    assert tokens.redeem(token_of[1]).host_index == 1
+    assert (await tokens.redeem(token_of[1])).host_index == 1
     transport = gateway_plan.bootstrap(0)["static_resources"]["clusters"][0]["transport_socket"]
     [sds] = transport["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"]
     assert sds["sds_config"]["path_config_source"]["path"] == SDS_PATH
