@@ -69,6 +69,17 @@ class Settings:
     host_connect_timeout: float = 600.0
     # The gateway port where `gatehouse agent`s' Envoys open their reverse tunnels.
     agent_tunnel_port: int = DEFAULT_TUNNEL_PORT
+    # The local backend: where it keeps the state of the Envoys and replicas it runs on this machine
+    # (None: the home). Copies of the provisioner on one machine share it, so a new leader adopts
+    # what the last one started.
+    local_state: Path | None = None
+    # host:port list where local gateways' Envoys reach gateway_xds copies (empty: the xDS listen
+    # address).
+    local_xds_address: str = ""
+
+    @property
+    def local_state_dir(self) -> Path:
+        return self.local_state or self.home
 
     @property
     def server_dir(self) -> Path:
@@ -105,4 +116,8 @@ class Settings:
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
             host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
             agent_tunnel_port=_int_env("GATEHOUSE_AGENT_TUNNEL_PORT", DEFAULT_TUNNEL_PORT),
+            local_state=Path(os.environ["GATEHOUSE_LOCAL_STATE"])
+            if os.environ.get("GATEHOUSE_LOCAL_STATE")
+            else None,
+            local_xds_address=os.environ.get("GATEHOUSE_LOCAL_XDS_ADDRESS", ""),
         )

@@ -28,24 +28,36 @@ from services.provisioner.runner import LocalRunner
 from services.provisioner.tunnel import TunnelsServicer
 
 
-def _host_port(address: str) -> tuple[str, int]:
+def _host_port(setting: str, address: str) -> tuple[str, int]:
     host, _, port = address.strip().rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SystemExit(
-            f"error: GATEHOUSE_XDS_PUBLIC_ADDRESS: {address.strip()!r} is not host:port "
+            f"error: {setting}: {address.strip()!r} is not host:port "
             "(give one, or several separated by commas, e.g. xds-a.example.com:50052,xds-b.example.com:50052)"
         )
     return host.strip("[]"), int(port)
 
 
+def _xds_endpoints(setting: str, value: str, listen: XdsEndpoint) -> XdsEndpoint:
+    addresses = [item for item in value.split(",") if item.strip()]
+    if not addresses:
+        return listen
+    (host, port), *others = (_host_port(setting, address) for address in addresses)
+    return XdsEndpoint(host, port, tuple(others))
+
+
 def public_xds_endpoint(settings: Settings, xds_port: int) -> XdsEndpoint:
     """Where cloud gateway hosts reach gateway_xds: `GATEHOUSE_XDS_PUBLIC_ADDRESS` (host:port, or
     several separated by commas: copies of gateway_xds), else the xDS listen address."""
-    addresses = [item for item in settings.xds_public_address.split(",") if item.strip()]
-    if not addresses:
-        return XdsEndpoint(settings.xds_host, xds_port)
-    (host, port), *others = (_host_port(address) for address in addresses)
-    return XdsEndpoint(host, port, tuple(others))
+    listen = XdsEndpoint(settings.xds_host, xds_port)
+    return _xds_endpoints("GATEHOUSE_XDS_PUBLIC_ADDRESS", settings.xds_public_address, listen)
+
+
+def local_xds_endpoint(settings: Settings, xds_port: int) -> XdsEndpoint:
+    """Where local gateways' Envoys reach gateway_xds: `GATEHOUSE_LOCAL_XDS_ADDRESS`, else the xDS
+    listen address."""
+    listen = XdsEndpoint(settings.xds_host, xds_port)
+    return _xds_endpoints("GATEHOUSE_LOCAL_XDS_ADDRESS", settings.local_xds_address, listen)
 
 
 def host_envoy(settings: Settings) -> tuple[str, str]:
@@ -67,17 +79,19 @@ def build_provisioner(
 ) -> Provisioner:
     """With `ca`, gateway_xds requires mTLS: local Envoys get client certificates from it, cloud hosts
     exchange a join token (`join`) for one."""
+    local_xds = local_xds_endpoint(settings, xds_port)
     local = LocalGatewayBackend(
-        root=settings.home / "gateways",
-        xds_host=settings.xds_host,
-        xds_port=xds_port,
+        root=settings.local_state_dir / "gateways",
+        xds_host=local_xds.host,
+        xds_port=local_xds.port,
+        other_xds=local_xds.others,
         default_bind=settings.local_bind,
         http_port=settings.local_http_port,
         https_port=settings.local_https_port,
         ca=ca,
     )
     network = replica_network(settings.local_replica_network, settings.local_replica_subnet)
-    runner = LocalRunner(settings.home / "replicas", network)
+    runner = LocalRunner(settings.local_state_dir / "replicas", network)
     mirror = RegistryMirror()
     config = ServerConfigFile(settings.server_dir / "config.yml")
 

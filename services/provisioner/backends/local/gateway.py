@@ -62,6 +62,7 @@ class LocalGatewayBackend:
         https_port: int,
         concurrency: int | None = None,
         ca: InternalCA | None = None,
+        other_xds: tuple[tuple[str, int], ...] = (),
     ) -> None:
         """With `ca`, each Envoy reaches gateway_xds over mTLS with a client certificate of its gateway.
 
@@ -69,6 +70,8 @@ class LocalGatewayBackend:
         `default_bind` serves gateways made before addresses were."""
         self._root = root
         self._xds = (xds_host, xds_port)
+        # Further copies of gateway_xds the Envoys fail over to.
+        self._other_xds = other_xds
         self._default_bind = default_bind
         self._ports = (http_port, https_port)
         self._concurrency = concurrency or int(os.environ.get("GATEHOUSE_LOCAL_ENVOY_CONCURRENCY", "0") or 0)
@@ -103,6 +106,7 @@ class LocalGatewayBackend:
             host_index=0,
             xds_host=self._xds[0],
             xds_port=self._xds[1],
+            other_xds=self._other_xds,
             admin_socket=admin_socket_path(directory),
             tls=None if self._ca is None else self._write_credentials(gateway_id, directory),
         )
@@ -153,12 +157,13 @@ class LocalGatewayBackend:
         except (OSError, ValueError):
             return False
         cluster = current["static_resources"]["clusters"][0]
-        endpoint = cluster["load_assignment"]["endpoints"][0]
-        address = endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        addresses = [endpoint["endpoint"]["address"]["socket_address"] for endpoint in endpoints]
         has_tls = "transport_socket" in cluster
         admin_on_socket = "pipe" in current["admin"]["address"]
         return (
-            (address["address"], address["port_value"]) == self._xds
+            [(address["address"], address["port_value"]) for address in addresses]
+            == [self._xds, *self._other_xds]
             and has_tls == (self._ca is not None)
             and admin_on_socket
             and takes_agent_tunnels(current)
