@@ -15,6 +15,10 @@ MESSAGE_LIMIT = 64 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MESSAGE_LIMIT),
     ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    # An address may name several copies of the registry (`ipv4:a:1,b:2`, or a name resolving to
+    # several): when one goes, the channel is on another within a second, not gRPC's default 1-120 s.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 

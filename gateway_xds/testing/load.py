@@ -38,7 +38,7 @@ Classify = Callable[[int, Mapping[str, str], bytes], str]
 
 
 class LoadLoop:
-    """GET `path` with `Host: host` (and `headers`) on 127.0.0.1:`port` from `connections` threads
+    """GET `path` with `Host: host` (and `headers`) on `address`:`port` from `connections` threads
     until stopped, or `max_seconds` at the latest (the loop is always bounded)."""
 
     def __init__(
@@ -51,8 +51,9 @@ class LoadLoop:
         pause: float = 0.0,
         headers: Mapping[str, str] | None = None,
         classify: Classify | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
-        self._port, self._path = port, path
+        self._address, self._port, self._path = address, port, path
         self._headers = {**(headers or {}), "Host": host}
         self._classify = classify
         self._max_seconds = max_seconds
@@ -84,7 +85,7 @@ class LoadLoop:
         connection: http.client.HTTPConnection | None = None
         while not self._stop.is_set() and time.monotonic() < deadline:
             if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=10)
+                connection = http.client.HTTPConnection(self._address, self._port, timeout=10)
             try:
                 connection.request("GET", self._path, headers=self._headers)
                 response = connection.getresponse()
