@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import secrets
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
-import yaml
-from cryptography.fernet import Fernet
 from google.protobuf import struct_pb2
 
 from gatehouse.client.connection import Stubs
@@ -30,141 +24,20 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.testing.load import LoadLoop
 from gateway_xds.testing.upstream import Upstream
 from gateway_xds.translate.local_replies import NO_SERVICE_BODY
-from services.common.probes import free_port
-from tests.support.databases import database_url
-from tests.support.server import GATEHOUSE
+from tests.support.replicated_plane import COPIES, Plane, replicated_plane
 
 pytestmark = pytest.mark.real
 
-COPIES = ("a", "b")
 DOMAIN = "replicated.test"
 APPLIES = 50
 LIVE_WITHIN_SECONDS = 5.0
 START_SECONDS = 60.0
 
 
-@dataclass
-class Process:
-    role: str
-    copy: str
-    home: Path
-    args: list[str]
-    env: dict[str, str]
-    port: int
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.home / f"{self.role}.log").open("ab") as log:
-            self.popen = subprocess.Popen(
-                [GATEHOUSE, self.role, *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return (self.home / f"{self.role}.log").read_text(errors="replace")
-
-
-@dataclass
-class Plane:
-    processes: dict[tuple[str, str], Process]
-    local_state: Path
-    db_url: str
-    admin_tokens: dict[str, str] = field(default_factory=dict)
-    system_token: str = ""
-
-    def of(self, role: str, copy: str) -> Process:
-        return self.processes[(role, copy)]
-
-    def registry_address(self, copy: str) -> str:
-        return f"127.0.0.1:{self.of('registry', copy).port}"
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.role} {p.copy}\n{p.log()[-3000:]}" for p in self.processes.values())
-
-
-async def _wait_serving(stubs: Stubs, process: Process) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        assert process.popen is not None and process.popen.poll() is None, process.log()
-        try:
-            await stubs.identity.WhoAmI(registry_pb2.WhoAmIRequest(), timeout=2)
-            return
-        except grpc.aio.AioRpcError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane]:
-    root = tmp_path_factory.mktemp("replicated")
-    local_state = root / "local-state"
-    async with database_url("postgresql", root) as url:
-        ports = {
-            (role, copy): free_port()
-            for role in ("registry", "xds", "provisioner", "certificates")
-            for copy in COPIES
-        }
-        registries = ",".join(f"127.0.0.1:{ports[('registry', copy)]}" for copy in COPIES)
-        shared = dict(
-            os.environ,
-            GATEHOUSE_DB_URL=url,
-            GATEHOUSE_SYSTEM_TOKEN=f"gh_{secrets.token_urlsafe(24)}",
-            GATEHOUSE_ENCRYPTION_KEY=Fernet.generate_key().decode(),
-            GATEHOUSE_REGISTRY=f"ipv4:{registries}",
-            GATEHOUSE_LOCAL_STATE=str(local_state),
-            GATEHOUSE_LOCAL_XDS_ADDRESS=",".join(f"127.0.0.1:{ports[('xds', copy)]}" for copy in COPIES),
-            GATEHOUSE_LOCAL_HTTP_PORT=str(free_port()),
-            GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
-            GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
-            GATEHOUSE_LOG_LEVEL="INFO",
-        )
-        processes: dict[tuple[str, str], Process] = {}
-        for (role, copy), port in ports.items():
-            home = root / f"{role}-{copy}"
-            home.mkdir()
-            env = dict(shared, GATEHOUSE_HOME=str(home), GATEHOUSE_JOIN_PORT=str(free_port()))
-            if role == "xds":
-                env["GATEHOUSE_XDS_PORT"] = str(port)
-                args: list[str] = []
-            else:
-                # The provisioner's local Envoys stream from both gateway_xds copies.
-                env["GATEHOUSE_XDS_PORT"] = str(ports[("xds", copy)])
-                args = ["--port", str(port)]
-            processes[(role, copy)] = Process(role, copy, home, args, env, port)
-        result = Plane(processes, local_state, url, system_token=shared["GATEHOUSE_SYSTEM_TOKEN"])
-        try:
-            # Both registries at once: migrations and bootstrap take turns.
-            for copy in COPIES:
-                result.of("registry", copy).start()
-            for copy in COPIES:
-                system = Stubs.connect(result.registry_address(copy), result.system_token)
-                await _wait_serving(system, result.of("registry", copy))
-                await system.close()
-                config = yaml.safe_load((result.of("registry", copy).home / "config.yml").read_text())
-                result.admin_tokens[copy] = config["token"]
-            for (role, _copy), process in processes.items():
-                if role != "registry":
-                    process.start()
-            yield result
-        finally:
-            for process in processes.values():
-                process.stop()
-            for pid_file in local_state.glob("**/*.pid"):
-                with contextlib.suppress(OSError, ValueError):
-                    os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    async with replicated_plane(tmp_path_factory.mktemp("replicated")) as started:
+        yield started
 
 
 def _config(data: dict[str, object]) -> struct_pb2.Struct:
