@@ -41,8 +41,9 @@ from gateway_xds.translate.local_replies import NO_SERVICE_BODY
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.settings import Settings
-from services.provisioner.envoy_bootstrap import BootstrapParams, XdsTls, node_id, render_bootstrap
+from services.provisioner.envoy_bootstrap import BootstrapParams, node_id, render_bootstrap
 from services.registry.app import Registry
+from tests.support.certs import client_files
 from tests.support.real import require_real
 
 pytestmark = pytest.mark.real
@@ -169,16 +170,6 @@ class Gateway:
     @property
     def node_id(self) -> str:
         return node_id(self.id, 0)
-
-
-def client_files(ca: InternalCA, gateway_id: str, workdir: Path) -> XdsTls:
-    """The gateway's client certificate for gateway_xds, as files its Envoy reads."""
-    issued = ca.client_certificate(gateway_id)
-    for name, content in (("xds-client.pem", issued.certificate_pem), ("xds-client.key", issued.key_pem)):
-        (workdir / name).write_bytes(content)
-    (workdir / "xds-ca.pem").write_bytes(issued.ca_pem)
-    files = [str(workdir / name) for name in ("xds-client.pem", "xds-client.key", "xds-ca.pem")]
-    return XdsTls(*files, server_name=XDS_SERVER_NAME)
 
 
 async def start_gateway(

@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.common.internal_ca import XDS_SERVER_NAME, InternalCA
+from services.provisioner.envoy_bootstrap import XdsTls
+
 
 def self_signed(
     directory: Path, stem: str, dns_names: Sequence[str] = (), addresses: Sequence[str] = ("127.0.0.1",)
@@ -43,3 +46,13 @@ def self_signed(
         )
     )
     return cert_path, key_path
+
+
+def client_files(ca: InternalCA, gateway_id: str, workdir: Path) -> XdsTls:
+    """The gateway's client certificate for gateway_xds, as files its Envoy reads."""
+    issued = ca.client_certificate(gateway_id)
+    for name, content in (("xds-client.pem", issued.certificate_pem), ("xds-client.key", issued.key_pem)):
+        (workdir / name).write_bytes(content)
+    (workdir / "xds-ca.pem").write_bytes(issued.ca_pem)
+    files = [str(workdir / name) for name in ("xds-client.pem", "xds-client.key", "xds-ca.pem")]
+    return XdsTls(*files, server_name=XDS_SERVER_NAME)

@@ -95,9 +95,14 @@ async def _wait_serving(stubs: Stubs, process: Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def replicated_plane(root: Path, roles: Sequence[str] = ROLES) -> AsyncIterator[Plane]:
+async def replicated_plane(
+    root: Path, roles: Sequence[str] = ROLES, prefer_own_registry: bool = False
+) -> AsyncIterator[Plane]:
     """Two copies of each of `roles` (the registries first, both at once), each with its own empty
-    home, sharing only the database and what a mounted secret would give them; ended by pid."""
+    home, sharing only the database and what a mounted secret would give them; ended by pid.
+
+    Every process reaches the registry copies as one address list (it moves to the other when the
+    one it uses goes); with `prefer_own_registry`, copy b's processes list registry b first."""
     local_state = root / "local-state"
     async with database_url("postgresql", root) as url:
         ports = {(role, copy): free_port() for role in roles for copy in COPIES}
@@ -122,6 +127,11 @@ async def replicated_plane(root: Path, roles: Sequence[str] = ROLES) -> AsyncIte
             home = root / f"{role}-{copy}"
             home.mkdir()
             env = dict(shared, GATEHOUSE_HOME=str(home), GATEHOUSE_JOIN_PORT=str(free_port()))
+            if prefer_own_registry:
+                order = [copy, *(other for other in COPIES if other != copy)]
+                env["GATEHOUSE_REGISTRY"] = "ipv4:" + ",".join(
+                    f"127.0.0.1:{ports[('registry', item)]}" for item in order
+                )
             if role == "xds":
                 env["GATEHOUSE_XDS_PORT"] = str(port)
                 args: list[str] = []
