@@ -3,7 +3,6 @@ through the local Envoy (configured over Delta xDS) as soon as `apply` returns, 
 
 from __future__ import annotations
 
-import http.client
 import textwrap
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from services.common.probes import free_port
 from tests.support.gateways import gateway_host
+from tests.support.http import fetch
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.real
@@ -20,15 +20,7 @@ DOMAIN = "apps.test"
 
 
 def _get(port: int, host: str, address: str) -> tuple[int, str]:
-    connection = http.client.HTTPConnection(address, port, timeout=5)
-    try:
-        connection.request("GET", "/", headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    except OSError as error:
-        return 0, str(error)
-    finally:
-        connection.close()
+    return fetch(f"http://{address}:{port}/", host=host)
 
 
 def _eventually(port: int, host: str, address: str, status: int, within: float = 30.0) -> tuple[int, str]:

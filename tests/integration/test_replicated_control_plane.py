@@ -24,6 +24,7 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.testing.load import LoadLoop
 from gateway_xds.testing.upstream import Upstream
 from gateway_xds.translate.local_replies import NO_SERVICE_BODY
+from tests.support.http import fetch
 from tests.support.replicated_plane import COPIES, Plane, replicated_plane
 
 pytestmark = pytest.mark.real
@@ -130,17 +131,7 @@ def _xds_copy_streamed_from(plane: Plane, envoy_pid: int) -> str:
 
 
 def _status(address: str, port: int, host: str) -> tuple[int, str]:
-    import http.client
-
-    connection = http.client.HTTPConnection(address, port, timeout=5)
-    try:
-        connection.request("GET", "/", headers={"Host": host})
-        response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
-    except OSError as error:
-        return 0, repr(error)
-    finally:
-        connection.close()
+    return fetch(f"http://{address}:{port}/", host=host)
 
 
 @pytest.fixture(scope="module")

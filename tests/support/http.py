@@ -9,9 +9,15 @@ import urllib.request
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def fetch(url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, str]:
-    """Status and body; 0 and the error when nothing answered. `token`: sent as a bearer credential."""
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def fetch(
+    url: str, timeout: float = 5.0, token: str | None = None, host: str | None = None
+) -> tuple[int, str]:
+    """Status and body; 0 and the error when nothing answered. `token`: sent as a bearer credential;
+    `host`: the Host header, when it is not the URL's."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if host is not None:
+        headers["Host"] = host
+    request = urllib.request.Request(url, headers=headers)
     try:
         with _opener.open(request, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")
