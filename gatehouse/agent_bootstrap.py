@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.agent_tunnels import TUNNEL_CONNECTIONS
+from gatehouse.gateway_identity import gateway_uri
 
-GATEWAY_URI_PREFIX = "spiffe://gatehouse/gateway/"
 REVERSE_TUNNEL_INITIATOR = "envoy.bootstrap.reverse_tunnel.downstream_socket_interface"
 _TYPES = "type.googleapis.com/envoy.extensions."
 _INITIATOR_CONFIG = (
@@ -83,7 +83,7 @@ def _tls_context(agent: AgentEnvoy) -> dict[str, Any]:
         "validation_context": {
             "trusted_ca": {"filename": agent.ca_file},
             "match_typed_subject_alt_names": [
-                {"san_type": "URI", "matcher": {"exact": GATEWAY_URI_PREFIX + agent.gateway_id}}
+                {"san_type": "URI", "matcher": {"exact": gateway_uri(agent.gateway_id)}}
             ],
         },
     }

@@ -13,6 +13,12 @@ from gatehouse.v1 import resources_pb2
 
 HTTP_PORT = 80
 HTTP_LISTENER = "http"
+# The cluster of every gateway host's bootstrap through which its Envoy reaches gateway_xds: ADS,
+# the credential and rate limit checks, the stats it pushes.
+XDS_CLUSTER = "gatehouse_xds"
+BACKEND_PREFIX = "svc_"
+# What the stats of services' clusters start with (gateway_xds reads them from the stats pushed).
+SERVICE_STATS_PREFIX = f"cluster.{BACKEND_PREFIX}"
 
 # xDS type short names as a sentence says them.
 _KINDS = {
@@ -34,7 +40,7 @@ def backend_name(project: str, service: str) -> str:
     """`svc_<project>_<name>`, the name of a service's cluster, endpoints and route scope. Names cannot
     hold `_`, so no two services share one (with `-`, project `a` + service `b-c` and project `a-b` +
     service `c` would, on a shared gateway)."""
-    return f"svc_{project}_{service}"
+    return f"{BACKEND_PREFIX}{project}_{service}"
 
 
 def service_resources(service: resources_pb2.Service) -> frozenset[str]:

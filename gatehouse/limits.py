@@ -21,6 +21,8 @@ CONFIGURATION_BYTES = 256 * KIB
 ENV_BYTES = 128 * KIB
 # One secret's value.
 SECRET_VALUE_BYTES = 64 * KIB
+# The largest gRPC message between Gatehouse's processes and to Envoys (snapshots, xDS responses).
+GRPC_MESSAGE_BYTES = 64 * MIB
 
 
 def size(count: int) -> str:

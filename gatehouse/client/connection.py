@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 
 from gatehouse.leases import held_claim
+from gatehouse.limits import GRPC_MESSAGE_BYTES
 from gatehouse.v1 import certificates_pb2_grpc, provisioner_pb2_grpc, registry_pb2_grpc, tunnel_pb2_grpc
 
-MESSAGE_LIMIT = 64 << 20
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MESSAGE_LIMIT),
-    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES),
     # An address may name several copies of the registry (`ipv4:a:1,b:2`, or a name resolving to
     # several): when one goes, the channel is on another within a second, not gRPC's default 1-120 s.
     ("grpc.initial_reconnect_backoff_ms", 250),

@@ -12,12 +12,12 @@ import time
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
+from gatehouse.gateway_resources import SERVICE_STATS_PREFIX
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 
 NODE_HEADER = "x-gatehouse-node"
-CLUSTER_PREFIX = "cluster.svc_"
 # Requests routed to the cluster, and those that found no replica to go to (scale from zero).
 DEMAND_STATS = ("upstream_rq_total", "upstream_cx_none_healthy")
 
@@ -67,7 +67,7 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
         for resource in request.resource_metrics:
             for scope in _scopes(resource):
                 for metric in scope.metrics:  # type: ignore[attr-defined]
-                    if not metric.name.startswith(CLUSTER_PREFIX):
+                    if not metric.name.startswith(SERVICE_STATS_PREFIX):
                         continue
                     cluster, _, stat = metric.name[len("cluster.") :].rpartition(".")
                     if stat not in DEMAND_STATS:

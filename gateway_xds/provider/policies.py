@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from gatehouse.gateway_resources import XDS_CLUSTER
 from gatehouse.v1 import resources_pb2
 from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey, ScaleFromZero
 
 # Every gateway's bootstrap has this cluster: gateway_xds itself, which also answers ext_authz
 # (services/provisioner/envoy_bootstrap.py).
-AUTHORIZATION_CLUSTER = "gatehouse_xds"
+AUTHORIZATION_CLUSTER = XDS_CLUSTER
 
 
 def authorization(service: resources_pb2.Service) -> Authorization | None:

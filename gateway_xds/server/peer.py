@@ -5,17 +5,16 @@ from __future__ import annotations
 import grpc
 from envoy.config.core.v3 import base_pb2
 
+from gatehouse.gateway_identity import gateway_of_uri
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
-
-GATEWAY_URI_PREFIX = "spiffe://gatehouse/gateway/"
 
 
 def peer_gateway(context: grpc.aio.ServicerContext) -> str | None:
     """The gateway named by the caller's verified client certificate, None without one."""
     for uri in context.auth_context().get("peer_uri", ()):
-        text = uri.decode(errors="replace")
-        if text.startswith(GATEWAY_URI_PREFIX):
-            return text[len(GATEWAY_URI_PREFIX) :]
+        gateway = gateway_of_uri(uri.decode(errors="replace"))
+        if gateway is not None:
+            return gateway
     return None
 
 

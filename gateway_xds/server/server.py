@@ -9,6 +9,7 @@ from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gatehouse.limits import GRPC_MESSAGE_BYTES
 from gateway_xds.server.ads import AggregatedDiscoveryServicer
 from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.protocol import Encodable
@@ -20,7 +21,6 @@ from gateway_xds.server.watcher import ConfigWatcher, NodeAuthorizer
 ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 
 # Envoy's side is raised to the same in the bootstrap (envoy_grpc.max_receive_message_length).
-MESSAGE_LIMIT_BYTES = 64 << 20
 
 # Envoys ping us: the bootstrap's connection_keepalive (services/provisioner/envoy_bootstrap.py) sends
 # an HTTP/2 PING every 15 s, on a connection that can stay without any data for hours (an idle
@@ -41,8 +41,8 @@ KEEPALIVE_TIMEOUT_MS = 10_000
 UNREQUESTED_CALL_SECONDS = 600
 
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_send_message_length", MESSAGE_LIMIT_BYTES),
-    ("grpc.max_receive_message_length", MESSAGE_LIMIT_BYTES),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_BYTES),
     # Without this a second server silently shares an address already in use.
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),

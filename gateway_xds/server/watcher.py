@@ -1,11 +1,11 @@
 """What the xDS server needs from the rest of the control plane: snapshots, and who a node is."""
 
-import re
 from typing import Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 
+from gatehouse.gateway_identity import gateway_of_node
 from gateway_xds.cache.snapshot import Snapshot
 
 
@@ -34,18 +34,15 @@ class NodeAuthorizer(Protocol):
     async def authorize(self, context: grpc.aio.ServicerContext, node: base_pb2.Node) -> str: ...
 
 
-_NODE_ID = re.compile(r"gateway/(?P<gateway>[^/]+)/(?P<host>\d+)")
-
-
 def node_to_gateway(node_id: str) -> str:
     """`gateway/<gateway_id>/<host_index>` -> gateway_id; NodeRejectedError(INVALID_ARGUMENT) otherwise."""
-    match = _NODE_ID.fullmatch(node_id)
-    if match is None:
+    gateway = gateway_of_node(node_id)
+    if gateway is None:
         raise NodeRejectedError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"node id {node_id!r} is not of the form gateway/<gateway_id>/<host_index>",
         )
-    return match["gateway"]
+    return gateway
 
 
 class NodeIdAuthorizer:

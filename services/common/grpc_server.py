@@ -17,11 +17,10 @@ from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 64 << 20
 SERVER_OPTIONS = [
     # Answers (snapshots of every service) may be large; what a client sends is held to the API's
     # request limit, refused with RESOURCE_EXHAUSTED before it is read.
-    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", limits.GRPC_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", limits.API_REQUEST_BYTES),
 ]
 UNAUTHENTICATED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatehouse.agent_tunnels import agent_name
-from gateway_xds.server.peer import GATEWAY_URI_PREFIX
+from gatehouse.gateway_identity import gateway_uri
 from services.common.crypto import Cipher
 
 # The name Envoys ask for (SNI) and check in the server certificate, whatever address they dial.
@@ -35,17 +35,6 @@ LEAF_VALIDITY = datetime.timedelta(days=30)
 TUNNEL_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 # Back-dated a little so a host whose clock lags still accepts a fresh certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
-
-
-def gateway_uri(gateway_id: str) -> str:
-    return GATEWAY_URI_PREFIX + gateway_id
-
-
-def gateway_of_uri(uri: str) -> str | None:
-    """The gateway a certificate's URI SAN names, None for any other URI."""
-    if uri.startswith(GATEWAY_URI_PREFIX) and len(uri) > len(GATEWAY_URI_PREFIX):
-        return uri[len(GATEWAY_URI_PREFIX) :]
-    return None
 
 
 @dataclass(frozen=True)

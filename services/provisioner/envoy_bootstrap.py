@@ -9,20 +9,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gatehouse.gateway_identity import node_id
+from gatehouse.gateway_resources import SERVICE_STATS_PREFIX, XDS_CLUSTER
+from gatehouse.limits import GRPC_MESSAGE_BYTES
+
 # Incremental xDS: a change sends only the resources that changed (State-of-the-World, "GRPC",
 # re-sends every cluster and listener on each change); gateway_xds serves both.
 DELTA = "DELTA_GRPC"
 STATE_OF_THE_WORLD = "GRPC"
-# gateway_xds allows the same; a whole configuration of a large gateway fits in one message.
-XDS_MESSAGE_LIMIT_BYTES = 64 << 20
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 DOWNSTREAM_CONNECTIONS_MONITOR = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
-
-
-def node_id(gateway_id: str, host_index: int) -> str:
-    return f"gateway/{gateway_id}/{host_index}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def _transport_socket(tls: XdsTls) -> dict[str, Any]:
 
 def _xds_cluster(params: BootstrapParams) -> dict[str, Any]:
     cluster: dict[str, Any] = {
-        "name": "gatehouse_xds",
+        "name": XDS_CLUSTER,
         "type": "STRICT_DNS",
         "connect_timeout": "2s",
         "typed_extension_protocol_options": {
@@ -120,7 +118,7 @@ def _xds_cluster(params: BootstrapParams) -> dict[str, Any]:
             }
         },
         "load_assignment": {
-            "cluster_name": "gatehouse_xds",
+            "cluster_name": XDS_CLUSTER,
             "endpoints": [
                 {
                     "lb_endpoints": [
@@ -167,7 +165,6 @@ def takes_agent_tunnels(bootstrap: dict[str, Any]) -> bool:
 
 OTLP_SINK = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
 STATS_FLUSH_SECONDS = 2
-SERVICE_CLUSTER_PREFIX = "cluster.svc_"
 # Of the ~130 stats Envoy keeps per cluster, those a service's cluster keeps: the autoscaler's
 # demand (requests routed, requests that found no replica) and what an operator reads first.
 SERVICE_CLUSTER_STATS = (
@@ -195,9 +192,9 @@ def _stats_config() -> dict[str, Any]:
     """Every stat except the per-service cluster ones not in SERVICE_CLUSTER_STATS. With 10,000
     services Envoy would otherwise hold 1.3 M stats and push them all to the sink at every flush, on
     the thread that also applies xDS updates."""
-    cluster = re.escape(SERVICE_CLUSTER_PREFIX) + r"[^.]+\."
+    cluster = re.escape(SERVICE_STATS_PREFIX) + r"[^.]+\."
     patterns = [cluster + stat for stat in SERVICE_CLUSTER_STATS] + _names_not_starting_with(
-        SERVICE_CLUSTER_PREFIX
+        SERVICE_STATS_PREFIX
     )
     matchers = [{"safe_regex": {"regex": pattern}} for pattern in patterns]
     return {"stats_matcher": {"inclusion_list": {"patterns": matchers}}}
@@ -210,7 +207,7 @@ def _stats_sink(node: str) -> dict[str, Any]:
         "typed_config": {
             "@type": f"type.googleapis.com/{OTLP_SINK}",
             "grpc_service": {
-                "envoy_grpc": {"cluster_name": "gatehouse_xds"},
+                "envoy_grpc": {"cluster_name": XDS_CLUSTER},
                 "initial_metadata": [{"key": "x-gatehouse-node", "value": node}],
             },
             "emit_tags_as_attributes": False,
@@ -242,8 +239,8 @@ def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
                 "grpc_services": [
                     {
                         "envoy_grpc": {
-                            "cluster_name": "gatehouse_xds",
-                            "max_receive_message_length": XDS_MESSAGE_LIMIT_BYTES,
+                            "cluster_name": XDS_CLUSTER,
+                            "max_receive_message_length": GRPC_MESSAGE_BYTES,
                             # Back within a second of the control plane's return (Envoy's default
                             # waits 0.5 s growing to 30 s), jittered by Envoy.
                             "retry_policy": {

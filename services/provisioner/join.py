@@ -31,8 +31,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gatehouse.client.connection import Stubs
+from gatehouse.gateway_identity import gateway_of_uri
 from gatehouse.v1 import registry_pb2
-from services.common.internal_ca import InternalCA, gateway_of_uri
+from services.common.internal_ca import InternalCA
 from services.provisioner.hosts.identity import JOIN_PATH, RENEW_PATH, JoinEndpoint
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gatehouse.gateway_identity import node_id
 from gatehouse.v1 import resources_pb2
 from services.provisioner.backends.base import GatewayHost, HostInfo
-from services.provisioner.envoy_bootstrap import node_id
 
 # After replacing a host whose Envoy never connected, the next one comes after this, doubling while
 # the slot's hosts keep failing.

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from services.common.internal_ca import InternalCA, gateway_uri
+from gatehouse.gateway_identity import gateway_uri
+from services.common.internal_ca import InternalCA
 from services.provisioner.hosts.identity import (
     IDENTITY_PATH,
     JOIN_TOKEN_PATH,

@@ -9,14 +9,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gatehouse.gateway_identity import gateway_of_uri, gateway_uri
 from services.common.crypto import Cipher
-from services.common.internal_ca import (
-    CLOCK_SKEW,
-    XDS_SERVER_NAME,
-    InternalCA,
-    gateway_of_uri,
-    gateway_uri,
-)
+from services.common.internal_ca import CLOCK_SKEW, XDS_SERVER_NAME, InternalCA
 
 
 def sans(certificate_pem: bytes) -> list[str]:

@@ -8,18 +8,14 @@ import re
 
 import pytest
 
-from gateway_xds.autoscale.metrics_sink import CLUSTER_PREFIX, DEMAND_STATS
-from services.provisioner.envoy_bootstrap import SERVICE_CLUSTER_PREFIX, BootstrapParams, render_bootstrap
+from gateway_xds.autoscale.metrics_sink import DEMAND_STATS
+from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 
 
 def kept(name: str) -> bool:
     bootstrap = render_bootstrap(BootstrapParams("gw", 0, "127.0.0.1", 50052))
     patterns = bootstrap["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
     return any(re.fullmatch(p["safe_regex"]["regex"], name) for p in patterns)
-
-
-def test_the_sink_reads_the_service_clusters_the_bootstrap_filters() -> None:
-    assert CLUSTER_PREFIX == SERVICE_CLUSTER_PREFIX
 
 
 @pytest.mark.parametrize("stat", DEMAND_STATS)
