@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
+from services.common.project_backends import Network, parse_networks
 
 # Where gateway hosts join and renew their xDS client certificate: fixed, since a host keeps the
 # address it was given for as long as it lives (API 50051, xDS 50052).
@@ -22,6 +23,13 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def _networks_env(name: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(os.environ.get(name, ""))
+    except ValueError as error:
+        raise SystemExit(f"error: {name}: {error}") from None
 
 
 def _default_local_port(privileged: int, unprivileged: int) -> int:
@@ -69,6 +77,9 @@ class Settings:
     host_connect_timeout: float = 600.0
     # The gateway port where `gatehouse agent`s' Envoys open their reverse tunnels.
     agent_tunnel_port: int = DEFAULT_TUNNEL_PORT
+    # Networks that are not public but that projects' backend endpoints (`gatehouse backend add`)
+    # may reach all the same: emulators, private clouds. Link-local (metadata) addresses never.
+    project_backend_networks: tuple[Network, ...] = ()
 
     @property
     def server_dir(self) -> Path:
@@ -105,4 +116,5 @@ class Settings:
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
             host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
             agent_tunnel_port=_int_env("GATEHOUSE_AGENT_TUNNEL_PORT", DEFAULT_TUNNEL_PORT),
+            project_backend_networks=_networks_env("GATEHOUSE_PROJECT_BACKEND_NETWORKS"),
         )

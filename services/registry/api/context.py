@@ -13,6 +13,7 @@ from services.common.auth import current_lease_claim
 from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
+from services.common.project_backends import Network
 from services.registry import feed, leases
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
@@ -30,6 +31,8 @@ class RegistryContext:
     watch_history: int
     admission: ReplicaAdmission
     reserved_ports: ReservedPorts
+    # Private networks projects' backend endpoints may reach (settings.project_backend_networks).
+    backend_networks: tuple[Network, ...] = ()
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
