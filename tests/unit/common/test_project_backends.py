@@ -11,6 +11,7 @@ import pytest
 
 from services.common.backend_configs import BACKEND_CONFIG
 from services.common.project_backends import Refused, check_project_backend, parse_networks
+from services.common.settings import Settings
 from tests.support.backend_attacks import (
     FILES_AND_COMMANDS,
     INTERNAL,
@@ -122,3 +123,15 @@ def test_networks_are_parsed_or_named_in_the_error() -> None:
     )
     with pytest.raises(ValueError, match="'ten' is not a network"):
         parse_networks("10.0.0.0/8,ten")
+
+
+def test_the_operators_networks_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEHOUSE_PROJECT_BACKEND_NETWORKS", "10.0.0.0/8,127.0.0.1/32")
+    assert Settings.from_env().project_backend_networks == parse_networks("10.0.0.0/8,127.0.0.1")
+    monkeypatch.setenv("GATEHOUSE_PROJECT_BACKEND_NETWORKS", "10.0.0.0/8,ten")
+    with pytest.raises(
+        SystemExit, match=r"^error: GATEHOUSE_PROJECT_BACKEND_NETWORKS: 'ten' is not a network"
+    ):
+        Settings.from_env()
+    monkeypatch.delenv("GATEHOUSE_PROJECT_BACKEND_NETWORKS")
+    assert Settings.from_env().project_backend_networks == ()
