@@ -12,16 +12,22 @@ allowed there.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from services.common.addresses import (
+    CLOUD_METADATA,
+    Address,
+    Network,
+    is_metadata_name,
+    resolve_in_time,
+    unwrapped,
+)
 from services.common.backend_configs import (
     AWSBackendConfig,
     AzureBackendConfig,
@@ -30,20 +36,6 @@ from services.common.backend_configs import (
     FileOrData,
     GCPBackendConfig,
     KubernetesBackendConfig,
-)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-RESOLVE_TIMEOUT_SECONDS = 5.0
-
-# Instance metadata services, refused whatever networks the operator allows (the IPv4 one is
-# link-local, which is refused anyway; AWS's IPv6 one sits in a unique-local network).
-METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-)
-METADATA_NAMES = frozenset(
-    {"metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"}
 )
 
 # What to give instead, per backend.
@@ -238,30 +230,14 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 def refused_address(address: Address, allowed: Sequence[Network]) -> str | None:
     """Why a project's endpoint may not be at `address`; None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address in METADATA_ADDRESSES or address.is_link_local:
-        return "is link-local, where the cloud's metadata service answers"
+    address = unwrapped(address)
+    if address in CLOUD_METADATA or address.is_link_local:
+        return "is link-local or the cloud's metadata service"
     if any(address.version == network.version and address in network for network in allowed):
         return None
     if not address.is_global:
         return "is not a public address (loopback, private or reserved)"
     return None
-
-
-async def _addresses(host: str) -> list[Address]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        found = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_SECONDS
-        )
-    except (OSError, TimeoutError):
-        return []
-    return [ipaddress.ip_address(str(entry[4][0]).split("%")[0]) for entry in found]
 
 
 async def _check_url(kind: str, where: str, url: str, allowed: Sequence[Network]) -> None:
@@ -273,12 +249,12 @@ async def _check_url(kind: str, where: str, url: str, allowed: Sequence[Network]
     if scheme not in ("http", "https") or not host:
         raise Refused(f"{kind} backend: {where} {url!r} is not an http(s) URL with a host")
     name = host.rstrip(".").lower()
-    if name in METADATA_NAMES or name == "localhost" or name.endswith(".localhost"):
+    if is_metadata_name(name) or name == "localhost" or name.endswith(".localhost"):
         raise Refused(
             f"{kind} backend: {where} {host} is the server itself or the cloud's metadata service: "
             "refused in a project's configuration; give the public address of the cloud's endpoint"
         )
-    addresses = await _addresses(host)
+    addresses = await resolve_in_time(host)
     if not addresses:
         raise Refused(
             f"{kind} backend: {where} {host} does not resolve: give an address the server can reach"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
-from services.common.project_backends import Network, parse_networks
+from services.common.addresses import Network
+from services.common.project_backends import parse_networks
 
 # Where gateway hosts join and renew their xDS client certificate: fixed, since a host keeps the
 # address it was given for as long as it lives (API 50051, xDS 50052).

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import ValidationError
 
+from services.common.addresses import Network
 from services.common.backend_configs import (
     BACKEND_CONFIG,
     CLOUD_BACKENDS,
@@ -49,7 +50,7 @@ from services.common.backend_configs import (
     _Model,
     one_line,
 )
-from services.common.project_backends import Network, Refused, check_project_backend
+from services.common.project_backends import Refused, check_project_backend
 from services.provisioner.backends.base import BackendError
 
 __all__ = [

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.addresses import Network
 from services.common.auth import current_lease_claim
 from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
-from services.common.project_backends import Network
 from services.registry import feed, leases
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster

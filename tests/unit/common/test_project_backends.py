@@ -107,7 +107,9 @@ async def test_networks_the_operator_allows_are_reachable_but_metadata_never() -
     message = await refusal(aws(endpoint_url="http://169.254.169.254/"), networks="169.254.0.0/16")
     assert "is link-local" in message
     message = await refusal(aws(endpoint_url="http://[fd00:ec2::254]/"), networks="fd00::/8")
-    assert "is link-local" in message
+    assert "is link-local or the cloud's metadata service" in message
+    message = await refusal(aws(endpoint_url="http://100.100.100.200/"), networks="100.64.0.0/10")
+    assert "is link-local or the cloud's metadata service" in message
 
 
 async def test_bad_key_material_is_one_line() -> None:
