@@ -150,8 +150,9 @@ def _refuse_default(kind: str, creds: Any) -> None:
 
 
 def _gcp_key(raw: str) -> list[tuple[str, str]]:
-    """The service account key's token URL, once the key is one; other credential types (external
-    and impersonated accounts, user logins) fetch, read or run what they name."""
+    """The URLs a service account key makes the server call (its token URL, and Compute Engine in
+    its universe); other credential types (external and impersonated accounts, user logins) fetch,
+    read or run what they name."""
     try:
         key = json.loads(raw)
     except ValueError:
@@ -166,8 +167,12 @@ def _gcp_key(raw: str) -> list[tuple[str, str]]:
             "creds.data",
             f"is a credential of type {kind!r}, which the server would exchange, read or run",
         )
-    token_uri = key.get("token_uri")
-    return [("creds.data token_uri", str(token_uri))] if token_uri else []
+    urls = []
+    if key.get("token_uri"):
+        urls.append(("creds.data token_uri", str(key["token_uri"])))
+    if key.get("universe_domain"):
+        urls.append(("creds.data universe_domain", f"https://compute.{key['universe_domain']}"))
+    return urls
 
 
 def _kubeconfig(raw: str) -> list[tuple[str, str]]:

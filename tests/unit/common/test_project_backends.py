@@ -112,6 +112,15 @@ async def test_networks_the_operator_allows_are_reachable_but_metadata_never() -
     assert "is link-local or the cloud's metadata service" in message
 
 
+async def test_a_service_account_keys_universe_is_an_endpoint_too() -> None:
+    message = await refusal(gcp({**SERVICE_ACCOUNT, "universe_domain": "localhost"}))
+    assert message.startswith(
+        "gcp backend: creds.data universe_domain compute.localhost is the server itself"
+    )
+    message = await refusal(gcp({**SERVICE_ACCOUNT, "universe_domain": "169.254.169.254.nip.io"}))
+    assert "creds.data universe_domain compute.169.254.169.254.nip.io" in message
+
+
 async def test_bad_key_material_is_one_line() -> None:
     assert await refusal(gcp("{not json")) == "gcp backend: creds.data: the service account key is not JSON"
     assert "kubeconfig.data is not YAML" in await refusal(kubernetes("a: [1,"))
