@@ -1,22 +1,27 @@
 """A cloud endpoint that answers with a redirect is not followed: a project's endpoint on a public
 address could otherwise point the server's requests (and the project's secret or a gateway's Secret)
 at an address only the server reaches. Each SDK is pointed at a redirector in front of a real fake of
-its cloud, which must never hear a request."""
+its cloud, which must never hear a request. (boto3 and azure-identity follow none of their own.)"""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from google.cloud import compute_v1
+from requests.exceptions import TooManyRedirects
 from urllib3.exceptions import MaxRetryError
 
 from services.provisioner.backends.azure.clients import AzureClients
+from services.provisioner.backends.gcp.clients import GcpClients
 from services.provisioner.backends.kubernetes.driver import KubernetesDriver
-from services.provisioner.credentials import AzureBackendConfig, KubernetesBackendConfig
+from services.provisioner.credentials import AzureBackendConfig, GCPBackendConfig, KubernetesBackendConfig
 from tests.fakes.azure_arm import CLIENT_ID, CLIENT_SECRET, SUBSCRIPTION, TENANT, FakeAzure
+from tests.fakes.gcp_compute import FakeCompute
 from tests.fakes.jsonhttp import Request, Response, Router, serving
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.support.certs import self_signed
@@ -37,6 +42,12 @@ def redirector(target: str) -> Router:
 @pytest.fixture
 def cluster() -> Iterator[FakeKubernetes]:
     with FakeKubernetes().serve() as fake:
+        yield fake
+
+
+@pytest.fixture
+def compute() -> Iterator[FakeCompute]:
+    with FakeCompute().serve() as fake:
         yield fake
 
 
@@ -86,3 +97,19 @@ def test_azure_does_not_follow_a_redirect(
             AzureClients(config).resources.resource_groups.get("gatehouse-x")
     assert router.requests
     assert [path for _, path in azure.router.requests if path.startswith("/subscriptions")] == []
+
+
+def test_gcp_does_not_follow_a_redirect(compute: FakeCompute) -> None:
+    router = redirector(compute.url)
+    with serving(router) as url:
+        config = GCPBackendConfig.model_validate(
+            {
+                "type": "gcp",
+                "project_id": compute.project,
+                "creds": {"type": "service_account", "data": json.dumps(compute.credentials_info())},
+                "endpoint_url": url,
+            }
+        )
+        with pytest.raises(TooManyRedirects):
+            list(GcpClients(config).client(compute_v1.RegionsClient).list(project=compute.project))
+    assert router.requests and not compute.router.requests
