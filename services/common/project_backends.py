@@ -248,11 +248,15 @@ def refused_address(address: Address, allowed: Sequence[Network]) -> str | None:
 async def _check_url(kind: str, where: str, url: str, allowed: Sequence[Network]) -> None:
     try:
         parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname
+        scheme, netloc, host = parts.scheme, parts.netloc, parts.hostname
     except ValueError:
-        scheme, host = "", None
-    if scheme not in ("http", "https") or not host:
-        raise Refused(f"{kind} backend: {where} {url!r} is not an http(s) URL with a host")
+        scheme, netloc, host = "", "", None
+    # User info and odd characters are where URL parsers disagree about the host.
+    odd = "@" in netloc or any(char in url for char in "\\ \t\r\n")
+    if scheme not in ("http", "https") or not host or odd:
+        raise Refused(
+            f"{kind} backend: {where} {url!r} is not a plain http(s) URL (scheme://host[:port]/path)"
+        )
     name = host.rstrip(".").lower()
     if is_metadata_name(name) or name == "localhost" or name.endswith(".localhost"):
         raise Refused(

@@ -177,7 +177,10 @@ INTERNAL = [
     ("https://0.0.0.0:50052", "0.0.0.0 is not a public address"),
     ("https://10.0.0.5", "10.0.0.5 is not a public address"),
     ("https://100.64.0.1", "100.64.0.1 is not a public address"),
-    ("file:///proc/self/environ", "is not an http(s) URL with a host"),
+    ("file:///proc/self/environ", "is not a plain http(s) URL"),
+    ("https://34.90.1.2@127.0.0.1:50051", "is not a plain http(s) URL"),
+    ("https://127.0.0.1:50051\\@34.90.1.2", "is not a plain http(s) URL"),
+    ("https://34.90.1.2 @127.0.0.1", "is not a plain http(s) URL"),
 ]
 
 
