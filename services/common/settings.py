@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
+from services.common.addresses import Network
+from services.common.project_backends import parse_networks
 
 # Where gateway hosts join and renew their xDS client certificate: fixed, since a host keeps the
 # address it was given for as long as it lives (API 50051, xDS 50052).
@@ -22,6 +24,13 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"error: {name}={raw!r} is not a number") from None
+
+
+def _networks_env(name: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(os.environ.get(name, ""))
+    except ValueError as error:
+        raise SystemExit(f"error: {name}: {error}") from None
 
 
 def _default_local_port(privileged: int, unprivileged: int) -> int:
@@ -76,6 +85,9 @@ class Settings:
     # host:port list where local gateways' Envoys reach gateway_xds copies (empty: the xDS listen
     # address).
     local_xds_address: str = ""
+    # Networks that are not public but that projects' backend endpoints (`gatehouse backend add`)
+    # may reach all the same: emulators, private clouds. Link-local (metadata) addresses never.
+    project_backend_networks: tuple[Network, ...] = ()
 
     @property
     def local_state_dir(self) -> Path:
@@ -120,4 +132,5 @@ class Settings:
             if os.environ.get("GATEHOUSE_LOCAL_STATE")
             else None,
             local_xds_address=os.environ.get("GATEHOUSE_LOCAL_XDS_ADDRESS", ""),
+            project_backend_networks=_networks_env("GATEHOUSE_PROJECT_BACKEND_NETWORKS"),
         )

@@ -106,9 +106,10 @@ def build_provisioner(
             raise
         return json_format.MessageToDict(found.config)
 
+    projects_credentials = RegistryCredentials(resolve, settings.project_backend_networks)
     backends = BackendFactory(
         {"local": local},
-        credentials=LayeredCredentials(RegistryCredentials(resolve), config),
+        credentials=LayeredCredentials(projects_credentials, config),
         cloud=cloud_builders(
             public_xds_endpoint(settings, xds_port),
             lambda gateway_id: mapped_ports(mirror, gateway_id),

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
 
+from services.common.addresses import Network
 from services.common.backend_configs import (
     BACKEND_CONFIG,
     CLOUD_BACKENDS,
@@ -49,6 +50,7 @@ from services.common.backend_configs import (
     _Model,
     one_line,
 )
+from services.common.project_backends import Refused, check_project_backend
 from services.provisioner.backends.base import BackendError
 
 __all__ = [
@@ -151,21 +153,34 @@ class StaticCredentials:
 
 class RegistryCredentials:
     """Credentials added with `gatehouse backend add`, kept encrypted by the registry. `refresh`
-    asks the registry right before a backend is used, so a just-added backend is found at once."""
+    asks the registry right before a backend is used, so a just-added backend is found at once.
 
-    def __init__(self, resolve: Callable[[str, str], Awaitable[dict[str, Any] | None]]) -> None:
+    These are a project's, not the operator's: each is checked again before use (inline credentials
+    only, public endpoints or `networks`), so one stored before those rules is refused too."""
+
+    def __init__(
+        self,
+        resolve: Callable[[str, str], Awaitable[dict[str, Any] | None]],
+        networks: Sequence[Network] = (),
+    ) -> None:
         self._resolve = resolve
+        self._networks = tuple(networks)
         self._configs: dict[tuple[str, str], BackendConfig] = {}
 
     async def refresh(self, project: str, backend: str) -> None:
         raw = await self._resolve(project, backend)
+        self._configs.pop((project, backend), None)
         if raw is None:
-            self._configs.pop((project, backend), None)
             return
         try:
-            self._configs[(project, backend)] = BACKEND_CONFIG.validate_python(raw)
+            config = BACKEND_CONFIG.validate_python(raw)
         except ValidationError as error:
             raise BackendError(one_line(error, f"project {project}'s {backend} backend", raw)) from None
+        try:
+            await check_project_backend(config, raw, self._networks)
+        except Refused as refused:
+            raise BackendError(f"project {project}'s {refused}") from None
+        self._configs[(project, backend)] = config
 
     def backend_config(self, project: str, backend: str) -> BackendConfig | None:
         return self._configs.get((project, backend))

@@ -69,6 +69,7 @@ class Registry:
             watch_history=settings.watch_history,
             admission=ReplicaAdmission(replica_subnet(settings)),
             reserved_ports=ReservedPorts.from_settings(settings),
+            backend_networks=settings.project_backend_networks,
         )
         db.after_commit.append(ctx.reads.after_write)
         authenticator = DatabaseAuthenticator(db)

@@ -9,24 +9,24 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.common.addresses import (
+    CLOUD_METADATA,
+    RESOLVE_SECONDS,
+    Address,
+    ip,
+    is_metadata_name,
+    resolve,
+    unwrapped,
+)
 from services.common.errors import InvalidArgument
 from services.registry.host_networks import Network
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
-CLOUD_METADATA = frozenset(
-    ipaddress.ip_address(address)
-    for address in ("169.254.169.254", "fd00:ec2::254", "fd20:ce::254", "100.100.100.200")
-)
-METADATA_NAMES = frozenset({"metadata.google.internal", "metadata"})
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-RESOLVE_SECONDS = 5.0
 ELSEWHERE = (
     "register an address the gateway reaches over the network, or run `gatehouse agent` beside the replica"
 )
@@ -42,7 +42,7 @@ class Claim:
 
     @property
     def is_name(self) -> bool:
-        return _ip(self.host) is None
+        return ip(self.host) is None
 
 
 class Resolver(Protocol):
@@ -53,15 +53,7 @@ class SystemResolver:
     """The system resolver, in the loop's executor, so a slow DNS server stalls no other call."""
 
     async def resolve(self, host: str) -> list[Address]:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        return sorted({ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}, key=str)
-
-
-def _ip(host: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+        return await resolve(host)
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -72,7 +64,7 @@ def split_host_port(text: str) -> tuple[str, int]:
         raise InvalidArgument(
             f"replica address {text!r} is not host:port (for example 10.0.0.5:8000 or [fd00::5]:8000)"
         )
-    if _ip(host) is None and not HOST_NAME.match(host):
+    if ip(host) is None and not HOST_NAME.match(host):
         raise InvalidArgument(f"replica address {text!r}: {host!r} is neither an IP address nor a host name")
     return host, int(port)
 
@@ -80,10 +72,10 @@ def split_host_port(text: str) -> tuple[str, int]:
 async def claim(text: str, resolver: Resolver) -> Claim:
     """`text` parsed and resolved; INVALID_ARGUMENT when it is malformed or does not resolve."""
     host, _ = split_host_port(text)
-    literal = _ip(host)
+    literal = ip(host)
     if literal is not None:
         return Claim(text, host, (literal,))
-    if host.lower().rstrip(".") in METADATA_NAMES:
+    if is_metadata_name(host):
         raise InvalidArgument(f"replica address {text} is refused: {host} is the cloud metadata service")
     try:
         addresses = await asyncio.wait_for(resolver.resolve(host), RESOLVE_SECONDS)
@@ -92,13 +84,6 @@ async def claim(text: str, resolver: Resolver) -> Claim:
     if not addresses:
         raise InvalidArgument(f"replica address {text}: the host name {host} does not resolve")
     return Claim(text, host, tuple(addresses))
-
-
-def _unwrapped(address: Address) -> Address:
-    """An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is the IPv4 address it carries."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _special(address: Address) -> str | None:
@@ -142,7 +127,7 @@ class AddressRules:
     def refusal(self, found: Claim) -> str | None:
         """The one line that refuses `found`, or None when every address it stands for is allowed."""
         for original in found.addresses:
-            address = _unwrapped(original)
+            address = unwrapped(original)
             subject = f"{found.host} resolves to {original}, which" if found.is_name else str(original)
             reason = self._reason(address)
             if reason is not None:
@@ -158,5 +143,5 @@ class AddressRules:
 
 def ip_addresses(values: Iterable[str]) -> frozenset[Address]:
     """The IP addresses among `values`; host names and empty strings are left out."""
-    found = (_ip(value.strip().strip("[]")) for value in values)
+    found = (ip(value.strip().strip("[]")) for value in values)
     return frozenset(address for address in found if address is not None)

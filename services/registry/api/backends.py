@@ -13,6 +13,7 @@ from gatehouse.v1 import registry_pb2, registry_pb2_grpc
 from services.common.auth import current_principal
 from services.common.backend_configs import BACKEND_CONFIG, CLOUD_BACKENDS, one_line
 from services.common.errors import InvalidArgument, NotFound
+from services.common.project_backends import Refused, check_project_backend
 from services.registry.api.context import RegistryContext
 from services.registry.convert import timestamp
 from services.registry.models import BackendConfigRow, utcnow
@@ -37,9 +38,13 @@ class BackendsServicer(registry_pb2_grpc.BackendsServicer):
         if kind not in CLOUD_BACKENDS:
             raise InvalidArgument(f"backend `type` must be one of {', '.join(CLOUD_BACKENDS)}, not {kind!r}")
         try:
-            BACKEND_CONFIG.validate_python(raw)
+            config = BACKEND_CONFIG.validate_python(raw)
         except ValidationError as error:
             raise InvalidArgument(one_line(error, f"{kind} backend", raw)) from None
+        try:
+            await check_project_backend(config, raw, self._ctx.backend_networks)
+        except Refused as refused:
+            raise InvalidArgument(str(refused)) from None
         async with self._ctx.write() as session:
             row = await session.get(BackendConfigRow, (request.project, kind))
             if row is None:

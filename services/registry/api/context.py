@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.addresses import Network
 from services.common.auth import current_lease_claim
 from services.common.crypto import Cipher
 from services.common.db import Database
@@ -30,6 +31,8 @@ class RegistryContext:
     watch_history: int
     admission: ReplicaAdmission
     reserved_ports: ReservedPorts
+    # Private networks projects' backend endpoints may reach (settings.project_backend_networks).
+    backend_networks: tuple[Network, ...] = ()
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)

@@ -73,7 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer) ->
             """
         )
     )
-    process = ServerProcess(home=home)
+    # moto answers on loopback, which projects' endpoints may reach only where the operator allows it.
+    process = ServerProcess(home=home, extra_env={"GATEHOUSE_PROJECT_BACKEND_NETWORKS": "127.0.0.0/8"})
     process.start()
     with Ec2Hosts(moto_server.client("ec2"), tmp_path_factory.mktemp("hosts")):
         yield process

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import pytest
 
 from gatehouse.v1 import resources_pb2
 from services.provisioner.backends.base import BackendError, GatewayBackend, HostInfo
 from services.provisioner.backends.factory import BackendFactory
-from services.provisioner.credentials import AWSBackendConfig, BackendConfig, StaticCredentials
+from services.provisioner.credentials import (
+    AWSBackendConfig,
+    BackendConfig,
+    LayeredCredentials,
+    RegistryCredentials,
+    StaticCredentials,
+)
 
 
 class Named:
@@ -75,3 +82,39 @@ def test_a_project_without_the_backend_fails_saying_where_to_add_it() -> None:
         backends.get("aws", "main")
     with pytest.raises(BackendError, match="the gcp backend is not configured on this server"):
         backends.get("gcp", "main")
+
+
+async def test_a_projects_registry_backend_is_checked_on_every_refresh_and_never_anothers() -> None:
+    stored: dict[tuple[str, str], dict[str, Any]] = {
+        ("first", "aws"): {
+            "type": "aws",
+            "creds": {"type": "access_key", "access_key": "AKIA", "secret_key": "one"},
+        },
+        ("second", "aws"): {"type": "aws", "creds": {"type": "default"}},
+    }
+
+    async def resolve(project: str, backend: str) -> dict[str, Any] | None:
+        return stored.get((project, backend))
+
+    built: list[BackendConfig] = []
+
+    def build(config: BackendConfig) -> GatewayBackend:
+        built.append(config)
+        return Named("aws", config)
+
+    backends = BackendFactory(
+        {}, LayeredCredentials(RegistryCredentials(resolve)), {"aws": build}, ": add it"
+    )
+    await backends.prepare("aws", "first")
+    assert backends.get("aws", "first").name == "aws" and built == [aws("one")]
+    with pytest.raises(BackendError, match=r"^project second's aws backend: creds of type default"):
+        await backends.prepare("aws", "second")
+    with pytest.raises(BackendError, match=r"^project second has no aws backend configured"):
+        backends.get("aws", "second")
+    # A configuration that turns bad is not replaced by the last good one.
+    stored[("first", "aws")] = {**stored[("first", "aws")], "endpoint_url": "http://169.254.169.254/"}
+    with pytest.raises(BackendError, match=r"endpoint_url 169\.254\.169\.254 is link-local"):
+        await backends.prepare("aws", "first")
+    with pytest.raises(BackendError, match=r"^project first has no aws backend configured"):
+        backends.get("aws", "first")
+    assert built == [aws("one")]

@@ -18,6 +18,9 @@ from services.provisioner.credentials import AzureBackendConfig, ClientCreds
 TRANSIENT_CODES = frozenset(
     {"AnotherOperationInProgress", "RetryableError", "TooManyRequests", "InternalServerError", "Conflict"}
 )
+# Resource Manager answering with a redirect is not followed: it could point the server's requests
+# (with the bearer token) at an address only the server reaches. (azure-identity follows none.)
+NO_REDIRECTS = {"permit_redirects": False}
 
 
 def one_line(text: str) -> str:
@@ -64,7 +67,7 @@ class AzureClients:
             if name not in self._clients:
                 if "credential" not in self._clients:
                     self._clients["credential"] = self._credential()
-                options: dict[str, Any] = {}
+                options: dict[str, Any] = dict(NO_REDIRECTS)
                 if self._config.endpoint_url:
                     endpoint = self._config.endpoint_url.rstrip("/")
                     options.update(base_url=endpoint, credential_scopes=[f"{endpoint}/.default"])

@@ -65,6 +65,16 @@ def labels(tags: dict[str, str]) -> dict[str, str]:
     return result
 
 
+def follow_no_redirects(client: Any) -> None:
+    """Compute Engine answering with a redirect is not followed (requests follows up to 30): it could
+    point the server's requests at an address only the server reaches. The REST transport's session
+    and the one it fetches tokens with are requests sessions; neither is offered by a public name."""
+    session = client.transport._session
+    for each in (session, getattr(session, "_auth_request_session", None)):
+        if each is not None:
+            each.max_redirects = 0
+
+
 class GcpClients:
     def __init__(self, config: GCPBackendConfig) -> None:
         self.project = config.project_id
@@ -94,7 +104,9 @@ class GcpClients:
                     api_endpoint=self._config.endpoint_url,
                     universe_domain=getattr(self._credentials, "universe_domain", None),
                 )
-                self._clients[kind] = kind(credentials=self._credentials, client_options=options)  # type: ignore[call-arg]
+                made = kind(credentials=self._credentials, client_options=options)  # type: ignore[call-arg]
+                follow_no_redirects(made)
+                self._clients[kind] = made
             return self._clients[kind]  # type: ignore[no-any-return]
 
     def wait(self, operation: compute_v1.Operation) -> None:

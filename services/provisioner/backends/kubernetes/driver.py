@@ -24,6 +24,7 @@ import logging
 import threading
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -95,7 +96,13 @@ class KubernetesDriver:
                     raise BackendError(
                         f"kubernetes: the kubeconfig is not YAML: {str(error).splitlines()[0]}"
                     ) from None
-                api = config.new_client_from_config_dict(kubeconfig, persist_config=False)
+                settings = client.Configuration()
+                # A redirect is not followed: it could point the server's requests (with the
+                # gateway's Secret) at an address only the server reaches.
+                settings.retries = urllib3.Retry.DEFAULT.new(redirect=0)
+                api = config.new_client_from_config_dict(
+                    kubeconfig, persist_config=False, client_configuration=settings
+                )
                 if self.config.endpoint_url:
                     api.configuration.host = self.config.endpoint_url
                 self._namespace = self.config.namespace or _context_namespace(kubeconfig) or "default"
