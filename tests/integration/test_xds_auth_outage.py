@@ -101,6 +101,7 @@ class World:
 
 
 def request(service: Service, token: str | None, path: str = "/", **headers: str) -> tuple[int, bytes]:
+    """Status and body; 0 and the error when nothing answered (a failed request, too)."""
     connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5)
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -108,6 +109,8 @@ def request(service: Service, token: str | None, path: str = "/", **headers: str
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
+    except OSError as error:
+        return 0, str(error).encode()
     finally:
         connection.close()
 
