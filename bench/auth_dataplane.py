@@ -37,7 +37,7 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf.json_format import MessageToDict
 from google.rpc import code_pb2, status_pb2
 
-from bench.xds_dataplane import static_bootstrap, wrk
+from bench.xds_dataplane import wrk
 from bench.xds_harness import HttpProbe, ensure_debian_package, machine, static_upstream
 from gateway_xds.authz.credentials import PRINCIPAL_HEADER
 from gateway_xds.ir.backends import Endpoint
@@ -45,6 +45,7 @@ from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.policies import Authorization, OpeningCredential
 from gateway_xds.testing.builders import DOMAIN, domain_gateway, service_name
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.static import static_bootstrap
 from gateway_xds.translate.config_source import control_plane_service
 from gateway_xds.translate.host_auth import AUTH_CHECK_FILTER
 from services.provisioner.envoy_bootstrap import BootstrapParams
