@@ -2,8 +2,9 @@
 fetches its configuration from its own gateway_xds process, and a service with auth behind each
 (echo replicas, each with a body marker). With every gateway_xds process stopped (by pid), valid
 credentials keep getting their own replica's answer and credentials revoked before the outage keep
-getting 401, with 0 failed requests; while the control plane is up, a revocation closes the door
-within a second; the credential never reaches a replica. A revocation made during the outage waits
+getting 401, with 0 failed requests, and failed attempts stay limited per client address; while the
+control plane is up, a revocation closes the door within a second; the credential never reaches a
+replica. A revocation made during the outage waits
 for the control plane (Envoy keeps the last configuration it was sent), then applies."""
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ OUTAGE_SECONDS = float(os.environ.get("GATEHOUSE_AUTH_OUTAGE_SECONDS", "8"))
 REVOCATION_SECONDS = 1.0
 DEADLINE_SECONDS = 20.0
 PROJECTS = ("main", "annex")
+# Under /api, each client address may fail auth 3 times (burst 2), then one a minute.
+LIMITS = [{"prefix": "/api", "rps": 1 / 60, "burst": 2}]
 
 
 @dataclass
@@ -161,7 +164,7 @@ async def world(
                 envoy.start()
                 envoys.append(envoy)
                 await asyncio.to_thread(envoy.wait_ready)
-                await driver.service(name, f"gw-{project}", f"{port}:8000", auth=True)
+                await driver.service(name, f"gw-{project}", f"{port}:8000", auth=True, rate_limits=LIMITS)
                 await driver.replica(name, f"{name}-0", f"127.0.0.1:{replica.port}")
                 service = world.services[name] = Service(name, project, port, replica, envoy)
                 await asyncio.to_thread(until, service, registry.admin_token, 200)
@@ -257,6 +260,11 @@ async def test_valid_credentials_get_through_and_revoked_ones_stay_out_with_ever
     assert wrong == [], wrong[:10]
     assert answers["200"] > 0 and answers["401"] > 0 and sum(answers.values()) >= 100, answers
     assert request(alpha, ann)[0] == 200
+    # Failed attempts are still limited per client address, by each Envoy.
+    for service in (alpha, beta):
+        flood = [request(service, "gh_guess", "/api/x")[0] for _ in range(5)]
+        assert flood == [401] * 3 + [429] * 2, (service.name, flood)
+        assert request(service, alpha_key if service is alpha else beta_key, "/api/x")[0] == 200
     for service in (alpha, beta):
         assert service.envoy.stats("control_plane.connected_state")["control_plane.connected_state"] == 0
 
