@@ -1,11 +1,16 @@
 """Envoy's ext_authz check that the control plane still answers: the wake check of services scaled to
 zero, answered once a replica can take the request. (Credentials are checked by Envoy itself, with
-no control plane to ask: translate/host_auth.py.)"""
+no control plane to ask: translate/host_auth.py.)
+
+Any other check is refused with 503: during a rolling upgrade an Envoy still configured by an older
+control plane may ask here for a credential check, which must never pass for want of one."""
 
 from __future__ import annotations
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from gateway_xds.authz.context import WAKE_SERVICE_ID
@@ -23,9 +28,26 @@ class WakeServicer(external_auth_pb2_grpc.AuthorizationServicer):
     ) -> external_auth_pb2.CheckResponse:
         """The request goes on unchanged (whether or not a replica came up: without one, Envoy's 503)."""
         service_id = request.attributes.context_extensions.get(WAKE_SERVICE_ID)
-        if service_id and self._waker is not None:
+        if not service_id:
+            return not_a_wake_check()
+        if self._waker is not None:
             await self._waker.hold(service_id, peer_gateway(context))
         return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+
+
+def not_a_wake_check() -> external_auth_pb2.CheckResponse:
+    retry = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key="retry-after", value="1"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAVAILABLE),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
+            headers=[retry],
+            body="the gateway is taking a new configuration; retry shortly\n",
+        ),
+    )
 
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
