@@ -43,6 +43,8 @@ REFUSAL = (
 )
 # Tokens and API keys are under 50 bytes; a longer bearer value is refused without hashing it.
 MAX_CREDENTIAL_BYTES = 256
+# Credentials each Envoy worker keeps converted (about 150 bytes each), all services together.
+MAX_CACHED_CREDENTIALS = 1_000_000
 SERVICE_KEY, VERSION_KEY = "service", "version"
 
 
@@ -59,6 +61,7 @@ def check_script() -> str:
     }
     header = "".join(f"local {name} = {json.dumps(value)}\n" for name, value in names.items())
     header += f"local MAX_CREDENTIAL_BYTES = {MAX_CREDENTIAL_BYTES}\n"
+    header += f"local MAX_CACHED_CREDENTIALS = {MAX_CACHED_CREDENTIALS}\n"
     lua = resources.files("gateway_xds.translate") / "lua"
     return header + (lua / "sha256.lua").read_text() + (lua / "auth_check.lua").read_text()
 

@@ -5,6 +5,7 @@ attacker may send in Authorization."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import http.client
@@ -21,7 +22,7 @@ from gateway_xds.testing.builders import DOMAIN, domain_gateway, service_name
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.static import static_bootstrap
 from gateway_xds.testing.upstream import Upstream
-from gateway_xds.translate.host_auth import MAX_CREDENTIAL_BYTES
+from gateway_xds.translate.host_auth import MAX_CACHED_CREDENTIALS, MAX_CREDENTIAL_BYTES
 from services.provisioner.envoy_bootstrap import BootstrapParams
 from tests.support.real import require_real
 
@@ -41,11 +42,13 @@ class Gateway:
     replica: Upstream
     envoy: EnvoyProcess
 
-    def request(self, headers: list[tuple[str, str]], path: str = "/headers") -> tuple[int, bytes]:
+    def request(
+        self, headers: list[tuple[str, str]], path: str = "/headers", service: int = 0
+    ) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
             connection.putrequest("GET", path, skip_host=True)
-            connection.putheader("Host", f"{service_name(0)}.{DOMAIN}")
+            connection.putheader("Host", f"{service_name(service)}.{DOMAIN}")
             for name, value in headers:
                 connection.putheader(name, value.encode())
             connection.endheaders()
@@ -65,34 +68,50 @@ def replica() -> Iterator[Upstream]:
         yield upstream
 
 
-@pytest.fixture(scope="module")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, replica: Upstream) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def checked_gateway(
+    work: Path, replica: Upstream, tables: list[dict[str, str]], script: dict[str, str] | None = None
+) -> AsyncIterator[Gateway]:
+    """Envoy serving one service per table (name -> value of each credential that opens it), its
+    check's script changed by `script` (text -> replacement) if given."""
     binary = envoy_binary()
     if binary is None:
         require_real("no envoy binary beside the interpreter nor on PATH")
     port = free_port()
-    ir = domain_gateway(1, endpoints=(Endpoint("127.0.0.1", replica.port),), port=port)
+    ir = domain_gateway(len(tables), endpoints=(Endpoint("127.0.0.1", replica.port),), port=port)
     (listener,) = ir.listeners
-    values = {**SECRETS, "too-long": TOO_LONG}
-    credentials = tuple(
-        OpeningCredential(hashlib.sha256(value.encode()).hexdigest(), principal(name))
-        for name, value in values.items()
-    )
-    vhost = dataclasses.replace(
-        listener.virtual_hosts[0], authorization=Authorization("main", "svc-1", credentials)
-    )
-    ir = dataclasses.replace(ir, listeners=(dataclasses.replace(listener, virtual_hosts=(vhost,)),))
-    work = tmp_path_factory.mktemp("host-auth-envoy")
-    empty = Path(work / "empty.yaml")
+    vhosts = []
+    for index, (vhost, table) in enumerate(zip(listener.virtual_hosts, tables, strict=True)):
+        credentials = tuple(
+            OpeningCredential(hashlib.sha256(value.encode()).hexdigest(), principal(name))
+            for name, value in table.items()
+        )
+        vhosts.append(
+            dataclasses.replace(vhost, authorization=Authorization("main", f"svc-{index}", credentials))
+        )
+    ir = dataclasses.replace(ir, listeners=(dataclasses.replace(listener, virtual_hosts=tuple(vhosts)),))
+    empty = work / "empty.yaml"
     empty.write_text("")
     params = BootstrapParams(ir.gateway_id, 0, "127.0.0.1", free_port(), admin_port=free_port())
-    envoy = EnvoyProcess(binary, work, static_bootstrap(ir, params, empty))
+    bootstrap = static_bootstrap(ir, params, empty)
+    for text, replacement in (script or {}).items():
+        rendered = json.dumps(bootstrap)
+        assert text in rendered
+        bootstrap = json.loads(rendered.replace(text, replacement))
+    envoy = EnvoyProcess(binary, work, bootstrap)
     envoy.start()
     try:
         await asyncio.to_thread(envoy.wait_ready)
         yield Gateway(port, replica, envoy)
     finally:
         envoy.stop()
+
+
+@pytest.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory, replica: Upstream) -> AsyncIterator[Gateway]:
+    tables = [{**SECRETS, "too-long": TOO_LONG}]
+    async with checked_gateway(tmp_path_factory.mktemp("host-auth-envoy"), replica, tables) as gateway:
+        yield gateway
 
 
 @pytest.mark.parametrize("name", sorted(SECRETS))
@@ -143,3 +162,30 @@ def test_what_a_client_may_send(gateway: Gateway, headers: list[tuple[str, str]]
     else:
         answer = json.loads(body)
         assert answer["error"] == "unauthorized" and "Bearer" in answer["message"]
+
+
+async def test_a_worker_whose_converted_tables_overflow_starts_over_and_still_answers_right(
+    tmp_path: Path, replica: Upstream
+) -> None:
+    """Two services of two credentials each, and room for three: each table converted evicts the other."""
+    tables = [{"ann": "ann's token", "amy": "amy's token"}, {"bob": "bob's token", "ben": "ben's token"}]
+    cap = f"local MAX_CACHED_CREDENTIALS = {MAX_CACHED_CREDENTIALS}"
+    script = {cap: "local MAX_CACHED_CREDENTIALS = 3"}
+    async with checked_gateway(tmp_path, replica, tables, script) as gateway:
+        for _ in range(5):
+            for index, table in enumerate(tables):
+                other = tables[1 - index]
+                for name, value in table.items():
+                    status, body = gateway.request([("Authorization", f"Bearer {value}")], service=index)
+                    assert status == 200 and json.loads(body)["x-gatehouse-principal"] == principal(name)
+                for value in other.values():
+                    assert gateway.request([("Authorization", f"Bearer {value}")], service=index)[0] == 401
+
+
+async def test_a_check_that_fails_refuses(tmp_path: Path, replica: Upstream) -> None:
+    """Envoy lets a request through a Lua script that raises an error: the check refuses it instead."""
+    broken = {f"local MAX_CREDENTIAL_BYTES = {MAX_CREDENTIAL_BYTES}": "local MAX_CREDENTIAL_BYTES = nil"}
+    async with checked_gateway(tmp_path, replica, [{"ann": "ann's token"}], broken) as gateway:
+        status, body = gateway.request([("Authorization", "Bearer ann's token")])
+        assert status == 401 and json.loads(body)["error"] == "unauthorized"
+        assert "auth check failed, request refused" in gateway.envoy.log()

@@ -1,5 +1,5 @@
 """Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
-by the control plane's ext_authz server, rate limits counted per client (by each Envoy, or shared by
+by Envoy against the credential hashes it is sent, rate limits counted per client (by each Envoy, or shared by
 the Envoys of a gateway's two hosts) after auth, per principal where there is auth, CORS preflights."""
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ async def second_host(
 ) -> AsyncIterator[SecondHost]:
     """Host 1 of the gateway, as on a second VM: a network namespace of its own, made by the local
     backend's own code, where its Envoy binds the gateway's listener on the host's own addresses and
-    reaches gateway_xds (ADS, ext_authz, the shared rate limits) at the veth's host end, its default
+    reaches gateway_xds (ADS, the shared rate limits) at the veth's host end, its default
     route. Its admin interface is a Unix socket, reached from here whatever the namespace."""
     if not namespaces_available():
         require_real("network namespaces need root and `ip` from iproute2")

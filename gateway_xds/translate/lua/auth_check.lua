@@ -4,20 +4,30 @@
 -- FAILURE_HEADER (MISSING or REFUSED) and routed again, to the virtual host's refusal routes (401,
 -- after the failure's own rate limit). The translator defines the upper-case names before this file.
 
--- Per worker: service -> {version, principals}. The per-route context names the table's version, so a
--- table is converted to Lua once per version, not per request.
-local tables = {}
+-- Per worker: service -> {version, principals, count}. The per-route context names the table's
+-- version, so a table is converted to Lua once per version, not per request. Tables of services gone
+-- stay until the worker holds MAX_CACHED_CREDENTIALS entries; then all go, and the live ones are
+-- converted again as their requests come.
+local tables, cached = {}, 0
 
 local function principals_of(handle, context, service)
   local version = context:get(VERSION_KEY)
   local known = tables[service]
   if known == nil or known.version ~= version then
-    local principals = {}
+    local principals, count = {}, 0
     for digest, principal in pairs(handle:virtualHost():metadata()) do
       principals[digest] = principal
+      count = count + 1
     end
-    known = { version = version, principals = principals }
+    if known ~= nil then
+      cached = cached - known.count
+    end
+    if cached + count > MAX_CACHED_CREDENTIALS then
+      tables, cached = {}, 0
+    end
+    known = { version = version, principals = principals, count = count }
     tables[service] = known
+    cached = cached + count
   end
   return known.principals
 end
@@ -43,7 +53,7 @@ local function refuse(handle, headers, reason)
   handle:clearRouteCache()
 end
 
-function envoy_on_request(handle)
+local function check(handle)
   local context = handle:filterContext()
   local service = context:get(SERVICE_KEY)
   if service == nil then
@@ -65,4 +75,13 @@ function envoy_on_request(handle)
   end
   headers:remove("authorization")
   headers:replace(PRINCIPAL_HEADER, principal)
+end
+
+-- Envoy lets a request through a script that fails: this one refuses it instead.
+function envoy_on_request(handle)
+  local ok, failure = pcall(check, handle)
+  if not ok then
+    handle:logErr("auth check failed, request refused: " .. tostring(failure))
+    refuse(handle, handle:headers(), REFUSED)
+  end
 end
