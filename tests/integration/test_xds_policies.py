@@ -393,7 +393,11 @@ async def test_replicas_learn_the_principal_from_the_gateway_never_from_the_clie
         registry_pb2.CreateServiceKeyRequest(project="main", service="teller")
     )
     forged = {"X-Gatehouse-Principal": "user:admin"}
-    as_wanda = json.loads((await gateway.request("teller", "/headers", wanda, headers=forged)).body)
+    # A new token opens the service once its hash reaches the gateway's Envoy.
+    answer = await gateway.until(
+        lambda: gateway.request("teller", "/headers", wanda, headers=forged), 200, "token"
+    )
+    as_wanda = json.loads(answer.body)
     assert as_wanda["x-gatehouse-principal"] == "user:wanda"
     with_key = await gateway.until(
         lambda: gateway.request("teller", "/headers", key.key, headers=forged), 200, "key"
