@@ -43,7 +43,7 @@ REFUSAL = (
 )
 # Tokens and API keys are under 50 bytes; a longer bearer value is refused without hashing it.
 MAX_CREDENTIAL_BYTES = 256
-# Credentials each Envoy worker keeps converted (about 150 bytes each), all services together.
+# Credentials each Envoy worker keeps converted, all services together: a bound on the check's memory.
 MAX_CACHED_CREDENTIALS = 1_000_000
 SERVICE_KEY, VERSION_KEY = "service", "version"
 
