@@ -1,9 +1,10 @@
 """Benchmark: how soon a revoked token stops opening a service at a real Envoy, and what the gateway's
 auth check adds to a request.
 
-An in-process registry and gateway_xds (its ext_authz server answers from the watch-fed credential
-index) and a real Envoy with the provisioner's bootstrap. Each sample makes a member's token, waits
-until it opens the service, revokes it, and times the first 401. Then sequential requests on one
+An in-process registry and gateway_xds (which pushes each service's credential hashes to Envoy in
+its virtual host: a revocation is a route update) and a real Envoy with the provisioner's bootstrap.
+Each sample makes a member's token, waits until it opens the service, revokes it, and times the
+first 401. Then sequential requests on one
 connection to a service with auth and to one without, both without replicas (Envoy answers 503
 itself), so that the difference is the check alone.
 
@@ -21,11 +22,11 @@ from pathlib import Path
 
 from bench.xds_harness import machine, summary_ms
 from gatehouse.client.connection import Stubs
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.registry import LiveRegistry, live_registry
 
 DOMAIN = "auth.test"
@@ -108,7 +109,7 @@ async def run(samples: int, requests: int) -> None:
                 await asyncio.to_thread(client.until, "idle-secure", token, 503)
                 with_auth = await asyncio.to_thread(latencies, client, "idle-secure", token, requests)
                 without = await asyncio.to_thread(latencies, client, "idle-open", None, requests)
-                print(f"request with auth (ext_authz):  {summary_ms(with_auth)}")
+                print(f"request with auth (in Envoy):   {summary_ms(with_auth)}")
                 print(f"request without auth:           {summary_ms(without)}")
             finally:
                 envoy.stop()

@@ -25,12 +25,12 @@ from google.protobuf import struct_pb2
 
 from bench.xds_harness import HttpProbe, machine, percentile
 from gatehouse.client.connection import Stubs
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
 from services.common.crypto import Cipher
 from services.common.internal_ca import InternalCA
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.certs import client_files
 from tests.support.replicated_plane import Plane, replicated_plane
 

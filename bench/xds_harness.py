@@ -20,13 +20,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gatehouse.client.connection import Stubs
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.load import LoadLoop, LoadResult
 from gateway_xds.testing.registry_driver import RegistryDriver
 from services.common.auth import Principal
 from services.common.probes import tcp_open
 from services.common.settings import Settings
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from services.registry import replicas, services
 from services.registry.app import Registry
 from services.registry.configurations import ServiceConfig

@@ -9,8 +9,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from gatehouse.client.connection import Stubs
-from gateway_xds.authz.credentials import CredentialIndex
-from gateway_xds.authz.server import authorization_service
+from gateway_xds.authz.server import wake_service
 from gateway_xds.autoscale.autoscaler import Autoscaler
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
@@ -65,19 +64,17 @@ class XdsApp:
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
         sync = EnvoySync(reporter)
-        # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
-        credentials_index = CredentialIndex()
         provider = RegistryProvider(
             stubs,
             cache,
             hook,
-            credentials=credentials_index,
             after_resync=freeze_long_lived if own_process else None,
             tunnels=tunnels,
         )
         rates = RequestRates()
         autoscaler = Autoscaler(stubs, provider.mirror, rates)
         waker = Waker(provider.mirror, sync, autoscaler)
+        # Envoys ask here for shared rate limits and wake-ups, and push their stats (OTLP), for autoscaling.
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
             lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
@@ -94,7 +91,7 @@ class XdsApp:
                 credentials=credentials,
                 push_window=push_window,
                 services=(
-                    authorization_service(credentials_index, waker),
+                    wake_service(waker),
                     rate_limit_service(SharedBuckets()),
                     metrics,
                 ),

@@ -1,32 +1,18 @@
-"""Who may call which service: an index of credential hashes kept current by the watch feed."""
+"""Who may call which service: the credentials (their hashes) that open each service, kept current by
+the watch feed and pushed to the gateways' Envoys, which check each request themselves
+(translate/host_auth.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gatehouse.v1 import resources_pb2
+from gateway_xds.ir.policies import OpeningCredential
 
-# The per-route context Envoy sends with each check names the service it is for.
-SERVICE_ID = "service_id"
-PROJECT = "project"
-# ... or, for the wake check, the service to bring up.
-WAKE_SERVICE_ID = "wake_service_id"
 # Set by the check on every request it lets through (any copy the client sent is removed first):
 # who the request is from, which rate limits count by.
 PRINCIPAL_HEADER = "x-gatehouse-principal"
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    reason: str = ""
-    # Who the credential belongs to, when allowed.
-    principal: str = ""
-    # A credential was sent but the index has not been loaded yet: nothing can be said about it.
-    loading: bool = False
 
 
 def principal_of(credential: resources_pb2.Credential) -> str:
@@ -34,44 +20,54 @@ def principal_of(credential: resources_pb2.Credential) -> str:
     return f"key:{credential.id}" if credential.service_id else f"user:{credential.user}"
 
 
-class CredentialIndex:
-    def __init__(self) -> None:
-        self._by_hash: dict[str, resources_pb2.Credential] = {}
-        self._loaded = asyncio.Event()
+@dataclass(frozen=True)
+class CredentialsChanged:
+    """What a new set of credentials changes: every service (an admin's tokens), the services of some
+    projects (members' tokens), some services (their API keys)."""
 
-    def replace(self, credentials: Iterable[resources_pb2.Credential]) -> None:
-        self._by_hash = {credential.hash: credential for credential in credentials}
-        self._loaded.set()
+    everything: bool = False
+    projects: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
 
-    def __len__(self) -> int:
-        return len(self._by_hash)
+    def __bool__(self) -> bool:
+        return self.everything or bool(self.projects) or bool(self.services)
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the registry's credentials have been loaded once (they are current from then on)."""
-        return self._loaded.is_set()
 
-    async def wait_loaded(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._loaded.wait()
-        except TimeoutError:
-            return False
-        return True
+@dataclass
+class CredentialTables:
+    """Hash -> principal, by what it opens: an admin's tokens every service, a member's tokens the
+    services of the user's projects, an API key its own service."""
 
-    def decide(self, authorization: str, project: str, service_id: str) -> Decision:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return Decision(False, "send `Authorization: Bearer <token>` with a project token or an API key")
-        if not self.loaded:
-            return Decision(False, "the gateway is loading its credentials", loading=True)
-        credential = self._by_hash.get(hashlib.sha256(value.strip().encode()).hexdigest())
-        if credential is None:
-            return Decision(False, "the token is not valid")
-        if credential.service_id:
-            if credential.service_id == service_id:
-                return Decision(True, principal=principal_of(credential))
-            return Decision(False, "this API key is for another service")
-        if credential.admin or project in credential.projects:
-            return Decision(True, principal=principal_of(credential))
-        return Decision(False, f'the token\'s user is not a member of project "{project}"')
+    admins: dict[str, str] = field(default_factory=dict)
+    members: dict[str, dict[str, str]] = field(default_factory=dict)
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def replace(self, credentials: Iterable[resources_pb2.Credential]) -> CredentialsChanged:
+        admins: dict[str, str] = {}
+        members: dict[str, dict[str, str]] = {}
+        keys: dict[str, dict[str, str]] = {}
+        for credential in credentials:
+            principal = principal_of(credential)
+            if credential.service_id:
+                keys.setdefault(credential.service_id, {})[credential.hash] = principal
+            elif credential.admin:
+                admins[credential.hash] = principal
+            else:
+                for project in credential.projects:
+                    members.setdefault(project, {})[credential.hash] = principal
+        changed = CredentialsChanged(
+            everything=admins != self.admins,
+            projects=_changed(members, self.members),
+            services=_changed(keys, self.keys),
+        )
+        self.admins, self.members, self.keys = admins, members, keys
+        return changed
+
+    def opening(self, project: str, service_id: str) -> tuple[OpeningCredential, ...]:
+        """The credentials that open the service, by hash."""
+        table = {**self.admins, **self.members.get(project, {}), **self.keys.get(service_id, {})}
+        return tuple(OpeningCredential(digest, principal) for digest, principal in sorted(table.items()))
+
+
+def _changed(new: dict[str, dict[str, str]], old: dict[str, dict[str, str]]) -> frozenset[str]:
+    return frozenset(name for name in new.keys() | old.keys() if new.get(name) != old.get(name))

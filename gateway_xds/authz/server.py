@@ -1,77 +1,61 @@
-"""Envoy's ext_authz checks: auth, answered from memory (no registry round trip per request; the
-Gatehouse credential is removed before the request reaches the service's replicas and replaced by
-the principal), and the wake check of services scaled to zero, answered once a replica can take the
-request.
+"""Envoy's ext_authz check that the control plane still answers: the wake check of services scaled to
+zero, answered once a replica can take the request. (Credentials are checked by Envoy itself, with
+no control plane to ask: translate/host_auth.py.)
 
-A credential is never refused because the index is not loaded yet (the control plane has just
-started): the check waits for it, briefly, then answers 503 with Retry-After. Requests that fail the
-check are limited apart from every principal's allowance (ratelimit/unauthenticated.py)."""
+Any other check is refused with 503: during a rolling upgrade an Envoy still configured by an older
+control plane may ask here for a credential check, which must never pass for want of one."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
 
-from gateway_xds.authz import responses
-from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, WAKE_SERVICE_ID, CredentialIndex, Decision
+from gateway_xds.authz.context import WAKE_SERVICE_ID
 from gateway_xds.autoscale.wake import Waker
-from gateway_xds.ratelimit.unauthenticated import UnauthenticatedLimits
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
-from gateway_xds.translate.authz import CHECK_TIMEOUT_MS
-
-# Well within Envoy's timeout for the check, so that the answer is ours (503, saying why), not Envoy's.
-LOADING_HOLD_SECONDS = CHECK_TIMEOUT_MS / 1000 / 2
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(
-        self,
-        index: CredentialIndex,
-        waker: Waker | None = None,
-        unauthenticated: UnauthenticatedLimits | None = None,
-        loading_hold_seconds: float = LOADING_HOLD_SECONDS,
-    ) -> None:
-        self._index = index
+class WakeServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, waker: Waker | None = None) -> None:
         self._waker = waker
-        self._unauthenticated = unauthenticated if unauthenticated is not None else UnauthenticatedLimits()
-        self._loading_hold_seconds = loading_hold_seconds
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        extensions = request.attributes.context_extensions
-        if WAKE_SERVICE_ID in extensions:
-            if self._waker is not None:
-                await self._waker.hold(extensions[WAKE_SERVICE_ID], peer_gateway(context))
-            return responses.passed()
-        decision = await self._decide(
-            request.attributes.request.http.headers.get("authorization", ""), extensions
-        )
-        if decision.allowed:
-            return responses.allowed(decision.principal)
-        if decision.loading:
-            return responses.loading()
-        address = request.attributes.source.address.socket_address.address
-        wait = self._unauthenticated.wait(peer_gateway(context) or "", extensions, address)
-        return responses.too_many_unauthenticated(wait) if wait else responses.unauthorized(decision.reason)
+        """The request goes on unchanged (whether or not a replica came up: without one, Envoy's 503)."""
+        service_id = request.attributes.context_extensions.get(WAKE_SERVICE_ID)
+        if not service_id:
+            return not_a_wake_check()
+        if self._waker is not None:
+            await self._waker.hold(service_id, peer_gateway(context))
+        return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
-    async def _decide(self, authorization: str, extensions: Mapping[str, str]) -> Decision:
-        project, service_id = extensions.get(PROJECT, ""), extensions.get(SERVICE_ID, "")
-        decision = self._index.decide(authorization, project, service_id)
-        if decision.loading and await self._index.wait_loaded(self._loading_hold_seconds):
-            decision = self._index.decide(authorization, project, service_id)
-        return decision
+
+def not_a_wake_check() -> external_auth_pb2.CheckResponse:
+    retry = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key="retry-after", value="1"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAVAILABLE),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.ServiceUnavailable),
+            headers=[retry],
+            body="the gateway is taking a new configuration; retry shortly\n",
+        ),
+    )
 
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 
-def authorization_service(index: CredentialIndex, waker: Waker | None = None) -> ExtraService:
-    """The checks, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
-    servicer = AuthorizationServicer(index, waker)
+def wake_service(waker: Waker | None = None) -> ExtraService:
+    """The wake check, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
+    servicer = WakeServicer(waker)
     return ExtraService(
         AUTHORIZATION_SERVICE,
         lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server),

@@ -17,7 +17,7 @@ from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener
-from gateway_xds.ir.policies import Authorization, RateLimit, ScaleFromZero
+from gateway_xds.ir.policies import Authorization, OpeningCredential, RateLimit, ScaleFromZero
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret
 
@@ -32,6 +32,7 @@ _WHAT: dict[type, str] = {
     TLSSecret: "secret",
     AcmeChallenge: "ACME challenge",
     Authorization: "authorization",
+    OpeningCredential: "credential",
     RateLimit: "rate limit",
     ScaleFromZero: "scale from zero",
     AgentTunnels: "agent tunnels",

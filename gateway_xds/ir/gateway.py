@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gateway_xds.ir.agent_tunnels import AgentTunnels, validate_agent_tunnels
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
-from gateway_xds.ir.policies import validate_rate_limits
+from gateway_xds.ir.policies import validate_authorization, validate_rate_limits
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.tls import TLSSecret, validate_challenge, validate_secret, validate_tls_port
 
@@ -121,8 +121,8 @@ def validate_virtual_host(listener: HTTPListener, vhost: VirtualHost) -> list[st
         errors += validate_challenge(where, challenge)
     errors += [f"{where}: {e}" for e in _duplicates("ACME token", (c.token for c in vhost.acme_challenges))]
     errors += validate_rate_limits(where, vhost.rate_limits)
-    if vhost.authorization is not None and not listener.authorization_cluster:
-        errors.append(f"{where}: needs authorization but the listener has no authorization server")
+    if vhost.authorization is not None:
+        errors += validate_authorization(where, vhost.authorization)
     if any(limit.shared for limit in vhost.rate_limits) and not listener.authorization_cluster:
         errors.append(f"{where}: shares rate limits but the listener has no server to count them")
     if vhost.scale_from_zero is not None and not listener.authorization_cluster:

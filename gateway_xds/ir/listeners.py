@@ -32,8 +32,8 @@ class HTTPListener:
     route_table: RouteTable = RouteTable.SINGLE
     # The same virtual hosts over TLS on another port, e.g. :443 beside :80.
     tls: TLSPort | None = None
-    # The cluster (static, in every gateway's bootstrap) of the ext_authz server that checks requests
-    # to virtual hosts with an `authorization`; empty: none, and such virtual hosts are refused.
+    # The cluster (static, in every gateway's bootstrap) of the control plane, which counts shared rate
+    # limits and wakes services scaled to zero; empty: none, and virtual hosts needing it are refused.
     authorization_cluster: str = ""
 
     def shell(self) -> "HTTPListener":

@@ -12,12 +12,38 @@ MIN_REQUESTS_PER_SECOND = 1 / 60
 
 
 @dataclass(frozen=True)
+class OpeningCredential:
+    """A credential that opens a service: the sha256 of its bearer value (hex; the value itself never
+    leaves the registry) and who it is (a rate limit's client)."""
+
+    hash: str
+    principal: str
+
+
+@dataclass(frozen=True)
 class Authorization:
-    """Requests need a credential that opens this service; checked by the gateway's ext_authz server,
-    which is told the service by these two values."""
+    """Requests need one of `credentials`: checked by the gateway's Envoy itself, which holds their
+    hashes, so a credential is checked with no control plane to ask."""
 
     project: str
     service_id: str
+    credentials: tuple[OpeningCredential, ...] = ()
+
+
+def validate_authorization(where: str, authorization: Authorization) -> list[str]:
+    errors: list[str] = []
+    if not authorization.service_id:
+        errors.append(f"{where}: authorization needs the service's id")
+    # Never the value itself in a message: it may be a credential sent by mistake.
+    if not all(_is_sha256_hex(credential.hash) for credential in authorization.credentials):
+        errors.append(f"{where}: a credential's hash is not a sha256 in hex (only hashes go to Envoy)")
+    if not all(credential.principal for credential in authorization.credentials):
+        errors.append(f"{where}: a credential names no principal")
+    return errors
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 @dataclass(frozen=True)

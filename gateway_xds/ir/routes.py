@@ -36,7 +36,7 @@ class VirtualHost:
     https_port: int = 443
     # HTTP-01 answers for this host, given before anything else (no auth, no redirect).
     acme_challenges: tuple[AcmeChallenge, ...] = ()
-    # None: anyone may call; otherwise the listener's ext_authz server checks each request.
+    # None: anyone may call; otherwise Envoy checks each request against its credentials.
     authorization: Authorization | None = None
     rate_limits: tuple[RateLimit, ...] = ()
     # Browsers may call it from any origin; preflight requests are answered without auth.

@@ -10,6 +10,7 @@ from gatehouse import gateway_resources
 from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
+from gateway_xds.authz.credentials import CredentialTables
 from gateway_xds.incremental import ServiceRoute
 from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
@@ -74,12 +75,14 @@ def service_route(
     tls_ready: bool = False,
     challenges: tuple[AcmeChallenge, ...] = (),
     takes_tunnels: bool = False,
+    credentials: CredentialTables | None = None,
 ) -> ServiceRoute | None:
     """The service's virtual host and backend; None when the gateway does not route it.
 
     `tls_ready`: a certificate the gateway serves covers the service's name; `challenges`: the ACME
     HTTP-01 answers for its name; `takes_tunnels`: the gateway takes its agents' tunnels, so a
-    service with a replica behind an agent is served over them (and only over them)."""
+    service with a replica behind an agent is served over them (and only over them); `credentials`:
+    what opens which service (none: a service with auth opens to no one)."""
     port = logical_port(service)
     if port is None:
         return None
@@ -95,7 +98,7 @@ def service_route(
         https_redirect=https_redirect(gateway, service, tls_ready),
         https_port=gateway.status.https_port or 443,
         acme_challenges=challenges,
-        authorization=policies.authorization(service),
+        authorization=policies.authorization(service, credentials),
         rate_limits=policies.rate_limits(service),
         cors=policies.cors(service),
         scale_from_zero=policies.scale_from_zero(service, bool(endpoints or agents)),
@@ -148,6 +151,7 @@ def gateway_ir(
     certificates: Iterable[ServedCertificate] = (),
     challenges: Iterable[resources_pb2.AcmeChallenge] = (),
     agent_tunnels: AgentTunnels | None = None,
+    credentials: CredentialTables | None = None,
 ) -> GatewayIR:
     """The whole IR of a gateway (what the provider maintains piece by piece); `certificates` are the
     ones it serves, with their keys; `agent_tunnels`, where it takes its agents' tunnels."""
@@ -168,6 +172,7 @@ def gateway_ir(
                 tls_ready=covered(served, s.spec.hostname),
                 challenges=tuple(answers.get(s.spec.hostname.lower(), ())),
                 takes_tunnels=agent_tunnels is not None,
+                credentials=credentials,
             )
         )
         is not None

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from gatehouse.gateway_resources import XDS_CLUSTER
 from gatehouse.v1 import resources_pb2
+from gateway_xds.authz.credentials import CredentialTables
 from gateway_xds.ir.policies import Authorization, RateLimit, RateLimitKey, ScaleFromZero
 
-# Every gateway's bootstrap has this cluster: gateway_xds itself, which also answers ext_authz
-# (services/provisioner/envoy_bootstrap.py).
+# Every gateway's bootstrap has this cluster: gateway_xds itself, which also counts shared rate
+# limits and answers the wake check (gatehouse/envoy_bootstrap.py).
 AUTHORIZATION_CLUSTER = XDS_CLUSTER
 
 
-def authorization(service: resources_pb2.Service) -> Authorization | None:
+def authorization(
+    service: resources_pb2.Service, credentials: CredentialTables | None = None
+) -> Authorization | None:
     """Every service needs a credential of its project or an API key of its own, whether reached by
     name (seed 000) or by gateway port (seed 004), unless `auth: false`."""
     if not service.spec.auth:
         return None
-    return Authorization(project=service.project, service_id=service.id)
+    opening = credentials.opening(service.project, service.id) if credentials is not None else ()
+    return Authorization(project=service.project, service_id=service.id, credentials=opening)
 
 
 def rate_limits(service: resources_pb2.Service) -> tuple[RateLimit, ...]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import resources_pb2
-from gateway_xds.authz.credentials import CredentialIndex
+from gateway_xds.authz.credentials import CredentialsChanged, CredentialTables
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.incremental import IncrementalGateway, ResourceHook
 from gateway_xds.ir.tls import TLSSecret
@@ -40,19 +40,18 @@ class RegistryProvider:
         cache: SnapshotCache,
         hook: ResourceHook | None = None,
         keys: KeySource | None = None,
-        credentials: CredentialIndex | None = None,
         after_resync: Callable[[], None] | None = None,
         tunnels: TunnelIdentity | None = None,
     ) -> None:
         """`keys` gives certificates' private keys (the registry's, through `stubs`, by default);
-        `credentials`, if given, is kept current for the gateways' auth checks; `after_resync` is
-        called once a whole registry state is published; with `tunnels`, gateways take the reverse
-        tunnels of their services' agents."""
+        `after_resync` is called once a whole registry state is published; with `tunnels`, gateways
+        take the reverse tunnels of their services' agents."""
         self._stubs = stubs
         self._tunnels = tunnels
         self._after_resync = after_resync
         self._cache = cache
-        self._credentials = credentials
+        # The credential hashes each service's virtual host carries, which its Envoys check.
+        self.credentials = CredentialTables()
         self._hook = hook
         self.mirror = RegistryMirror()
         self._gateways: dict[str, IncrementalGateway] = {}
@@ -88,10 +87,8 @@ class RegistryProvider:
 
     async def on_change(self, change: Change) -> None:
         started = time.perf_counter()
-        # Before the keys are fetched (a registry round trip each): checks wait for the credentials.
-        self._follow_credentials(change)
         await self._certificates.fetch_keys(self.mirror, self._certificate_ids(change))
-        gateways = self._apply_objects(change)
+        gateways = self.apply(change)
         if change.resync and self._after_resync is not None:
             self._after_resync()
         self._retry_keys_later()
@@ -105,19 +102,13 @@ class RegistryProvider:
         """Bring the snapshots of the gateways `change` touched up to date; returns their ids.
 
         Certificates are served only once their keys are fetched (on_change does it first)."""
-        self._follow_credentials(change)
-        return self._apply_objects(change)
-
-    def _follow_credentials(self, change: Change) -> None:
-        if self._credentials is not None and (change.resync or change.credentials):
-            # At once, before any snapshot: a revoked token stops opening anything with this event.
-            self._credentials.replace(self.mirror.credentials.values())
-
-    def _apply_objects(self, change: Change) -> set[str]:
+        credentials = CredentialsChanged()
+        if change.resync or change.credentials:
+            credentials = self.credentials.replace(self.mirror.credentials.values())
         self._revision = change.revision
         if change.resync:
             return self._resync()
-        services = set(change.services)
+        services = set(change.services) | self._opened_by(credentials)
         for replica_id in change.replicas:
             services.update(self._index_replica(replica_id))
         touched: dict[str, set[str]] = {}
@@ -138,6 +129,17 @@ class RegistryProvider:
         for gateway_id, service_ids in touched.items():
             self._publish(gateway_id, service_ids, secrets.get(gateway_id, {}))
         return set(touched)
+
+    def _opened_by(self, changed: CredentialsChanged) -> set[str]:
+        """The services whose credential tables `changed` touches (and so their virtual hosts)."""
+        if not changed:
+            return set()
+        return {
+            service_id
+            for service_id, service in self.mirror.services.items()
+            if service.spec.auth
+            and (changed.everything or service.project in changed.projects or service_id in changed.services)
+        }
 
     # -- certificates ------------------------------------------------------------------------------
 
@@ -315,6 +317,7 @@ class RegistryProvider:
                     tls_ready=self._certificates.covers(gateway_id, hostname),
                     challenges=self._challenges.answers(gateway_id, hostname),
                     takes_tunnels=takes_tunnels,
+                    credentials=self.credentials,
                 )
             if route is None:
                 incremental.remove_service(service_id)

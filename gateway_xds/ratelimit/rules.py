@@ -1,5 +1,5 @@
-"""The rule a check carries (translate/rate_limits.py writes it: service and prefix, rate, burst), as
-descriptor entries of a shared limit or context of an auth check."""
+"""The rule a shared limit's descriptors carry (translate/rate_limits.py writes it: service and prefix,
+rate, burst)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].
 
 # Envoy's side is raised to the same in the bootstrap (envoy_grpc.max_receive_message_length).
 
-# Envoys ping us: the bootstrap's connection_keepalive (services/provisioner/envoy_bootstrap.py) sends
+# Envoys ping us: the bootstrap's connection_keepalive (gatehouse/envoy_bootstrap.py) sends
 # an HTTP/2 PING every 15 s, on a connection that can stay without any data for hours (an idle
 # gateway's ADS stream). gRPC core counts a received ping as a strike when it comes sooner than this
 # after the previous one with no data sent in between, and after `grpc.http2.max_ping_strikes`

@@ -2,8 +2,9 @@
 
 With `use_remote_address` Envoy itself sets X-Forwarded-For (appending the peer) and
 X-Forwarded-Proto (the scheme the client used), and `append_x_forwarded_port` X-Forwarded-Port.
-These add the rest, overwriting whatever the client sent. The principal is set by the auth check
-only (translate/authz.py): a copy the client sent is removed before any filter reads it.
+These add the rest, overwriting whatever the client sent. The principal (and a refusal's mark) is set
+by the auth check only (translate/host_auth.py): a copy the client sent is removed before any filter
+reads it.
 """
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -11,6 +12,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 
 from gateway_xds.authz.credentials import PRINCIPAL_HEADER
+from gateway_xds.translate.host_auth import FAILURE_HEADER
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -20,7 +22,7 @@ FORWARDED_HEADERS: tuple[tuple[str, str], ...] = (
 )
 GATEWAY_HEADERS_FILTER = "gatehouse.gateway_headers"
 # Headers only the gateway may set.
-GATEWAY_HEADERS = (PRINCIPAL_HEADER,)
+GATEWAY_HEADERS = (PRINCIPAL_HEADER, FAILURE_HEADER)
 
 
 def forwarded_headers() -> list[base_pb2.HeaderValueOption]:

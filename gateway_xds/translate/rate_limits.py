@@ -3,8 +3,8 @@ one token bucket per client, created as clients appear. A refused request gets 4
 
 On a service with auth the client is the principal the auth check let through (the header the check
 sets), elsewhere the IP or header value the rule names. The rate limit filters come after the auth
-check, so a request that fails it spends nobody's allowance; the check limits those itself, per
-address (gateway_xds/ratelimit/unauthenticated.py, with the rule in the check's context).
+check, so a request that fails it spends nobody's allowance; those are limited on their refusal
+routes, per address (translate/host_auth.py).
 
 Local limits (the default) are Envoy's local token buckets: they live in each Envoy, so a gateway
 with N hosts lets a client through up to N times the rate if its requests are spread over all of
@@ -120,8 +120,7 @@ GLOBAL_DOMAIN = "gatehouse"
 # Asked on every request under a shared limit; a control plane that does not answer in time lets the
 # request through rather than holding up traffic.
 GLOBAL_CHECK_TIMEOUT_MS = 500
-# What names a rule to gateway_xds/ratelimit: entries of a shared limit's descriptors, and the auth
-# check's context under any limit (requests that fail the check are limited there).
+# What names a rule to gateway_xds/ratelimit: entries of a shared limit's descriptors.
 RULE_KEY, RPS_KEY, BURST_KEY = "rule", "rps", "burst"
 
 

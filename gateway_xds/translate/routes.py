@@ -2,8 +2,8 @@
 
 A SINGLE listener gets one RouteConfiguration named like it with all its virtual hosts; a PER_HOST
 listener gets one per virtual host, inside its scope (see scoped_routes.py). A virtual host's routes,
-first match wins: ACME answers, the redirect to HTTPS, the body limit, one route per rate-limited
-prefix (longest first), everything else.
+first match wins: ACME answers, the redirect to HTTPS, behind auth the refusals (translate/host_auth.py),
+the body limit, one route per rate-limited prefix (longest first), everything else.
 """
 
 from collections.abc import Iterable
@@ -22,16 +22,12 @@ from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.resources import ROUTE, Resources
 from gateway_xds.translate.acme import CHALLENGE_PREFIX, challenge_route
-from gateway_xds.translate.authz import auth_check, check_config, without_checks
+from gateway_xds.translate.authz import check_config, without_checks
 from gateway_xds.translate.config_source import milliseconds, pack
 from gateway_xds.translate.cors import CORS_FILTER, cors_policy
 from gateway_xds.translate.headers import forwarded_headers
-from gateway_xds.translate.rate_limits import (
-    RATE_LIMIT_FILTER,
-    local_rate_limit,
-    rule_entries,
-    shared_rate_limits,
-)
+from gateway_xds.translate.host_auth import credentials_metadata, refusal_route
+from gateway_xds.translate.rate_limits import RATE_LIMIT_FILTER, local_rate_limit, shared_rate_limits
 
 BODY_TOO_LARGE_BODY = "request body too large\n"
 # Only failures before the request reached a replica are retried, so no request runs twice.
@@ -64,11 +60,18 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
     routes = [challenge_route(c) for c in sorted(vhost.acme_challenges, key=lambda c: c.token)]
     if vhost.https_redirect:
         routes.append(_https_redirect(vhost.https_port))
+    limits = sorted(vhost.rate_limits, key=lambda limit: (-len(limit.prefix), limit.prefix))
+    unlimited = all(limit.prefix != "/" for limit in vhost.rate_limits)
+    if vhost.authorization is not None:
+        for limit in limits:
+            routes.append(refusal_route(limit.prefix, limit, without_checks()))
+        if unlimited:
+            routes.append(refusal_route("/", None, without_checks()))
     if vhost.max_request_body_bytes:
         routes.append(_body_too_large(vhost.max_request_body_bytes))
-    for limit in sorted(vhost.rate_limits, key=lambda limit: (-len(limit.prefix), limit.prefix)):
+    for limit in limits:
         routes.append(_limited(vhost, limit))
-    if all(limit.prefix != "/" for limit in vhost.rate_limits):
+    if unlimited:
         routes.append(
             route_components_pb2.Route(
                 match=route_components_pb2.RouteMatch(prefix="/"), route=_forward(vhost)
@@ -77,9 +80,12 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
     policies = check_config(vhost.authorization, vhost.scale_from_zero)
     if vhost.cors:
         policies[CORS_FILTER] = pack(cors_policy())
-    return route_components_pb2.VirtualHost(
+    virtual_host = route_components_pb2.VirtualHost(
         name=vhost.name, domains=list(vhost.domains), routes=routes, typed_per_filter_config=policies
     )
+    if vhost.authorization is not None:
+        virtual_host.metadata.CopyFrom(credentials_metadata(vhost.authorization))
+    return virtual_host
 
 
 def _https_redirect(https_port: int) -> route_components_pb2.Route:
@@ -134,8 +140,6 @@ def _limited(vhost: VirtualHost, limit: RateLimit) -> route_components_pb2.Route
     action = _forward(vhost)
     authenticated = vhost.authorization is not None
     policies: dict[str, Any] = {}
-    if vhost.authorization is not None:
-        policies.update(auth_check(vhost.authorization, rule_entries(vhost.backend, limit)))
     if limit.shared:
         action.rate_limits.extend(shared_rate_limits(vhost.backend, limit, authenticated))
     else:

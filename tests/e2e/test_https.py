@@ -188,7 +188,12 @@ def test_a_service_with_auth_opens_to_its_api_key(
     created = https_server.cli("key", "create", "private", "--json")
     assert created.code == 0, created.stderr
     key = json.loads(created.stdout)["key"]
+    # The key opens the service once its hash reaches the gateway's Envoy.
+    deadline = time.monotonic() + DEADLINE_SECONDS
     allowed = fetch_tls(https_server.https_port, host, root, headers={"Authorization": f"Bearer {key}"})
+    while allowed.status != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        allowed = fetch_tls(https_server.https_port, host, root, headers={"Authorization": f"Bearer {key}"})
     assert allowed.status == 200 and "Directory listing" in allowed.body
     # The CLI's own token (the admin's) opens it too.
     admin = fetch_tls(

@@ -19,6 +19,7 @@ import pytest
 from cli.agent_envoy import AgentEnvoyProcess, AgentEnvoyRunner, AgentIdentity
 from gatehouse.agent_keys import certificate_node, certificate_request
 from gatehouse.agent_tunnels import TUNNEL_CONNECTIONS, agent_name, gateway_agent_suffix
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gatehouse.v1 import tunnel_pb2
 from gateway_xds.cache.snapshot_cache import SnapshotCache
@@ -33,7 +34,6 @@ from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.real import require_real
 
 pytestmark = pytest.mark.real

@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gatehouse.client.connection import Stubs
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gateway_xds.app import XdsApp
 from gateway_xds.ir.routes import DEFAULT_MAX_REQUEST_BODY_BYTES
@@ -42,7 +43,6 @@ from gateway_xds.translate.local_replies import NO_SERVICE_BODY
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, gateway_channel_credentials
 from services.common.settings import Settings
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from services.registry.app import Registry
 from tests.support.certs import client_files
 from tests.support.real import require_real

@@ -1,5 +1,5 @@
 """Traffic policies enforced by a real Envoy configured by gateway_xds from a real registry: auth checked
-by the control plane's ext_authz server, rate limits counted per client (by each Envoy, or shared by
+by Envoy against the credential hashes it is sent, rate limits counted per client (by each Envoy, or shared by
 the Envoys of a gateway's two hosts) after auth, per principal where there is auth, CORS preflights."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from gatehouse.client.connection import Stubs
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
 from services.common.settings import Settings
 from services.provisioner.backends.local.network import NamespaceNetwork, namespaces_available
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.real import require_real
 from tests.support.registry import LiveRegistry, live_registry
 
@@ -251,7 +251,7 @@ async def second_host(
 ) -> AsyncIterator[SecondHost]:
     """Host 1 of the gateway, as on a second VM: a network namespace of its own, made by the local
     backend's own code, where its Envoy binds the gateway's listener on the host's own addresses and
-    reaches gateway_xds (ADS, ext_authz, the shared rate limits) at the veth's host end, its default
+    reaches gateway_xds (ADS, the shared rate limits) at the veth's host end, its default
     route. Its admin interface is a Unix socket, reached from here whatever the namespace."""
     if not namespaces_available():
         require_real("network namespaces need root and `ip` from iproute2")
@@ -393,7 +393,11 @@ async def test_replicas_learn_the_principal_from_the_gateway_never_from_the_clie
         registry_pb2.CreateServiceKeyRequest(project="main", service="teller")
     )
     forged = {"X-Gatehouse-Principal": "user:admin"}
-    as_wanda = json.loads((await gateway.request("teller", "/headers", wanda, headers=forged)).body)
+    # A new token opens the service once its hash reaches the gateway's Envoy.
+    answer = await gateway.until(
+        lambda: gateway.request("teller", "/headers", wanda, headers=forged), 200, "token"
+    )
+    as_wanda = json.loads(answer.body)
     assert as_wanda["x-gatehouse-principal"] == "user:wanda"
     with_key = await gateway.until(
         lambda: gateway.request("teller", "/headers", key.key, headers=forged), 200, "key"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.incremental import IncrementalGateway, ServiceRoute
@@ -25,7 +26,6 @@ from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.upstream import Upstream
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from tests.support.certs import self_signed
 from tests.support.https import SniConnection, TlsAnswer, fetch_tls
 from tests.support.real import require_real

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gatehouse.envoy_bootstrap import XdsTls
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA
-from services.provisioner.envoy_bootstrap import XdsTls
 
 
 def self_signed(

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gatehouse.envoy_bootstrap import XdsTls, sds_resource
 from services.common.internal_ca import XDS_SERVER_NAME
-from services.provisioner.envoy_bootstrap import XdsTls, sds_resource
 
 CONFIG_DIR = "/etc/gatehouse"
 BOOTSTRAP_PATH = f"{CONFIG_DIR}/envoy.json"

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.v1 import resources_pb2
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 from services.provisioner.hosts.identity import HostFile, JoinEndpoint, host_files, xds_tls
 from services.provisioner.hosts.limits import check_startup_data
 from services.provisioner.hosts.startup import (

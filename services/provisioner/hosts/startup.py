@@ -25,7 +25,7 @@ import json
 import re
 import shlex
 
-from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
+from gatehouse.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import (
     BOOTSTRAP_PATH,
     CONFIG_DIR,

@@ -29,6 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from gatehouse.envoy_bootstrap import HOST_ADMIN_SOCKET
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
@@ -43,7 +44,6 @@ from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, xds_server_
 from services.common.probes import free_port, unix_http_get
 from services.provisioner.backends.base import BackendError
 from services.provisioner.backends.local.gateway import envoy_binary
-from services.provisioner.envoy_bootstrap import HOST_ADMIN_SOCKET
 from services.provisioner.hosts.identity import (
     BOOTSTRAP_PATH,
     CA_PATH,

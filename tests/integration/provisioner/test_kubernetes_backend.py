@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from gatehouse.envoy_bootstrap import ADMIN_SOCKET_DIR
 from gatehouse.v1 import resources_pb2
 from services.common.internal_ca import InternalCA
 from services.provisioner.backends.base import BackendError, NotReady
@@ -21,7 +22,6 @@ from services.provisioner.backends.cloud import CloudGatewayBackend
 from services.provisioner.backends.kubernetes import manifests
 from services.provisioner.backends.kubernetes.driver import KubernetesDriver
 from services.provisioner.credentials import KubernetesBackendConfig
-from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import ENVOY_IMAGE

@@ -2,8 +2,8 @@
 
 from google.protobuf import duration_pb2
 
+from gatehouse.envoy_bootstrap import HTTP_PROTOCOL_OPTIONS, BootstrapParams, render_bootstrap
 from gateway_xds.server.server import SERVER_OPTIONS
-from services.provisioner.envoy_bootstrap import HTTP_PROTOCOL_OPTIONS, BootstrapParams, render_bootstrap
 
 # gRPC core's string for GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS.
 MIN_RECV_PING_INTERVAL = "grpc.http2.min_ping_interval_without_data_ms"

@@ -70,7 +70,8 @@ def assert_matches_whole_build(provider: RegistryProvider, cache: SnapshotCache)
     mirror = provider.mirror
     services = [s for s in mirror.services.values() if s.spec.gateway_id == "gw-1"]
     replicas = {s.id: [r for r in mirror.replicas.values() if r.service_id == s.id] for s in services}
-    whole = snapshot_from_ir(gateway_ir(mirror.gateways["gw-1"], services, replicas), mirror.revision)
+    ir = gateway_ir(mirror.gateways["gw-1"], services, replicas, credentials=provider.credentials)
+    whole = snapshot_from_ir(ir, mirror.revision)
     current = cache.get("gw-1")
     assert current is not None
     assert versions(current) == versions(whole)

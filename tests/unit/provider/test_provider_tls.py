@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gatehouse.v1 import registry_pb2, resources_pb2
-from gateway_xds.authz.credentials import CredentialIndex
 from gateway_xds.cache.snapshot import Snapshot, diff_names
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.tls import TLSSecret
@@ -136,6 +135,7 @@ class World:
             {},
             certificates=self.served.values(),
             challenges=list(mirror.challenges.values()),
+            credentials=self.provider.credentials,
         )
         current = self.snapshot()
         expected = snapshot_from_ir(whole, current.revision)
@@ -261,37 +261,3 @@ async def test_no_tls_port_without_one_reported(https_port: int) -> None:
     await world.send((PUT, reported), (PUT, service("chat")), (PUT, world.issue("c1", "chat.example.test")))
     expected = {"http", "https"} if https_port else {"http"}
     assert set(world.snapshot().entries(LISTENER)) == expected
-
-
-async def test_credentials_are_loaded_before_any_key_is_fetched() -> None:
-    """A restarted control plane answers auth checks once it has the list, not once every key is in."""
-    released = asyncio.Event()
-
-    class SlowKeys(FakeKeys):
-        async def private_key(self, certificate_id: str) -> str:
-            self.asked.append(certificate_id)
-            await released.wait()
-            return self.keys[certificate_id]
-
-    keys, index = SlowKeys(), CredentialIndex()
-    provider = RegistryProvider(None, SnapshotCache(), keys=keys, credentials=index)
-    chain, keys.keys["cert-1"] = key_pair("a.example.test")
-    certificate = resources_pb2.TlsCertificate(
-        id="cert-1",
-        gateway_id="gw-1",
-        hostnames=["a.example.test"],
-        issuer="lets-encrypt",
-        state="issued",
-        chain_pem=chain,
-    )
-    credential = resources_pb2.Credential(id="t1", hash="h", user="ann", projects=["main"])
-    listed = registry_pb2.SnapshotResponse(
-        revision=1, gateways=[gateway()], tls_certificates=[certificate], credentials=[credential]
-    )
-    applying = asyncio.create_task(provider.on_change(provider.mirror.load(listed)))
-    async with asyncio.timeout(5):
-        while not keys.asked:
-            await asyncio.sleep(0)
-    assert index.loaded and len(index) == 1
-    released.set()
-    await applying

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gateway_xds.autoscale.metrics_sink import DEMAND_STATS
-from services.provisioner.envoy_bootstrap import BootstrapParams, render_bootstrap
 
 
 def kept(name: str) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from services.provisioner.envoy_bootstrap import ADMIN_SOCKET_DIR
+from gatehouse.envoy_bootstrap import ADMIN_SOCKET_DIR
 from services.provisioner.hosts.identity import (
     BOOTSTRAP_PATH,
     CONFIG_DIR,

@@ -12,18 +12,18 @@ import sys
 from collections.abc import Collection
 from pathlib import Path
 
+from gatehouse.envoy_bootstrap import (
+    BootstrapParams,
+    XdsTls,
+    render_bootstrap,
+    takes_agent_tunnels,
+)
 from gatehouse.private_files import socket_path, write_private
 from gatehouse.v1 import resources_pb2
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, certificate_not_after
 from services.common.probes import unix_http_get
 from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo
 from services.provisioner.backends.local.processes import ManagedProcess
-from services.provisioner.envoy_bootstrap import (
-    BootstrapParams,
-    XdsTls,
-    render_bootstrap,
-    takes_agent_tunnels,
-)
 
 READY_TIMEOUT_SECONDS = 30.0
 # A local Envoy connects within a second or two: one that has not within this is restarted.
