@@ -23,7 +23,7 @@ from services.provisioner.credentials import LayeredCredentials, RegistryCredent
 from services.provisioner.hosts.plan import XdsEndpoint
 from services.provisioner.hosts.startup import DEFAULT_REGISTRY_MIRROR, envoy_image
 from services.provisioner.join import JoinSetup
-from services.provisioner.reconciler import Provisioner, mapped_ports
+from services.provisioner.reconciler import Provisioner, host_ports
 from services.provisioner.runner import LocalRunner
 from services.provisioner.tunnel import TunnelsServicer
 
@@ -112,7 +112,7 @@ def build_provisioner(
         credentials=LayeredCredentials(projects_credentials, config),
         cloud=cloud_builders(
             public_xds_endpoint(settings, xds_port),
-            lambda gateway_id: mapped_ports(mirror, gateway_id),
+            lambda gateway_id: host_ports(mirror, gateway_id, settings.agent_tunnel_port),
             join,
             *host_envoy(settings),
         ),

@@ -54,6 +54,12 @@ def mapped_ports(mirror: RegistryMirror, gateway_id: str) -> frozenset[int]:
     )
 
 
+def host_ports(mirror: RegistryMirror, gateway_id: str, agent_tunnel_port: int) -> frozenset[int]:
+    """What a cloud gateway's hosts open besides :80 and :443: the mapped ports, and the port its
+    agents' reverse tunnels arrive at (its listener takes only agents of the gateway, over mTLS)."""
+    return mapped_ports(mirror, gateway_id) | {agent_tunnel_port}
+
+
 class Provisioner:
     def __init__(
         self,

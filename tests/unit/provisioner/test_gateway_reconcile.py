@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
 from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
-from services.provisioner.reconciler import HOST_CONNECT_DEADLINE_SECONDS, Provisioner, mapped_ports
+from services.provisioner.reconciler import (
+    HOST_CONNECT_DEADLINE_SECONDS,
+    Provisioner,
+    host_ports,
+    mapped_ports,
+)
 from services.provisioner.runner import LocalRunner
 
 S = resources_pb2
@@ -367,3 +373,13 @@ async def test_a_replacement_under_the_same_name_gets_a_deadline_of_its_own(tmp_
     await p.reconcile_gateway(GATEWAY_ID)
     assert backend.replaced == ["envoy-0"]
     assert stubs.gateways.statuses[-1].message.startswith("waiting for Envoy on host 0 to connect")
+
+
+def test_cloud_hosts_open_the_mapped_ports_and_the_agent_tunnel_port() -> None:
+    mirror = RegistryMirror()
+    for service_id, gateway_id, port in (("s1", "gw-1", 5001), ("s2", "gw-1", 0), ("s3", "gw-2", 6001)):
+        mirror.services[service_id] = resources_pb2.Service(
+            id=service_id, spec=resources_pb2.ServiceSpec(gateway_id=gateway_id, gateway_port=port)
+        )
+    assert host_ports(mirror, "gw-1", 8444) == {5001, 8444}
+    assert host_ports(mirror, "gw-3", 8444) == {8444}
