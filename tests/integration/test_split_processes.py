@@ -159,14 +159,14 @@ def _health(port: int, credentials: grpc.ChannelCredentials | None) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
 
-def test_split_xds_requires_client_certificates_of_the_ca_the_provisioner_signs_with(
+async def test_split_xds_requires_client_certificates_of_the_ca_the_provisioner_signs_with(
     split: dict[str, str],
 ) -> None:
     """As in `gatehouse server`: gateway_xds serves mTLS with the internal CA, which the provisioner
     shares (local Envoys get certificates of it, cloud hosts join at its join endpoint)."""
     home = Path(split["_HOME"])
     xds_port = int(split["GATEHOUSE_XDS_PORT"])
-    ca = asyncio.run(_internal_ca(split["GATEHOUSE_REGISTRY"], split["GATEHOUSE_SYSTEM_TOKEN"], home))
+    ca = await _internal_ca(split["GATEHOUSE_REGISTRY"], split["GATEHOUSE_SYSTEM_TOKEN"], home)
     gateway = ca.client_certificate("split-health")
     assert _health(xds_port, gateway_channel_credentials(gateway)) == "SERVING"
     assert _health(xds_port, None) == "StatusCode.UNAVAILABLE"
