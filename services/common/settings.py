@@ -66,6 +66,12 @@ class Settings:
     host_connect_timeout: float = 600.0
     # The gateway port where `gatehouse agent`s' Envoys open their reverse tunnels.
     agent_tunnel_port: int = DEFAULT_TUNNEL_PORT
+    # Seconds a local replica has from starting to answering on its port and passing its probes; a
+    # new version's replica that has not is rolled back.
+    replica_ready_timeout: float = 120.0
+    # Seconds a replica taken out of the endpoints keeps running before it is stopped: the gateway's
+    # Envoys take it out and the requests in flight to it finish.
+    replica_drain: float = 5.0
 
     @property
     def server_dir(self) -> Path:
@@ -101,4 +107,6 @@ class Settings:
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
             host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
             agent_tunnel_port=_int_env("GATEHOUSE_AGENT_TUNNEL_PORT", DEFAULT_TUNNEL_PORT),
+            replica_ready_timeout=float(_int_env("GATEHOUSE_REPLICA_READY_TIMEOUT", 120)),
+            replica_drain=float(_int_env("GATEHOUSE_REPLICA_DRAIN", 5)),
         )

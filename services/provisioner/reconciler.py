@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import grpc
 
+from gatehouse import rollouts
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import registry_pb2, resources_pb2
@@ -27,7 +28,9 @@ from services.provisioner.backends.base import (
 )
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import CONNECT_DEADLINE_SECONDS, LocalGatewayBackend
-from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone
+from services.provisioner.probing import ReplicaProbes
+from services.provisioner.readiness import Streaks, interval, probe_round
+from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone, spec_hash
 from services.provisioner.serving import REPLACE_BACKOFF_SECONDS, HostWatch, judge
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class Provisioner:
         host_deadline: float = HOST_CONNECT_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.time,
         replace_backoff: float = REPLACE_BACKOFF_SECONDS,
+        drain: float = 5.0,
     ) -> None:
         """`host_deadline`: seconds a cloud host has to connect its Envoy before it is replaced;
         `replace_backoff`: how long its replacement waits (doubling while hosts keep failing)."""
@@ -83,6 +87,10 @@ class Provisioner:
         self._host_deadline = host_deadline
         self._replace_backoff = replace_backoff
         self._clock = clock
+        self._drain = drain
+        # Per service: the rollout this provisioner last wrote.
+        self._rollouts: dict[str, resources_pb2.Rollout] = {}
+        self._probes = ReplicaProbes(self._on_probe_change)
 
     async def run(self) -> None:
         self._gateways.start()
@@ -92,6 +100,7 @@ class Provisioner:
         finally:
             await self._gateways.stop()
             await self._services.stop()
+            await self._probes.close()
 
     async def _on_change(self, change: Change) -> None:
         gateway_ids = set(change.gateways)
@@ -287,21 +296,45 @@ class Provisioner:
         await self._stubs.gateways.FinalizeDelete(registry_pb2.FinalizeRequest(id=gateway.id))
         return Result()
 
-    async def _service_status(self, service: resources_pb2.Service, state: int, message: str = "") -> None:
+    async def _service_status(
+        self,
+        service: resources_pb2.Service,
+        state: int,
+        message: str = "",
+        rollout: resources_pb2.Rollout | None = None,
+    ) -> None:
+        """Writes the runner's view of the service; the rollout's stays as last written unless given
+        (this provisioner's own record first: the mirror's copy may not show its last write yet)."""
+        if rollout is not None:
+            self._rollouts[service.id] = resources_pb2.Rollout()
+            self._rollouts[service.id].CopyFrom(rollout)
+        kept = self._rollout(service)
         written = (service.status.state, service.status.message, service.status.observed_generation)
-        if written == (state, message, service.generation):
+        if written == (state, message, service.generation) and service.status.rollout == kept:
             return
         status = resources_pb2.ServiceStatus(
-            state=state, message=message, observed_generation=service.generation
+            state=state, message=message, observed_generation=service.generation, rollout=kept
         )
-        await self._stubs.services.UpdateStatus(
+        updated = await self._stubs.services.UpdateStatus(
             registry_pb2.UpdateServiceStatusRequest(id=service.id, status=status)
         )
+        # The next write in this pass compares with what was written, not with the feed's copy.
+        service.status.CopyFrom(updated.status)
 
-    async def _register(self, service: resources_pb2.Service, replica: LocalReplica, ready: bool) -> None:
+    def _rollout(self, service: resources_pb2.Service) -> resources_pb2.Rollout:
+        """The service's last rollout, as this provisioner wrote it or else as the registry has it."""
+        written = self._rollouts.get(service.id)
+        if written is not None and written.generation >= service.status.rollout.generation:
+            return written
+        return service.status.rollout
+
+    async def _register(
+        self, service: resources_pb2.Service, replica: LocalReplica, ready: bool, version: str = ""
+    ) -> None:
         address = await self._runner.address(replica, service.spec.app_port)
+        version = version or self._runner.version(replica) or ""
         known = self.mirror.replicas.get(replica.id)
-        if known is not None and (known.address, known.ready) == (address, ready):
+        if known is not None and (known.address, known.ready, known.version) == (address, ready, version):
             return
         request = registry_pb2.RegisterReplicaRequest(
             project=service.project,
@@ -310,24 +343,107 @@ class Provisioner:
             address=address,
             ready=ready,
             runner="local",
+            version=version,
         )
         await self._stubs.replicas.Register(request)
 
     async def _unregister(self, replica_id: str) -> None:
+        self._probes.stop(replica_id)
         if replica_id in self.mirror.replicas:
             await self._stubs.replicas.Unregister(registry_pb2.UnregisterReplicaRequest(id=replica_id))
+
+    async def _on_probe_change(self, replica_id: str, ready: bool) -> None:
+        """A running replica's probes turned: in or out of the endpoints at once."""
+        known = self.mirror.replicas.get(replica_id)
+        service = self.mirror.services.get(known.service_id) if known is not None else None
+        if known is None or service is None or known.ready == ready:
+            return
+        await self._stubs.replicas.Register(
+            registry_pb2.RegisterReplicaRequest(
+                project=service.project,
+                service=service.name,
+                id=replica_id,
+                address=known.address,
+                ready=ready,
+                runner="local",
+                version=known.version,
+            )
+        )
+        self._services.add(service.id)
+
+    async def _takes_traffic(self, service: resources_pb2.Service, replica: LocalReplica) -> bool:
+        """A running replica of the current spec: ready, unless its probes now fail."""
+        if not service.spec.probes:
+            return True
+        if not self._probes.watching(replica.id):
+            # Found running (this provisioner restarted): as it was registered, until probed again.
+            known = self.mirror.replicas.get(replica.id)
+            await self._watch(service, replica, Streaks(ready=known is not None and known.ready))
+        return self._probes.ready(replica.id)
+
+    async def _probe_target(self, service: resources_pb2.Service, replica: LocalReplica) -> tuple[str, int]:
+        host, _, port = (await self._runner.address(replica, service.spec.app_port)).rpartition(":")
+        return host, int(port)
+
+    async def _watch(self, service: resources_pb2.Service, replica: LocalReplica, streaks: Streaks) -> None:
+        host, port = await self._probe_target(service, replica)
+        self._probes.watch(
+            replica.id, host, port, service.spec.probes, streaks, alive=replica.process.running
+        )
+
+    async def _start_ready(
+        self,
+        service: resources_pb2.Service,
+        run: resources_pb2.Service,
+        replica: LocalReplica,
+        until_probed: bool = True,
+    ) -> None:
+        """Starts the replica and returns once it answers on its port and, `until_probed`, passes
+        its probes (`ready_after` in a row of each) within the runner's ready timeout; ReplicaFailed
+        if not. Without `until_probed` its probes go on in the background, from not ready."""
+        service_id, generation = service.id, service.generation
+
+        def wanted() -> bool:
+            current = self.mirror.services.get(service_id)
+            return current is not None and current.generation == generation
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._runner.ready_timeout
+        await self._runner.start(replica, run)
+        await self._runner.wait_ready(replica, service.spec.app_port, wanted)
+        if not service.spec.probes:
+            return
+        if not until_probed:
+            await self._watch(service, replica, Streaks())
+            return
+        host, port = await self._probe_target(service, replica)
+        streaks = Streaks()
+        probes = service.spec.probes
+        while not await probe_round(host, port, probes, streaks):
+            if not wanted():
+                raise ReplicaGone(replica.id)
+            if not replica.process.running():
+                raise ReplicaFailed(self._runner.exit_reason(replica))
+            if loop.time() + interval(probes) > deadline:
+                raise ReplicaFailed(
+                    f"replica {replica.index} did not pass its probes in "
+                    f"{self._runner.ready_timeout:.0f}s: {streaks.reason or 'not yet ready_after'}"
+                )
+            await asyncio.sleep(interval(probes))
+        await self._watch(service, replica, streaks)
 
     async def reconcile_service(self, service_id: str) -> Result:
         service = self.mirror.services.get(service_id)
         if service is None:
+            for index in self._runner.indices(service_id):
+                self._probes.stop(self._runner.replica(service_id, index).id)
             await self._runner.stop_service(service_id)
+            self._rollouts.pop(service_id, None)
             self._failures.pop(service_id, None)
             self._backoff.pop(service_id, None)
             return Result()
         if not service.spec.commands:
             return Result()
-        # The autoscaler's count within `replicas: min..max`, else the configured one.
-        desired = service.status.desired_replicas
         try:
             run = await self._service_run(service)
         except grpc.aio.AioRpcError as refused:
@@ -336,17 +452,42 @@ class Provisioner:
             # The registry will not give this run its environment (too large with its secrets).
             await self._service_status(service, resources_pb2.SERVICE_STATE_FAILED, refused.details() or "")
             return Result(requeue_after=MAX_RETRY_SECONDS)
+        target = spec_hash(run)
+        old = [
+            self._runner.replica(service_id, index)
+            for index in self._runner.indices(service_id)
+            if self._runner.version(self._runner.replica(service_id, index)) not in (None, target)
+        ]
+        live_old = [replica for replica in old if replica.process.running()]
+        if live_old:
+            return await self._roll_out(service, run, live_old)
+        for replica in old:
+            await self._unregister(replica.id)
+            await self._runner.stop(replica)
+        return await self._keep_running(service, run)
 
-        def wanted() -> bool:
-            current = self.mirror.services.get(service_id)
-            return current is not None and current.generation == service.generation
+    def _slots(self, service: resources_pb2.Service, desired: int) -> list[int]:
+        """The indices of the service's replicas: those it has, then the lowest free ones."""
+        slots = self._runner.indices(service.id)
+        free = (index for index in range(len(slots) + desired) if index not in slots)
+        while len(slots) < desired:
+            slots.append(next(free))
+        return sorted(slots)
 
-        for index in self._runner.indices(service_id):
-            if index >= desired:
-                replica = self._runner.replica(service_id, index)
-                await self._unregister(replica.id)
-                await self._runner.stop(replica)
-        current = [self._runner.is_current(self._runner.replica(service_id, i), run) for i in range(desired)]
+    async def _keep_running(self, service: resources_pb2.Service, run: resources_pb2.Service) -> Result:
+        """The replicas of the current spec: as many as desired, each restarted when it exits (with
+        a backoff), each in the endpoints while it answers (and passes its probes)."""
+        service_id = service.id
+        # The autoscaler's count within `replicas: min..max`, else the configured one.
+        desired = service.status.desired_replicas
+        slots = self._slots(service, desired)
+        for index in slots[desired:]:
+            replica = self._runner.replica(service_id, index)
+            await self._unregister(replica.id)
+            await self._runner.stop(replica)
+        slots = slots[:desired]
+        replicas = [self._runner.replica(service_id, index) for index in slots]
+        current = [self._runner.is_current(replica, run) for replica in replicas]
         held = self._backoff.get(service_id)
         if held is not None and held[0] != service.generation:
             # A changed spec is tried at once, with a backoff of its own.
@@ -358,12 +499,11 @@ class Provisioner:
             if wait > 0:
                 return Result(requeue_after=wait)
         started = False
-        for index in range(desired):
-            replica = self._runner.replica(service_id, index)
-            if current[index]:
-                await self._register(service, replica, ready=True)
+        for position, replica in enumerate(replicas):
+            if current[position]:
+                await self._register(service, replica, ready=await self._takes_traffic(service, replica))
                 continue
-            serving = sum(current[:index]) + sum(current[index + 1 :])
+            serving = sum(current[:position]) + sum(current[position + 1 :])
             if replica.spec_file.exists() and not replica.process.running():
                 # It was started, and exited since: a crash counts as a failed start.
                 return await self._replica_failed(
@@ -376,21 +516,130 @@ class Provisioner:
                 # After a failure its reason stays shown until a replica is ready again.
                 await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
             try:
-                await self._runner.start(replica, run)
-                await self._runner.wait_ready(replica, service.spec.app_port, wanted)
+                # Probes need not pass here: a replica that answers takes traffic once they do.
+                await self._start_ready(service, run, replica, until_probed=False)
             except ReplicaGone:
                 await self._unregister(replica.id)
                 await replica.process.stop()
                 return Result()
             except ReplicaFailed as error:
                 return await self._replica_failed(service, replica, str(error), serving)
-            await self._register(service, replica, ready=True)
-            current[index] = started = True
+            await self._register(service, replica, ready=self._probes_pass(service, replica))
+            current[position] = started = True
         if not started:
             # A pass with nothing to restart: the service has been healthy since the last one.
             self._failures.pop(service_id, None)
             self._backoff.pop(service_id, None)
-        await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
+        unready = [replica for replica in replicas if not self._probes_pass(service, replica)]
+        if service.spec.probes and len(unready) == len(replicas) and replicas:
+            reason = self._probes.reason(unready[0].id)
+            await self._service_status(
+                service, resources_pb2.SERVICE_STATE_PROVISIONING, f"no replica passes its probes: {reason}"
+            )
+        else:
+            await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
+        pause = interval(service.spec.probes) if service.spec.probes else REPLICA_RECHECK_SECONDS
+        return Result(requeue_after=min(REPLICA_RECHECK_SECONDS, pause))
+
+    def _probes_pass(self, service: resources_pb2.Service, replica: LocalReplica) -> bool:
+        return not service.spec.probes or self._probes.ready(replica.id)
+
+    async def _roll_out(
+        self, service: resources_pb2.Service, run: resources_pb2.Service, old: list[LocalReplica]
+    ) -> Result:
+        """Replaces `old` (replicas of an earlier spec, serving) with replicas of `run`, one more
+        than desired at a time: each new one starts, answers and passes its probes, takes traffic,
+        and only then does an old one leave the endpoints, drain and stop. A new replica that never
+        gets ready rolls the change back: the new replicas stop, the old ones serve throughout."""
+        desired = max(1, service.status.desired_replicas)
+        rollout = self._rollout(service)
+        if rollout.generation == service.generation and rollout.state == rollouts.FAILED:
+            # Rolled back: the old replicas serve (their probes still watched) until the next change.
+            return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+        target = spec_hash(run)
+        progress = resources_pb2.Rollout(generation=service.generation, state=rollouts.PROGRESSING)
+        while True:
+            new = [
+                self._runner.replica(service.id, index)
+                for index in self._runner.indices(service.id)
+                if self._runner.version(self._runner.replica(service.id, index)) == target
+            ]
+            ready = [replica for replica in new if self._runner.is_current(replica, run)]
+            if not old and len(ready) >= desired:
+                break
+            progress.updated_replicas, progress.old_replicas = len(ready), len(old)
+            progress.message = f"{len(ready)} of {desired} new replicas ready, {len(old)} old serving"
+            await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", progress)
+            if len(ready) < desired:
+                try:
+                    failure = await self._next_new(service, run, new, ready)
+                except ReplicaGone:
+                    return Result()  # changed again: the next pass rolls out the newest spec
+                if failure is not None:
+                    return await self._roll_back(service, run, old, failure, progress)
+                if len(old) < desired - len(ready):
+                    continue  # fewer old ones than new ones still to come: every old one serves on
+            if old:
+                await self._retire(old.pop())
+        progress.state = rollouts.COMPLETE
+        progress.updated_replicas, progress.old_replicas = len(ready), 0
+        progress.message = f"{len(ready)} new replicas serving"
+        await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", progress)
+        self._failures.pop(service.id, None)
+        self._backoff.pop(service.id, None)
+        return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+
+    async def _next_new(
+        self,
+        service: resources_pb2.Service,
+        run: resources_pb2.Service,
+        new: list[LocalReplica],
+        ready_new: list[LocalReplica],
+    ) -> str | None:
+        """One more new replica, ready and taking traffic; else why it is not (ReplicaGone when
+        the service changed again meanwhile)."""
+        taken = set(self._runner.indices(service.id))
+        spare = [replica for replica in new if replica not in ready_new]
+        index = spare[0].index if spare else next(i for i in range(len(taken) + 1) if i not in taken)
+        replica = self._runner.replica(service.id, index)
+        await replica.process.stop()
+        try:
+            await self._start_ready(service, run, replica)
+        except ReplicaGone:
+            await self._runner.stop(replica)
+            raise
+        except ReplicaFailed as error:
+            return str(error)
+        await self._register(service, replica, ready=True)
+        return None
+
+    async def _retire(self, replica: LocalReplica) -> None:
+        """Out of the endpoints first; stopped once the gateway's Envoys let its requests finish."""
+        await self._unregister(replica.id)
+        await asyncio.sleep(self._drain)
+        await self._runner.stop(replica)
+
+    async def _roll_back(
+        self,
+        service: resources_pb2.Service,
+        run: resources_pb2.Service,
+        old: list[LocalReplica],
+        reason: str,
+        progress: resources_pb2.Rollout,
+    ) -> Result:
+        target = spec_hash(run)
+        for index in self._runner.indices(service.id):
+            replica = self._runner.replica(service.id, index)
+            if self._runner.version(replica) == target:
+                await self._unregister(replica.id)
+                await self._runner.stop(replica)
+        progress.state = rollouts.FAILED
+        progress.updated_replicas, progress.old_replicas = 0, len(old)
+        progress.message = f"rolled back: {reason}"
+        log.warning("service %s: generation %d rolled back: %s", service.name, service.generation, reason)
+        state = resources_pb2.SERVICE_STATE_RUNNING if old else resources_pb2.SERVICE_STATE_FAILED
+        message = f"the new version was rolled back ({reason}); the previous one serves"
+        await self._service_status(service, state, message, progress)
         return Result(requeue_after=REPLICA_RECHECK_SECONDS)
 
     async def _service_run(self, service: resources_pb2.Service) -> resources_pb2.Service:

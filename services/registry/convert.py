@@ -149,6 +149,21 @@ def service_message(
             )
             for limit in config.rate_limits
         ],
+        probes=[
+            resources_pb2.Probe(
+                url=probe.url,
+                method=probe.method.upper(),
+                headers=[resources_pb2.ProbeHeader(name=h.name, value=h.value) for h in probe.headers],
+                body=probe.body or "",
+                timeout_seconds=int(probe.timeout),
+                interval_seconds=int(probe.interval),
+                ready_after=probe.ready_after,
+                unready_after=probe.unready_after,
+                expected_status=probe.expected_status,
+                until_ready=probe.until_ready,
+            )
+            for probe in config.probes
+        ],
     )
     if config.scaling is not None:
         spec.scaling.CopyFrom(
@@ -198,6 +213,7 @@ def replica_message(row: ReplicaRow) -> resources_pb2.Replica:
         address=row.address,
         ready=row.ready,
         runner=row.runner,
+        version=row.version,
         resource_version=row.resource_version,
         heartbeat_at=timestamp(row.heartbeat_at),
     )

@@ -107,6 +107,7 @@ class ReplicaRow(Base):
     address: Mapped[str] = mapped_column(String(300))
     ready: Mapped[bool] = mapped_column(Boolean, default=False)
     runner: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[str] = mapped_column(String(64), default="", server_default="")
     resource_version: Mapped[int] = mapped_column(BigInteger)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

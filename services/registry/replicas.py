@@ -23,6 +23,7 @@ LOCAL_RUNNER = "local"
 AGENT_RUNNER = "agent"
 GATEHOUSE_RUNNERS = (LOCAL_RUNNER, AGENT_RUNNER)
 RUNNING = resources_pb2.SERVICE_STATE_RUNNING
+MAX_VERSION_CHARS = 64
 
 
 async def _settle(session: AsyncSession, service_id: str) -> None:
@@ -42,22 +43,39 @@ async def _settle(session: AsyncSession, service_id: str) -> None:
 
 
 async def register(
-    session: AsyncSession, service: ServiceRow, replica_id: str, address: str, ready: bool, runner: str
+    session: AsyncSession,
+    service: ServiceRow,
+    replica_id: str,
+    address: str,
+    ready: bool,
+    runner: str,
+    version: str = "",
 ) -> ReplicaRow:
     split_host_port(address)
     if not replica_id:
         raise InvalidArgument("a replica needs an id")
+    if len(version) > MAX_VERSION_CHARS:
+        raise InvalidArgument(
+            f"the version is {len(version)} characters: use at most {MAX_VERSION_CHARS} (v2, a commit hash)"
+        )
+    if not version.isprintable():
+        raise InvalidArgument("the version has a control character: use printable text (v2, a commit hash)")
     row = await session.get(ReplicaRow, replica_id)
     if row is not None and row.service_id != service.id:
         raise InvalidArgument(f'replica id "{replica_id}" belongs to another service')
-    if row is not None and (row.address, row.ready, row.runner) == (address, ready, runner):
+    if row is not None and (row.address, row.ready, row.runner, row.version) == (
+        address,
+        ready,
+        runner,
+        version,
+    ):
         row.heartbeat_at = utcnow()
         return row
     revision = await feed.next_revision(session)
     if row is None:
         row = ReplicaRow(id=replica_id, project_id=service.project_id, service_id=service.id)
         session.add(row)
-    row.address, row.ready, row.runner = address, ready, runner
+    row.address, row.ready, row.runner, row.version = address, ready, runner, version
     row.resource_version = revision
     row.heartbeat_at = utcnow()
     await session.flush()

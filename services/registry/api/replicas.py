@@ -29,7 +29,7 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
             service = await services.get(session, request.project, request.service)
             await self._admission.admit(session, service, request.id, request.runner, found)
             row = await replicas.register(
-                session, service, request.id, request.address, request.ready, request.runner
+                session, service, request.id, request.address, request.ready, request.runner, request.version
             )
             return replica_message(row)
 

@@ -1,0 +1,24 @@
+"""what each replica runs
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07 00:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("replicas") as batch_op:
+        batch_op.add_column(sa.Column("version", sa.String(64), nullable=False, server_default=""))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("replicas") as batch_op:
+        batch_op.drop_column("version")

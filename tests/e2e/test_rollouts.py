@@ -1,0 +1,262 @@
+"""Probes and rolling updates through a real gateway Envoy, under a bounded request loop on loopback:
+every answer's body names the version and replica that gave it, so a test sees which replicas took
+traffic. A new version rolls without a failed request; one whose command fails, or whose probe never
+passes, never receives a request while the old version serves throughout."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.probes import free_port
+from tests.support.gateways import gateway_host
+from tests.support.http import fetch
+from tests.support.server import ServerProcess, running_server
+
+pytestmark = pytest.mark.real
+
+# Answers `/` with "<VERSION> replica <n>", and `/health` with 200 while $HEALTH_DIR/<n> exists
+# (or always, without HEALTH_DIR), else 503. Counts the requests `/` got in $HEALTH_DIR/<n>.served.
+APP = r"""
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = os.environ.get("VERSION", "v?")
+REPLICA = os.environ["GATEHOUSE_REPLICA"]
+HEALTH_DIR = os.environ.get("HEALTH_DIR", "")
+LOG = os.environ.get("SERVED_LOG", "")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/health":
+            healthy = not HEALTH_DIR or os.path.exists(os.path.join(HEALTH_DIR, REPLICA))
+            self._answer(200 if healthy else 503, b"ok" if healthy else b"not yet")
+            return
+        if LOG:
+            with open(LOG, "a") as log:
+                log.write(f"{VERSION} {REPLICA}\n")
+        self._answer(200, f"{VERSION} replica {REPLICA}".encode())
+
+    def _answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+READY_TIMEOUT = 12
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # A new version has 12 s to get ready; a replica out of the endpoints drains for 1 s.
+    env = {"GATEHOUSE_REPLICA_READY_TIMEOUT": str(READY_TIMEOUT), "GATEHOUSE_REPLICA_DRAIN": "1"}
+    with running_server(tmp_path_factory.mktemp("gatehouse-home"), extra_env=env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def gateway(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("gw") / "gw.dstack.yml"
+    path.write_text("type: gateway\nname: roll-gw\nbackend: local\nregion: local\n")
+    assert server.cli("apply", "-f", str(path), "-y").code == 0
+    return gateway_host(server, "roll-gw")
+
+
+def _service_file(
+    directory: Path,
+    name: str,
+    gateway_port: int,
+    version: str,
+    replicas: int = 1,
+    probe: str = "{type: http, url: /health, interval: 1s, timeout: 1s, unready_after: 2}",
+    command: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Path:
+    app = directory / "app.py"
+    app.write_text(APP)
+    variables = {"VERSION": version, **(env or {})}
+    env_lines = "".join(f"  {key}: {value}\n" for key, value in variables.items())
+    path = directory / f"{name}.dstack.yml"
+    path.write_text(
+        f'type: service\nname: {name}\ngateway: roll-gw\nport: "{gateway_port}:8000"\nauth: false\n'
+        f"replicas: {replicas}\nprobes: [{probe}]\nenv:\n{env_lines}"
+        f"commands: [{json.dumps(command or f'python {app}')}]\n"
+    )
+    return path
+
+
+class Load:
+    """A bounded request loop against one URL, in a thread: every answer's status and body."""
+
+    def __init__(self, url: str, bound: float = 120.0) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._bound = bound
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self._bound
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.answers.append(fetch(self.url, timeout=10))
+            time.sleep(0.01)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def bodies(self, since: int = 0) -> Counter[str]:
+        return Counter(body for _, body in self.answers[since:])
+
+    def failed(self) -> list[tuple[int, str]]:
+        return [answer for answer in self.answers if answer[0] != 200]
+
+
+def _until(check: Callable[[], bool], within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _replicas(server: ServerProcess, name: str) -> list[dict[str, object]]:
+    shown = server.cli("replica", "list", name, "--json")
+    return json.loads(shown.stdout).get("replicas", [])  # type: ignore[no-any-return]
+
+
+def test_a_replica_takes_traffic_only_while_its_probe_passes(
+    server: ServerProcess, gateway: str, tmp_path: Path
+) -> None:
+    health = tmp_path / "health"
+    health.mkdir()
+    port = free_port()
+    service = _service_file(tmp_path, "probed", port, "v1", replicas=2, env={"HEALTH_DIR": str(health)})
+    # Neither replica passes yet: `apply` waits, and nothing is in the endpoints.
+    assert server.cli("apply", "-f", str(service), "-y", "-d").code == 0
+    url = f"http://{gateway}:{port}/"
+    time.sleep(3)  # three probe intervals: both replicas run and fail their probe
+    assert [replica.get("ready", False) for replica in _replicas(server, "probed")] in (
+        [],
+        [False],
+        [False] * 2,
+    )
+    assert fetch(url)[0] == 503
+    (health / "0").touch()
+    assert _until(lambda: fetch(url) == (200, "v1 replica 0"))
+    with Load(url) as load:
+        time.sleep(1)
+        assert set(load.bodies()) == {"v1 replica 0"}  # replica 1 answers on its port, but fails its probe
+        (health / "1").touch()
+        assert _until(lambda: "v1 replica 1" in load.bodies(len(load.answers) - 20))
+        (health / "0").unlink()  # replica 0 fails its probe: out of the endpoints, its requests finish
+        assert _until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v1 replica 1"})
+        (health / "0").touch()
+        assert _until(lambda: "v1 replica 0" in load.bodies(len(load.answers) - 20))
+    assert load.failed() == [], Counter(load.failed())
+    assert server.cli("delete", "-f", str(service), "-y").code == 0
+
+
+def test_a_good_new_version_rolls_without_a_failed_request(
+    server: ServerProcess, gateway: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://{gateway}:{port}/"
+    assert (
+        server.cli("apply", "-f", str(_service_file(tmp_path, "rolling", port, "v1", replicas=2)), "-y").code
+        == 0
+    )
+    assert _until(lambda: set(_sample(url)) == {"v1 replica 0", "v1 replica 1"})
+    with Load(url) as load:
+        applied = server.cli(
+            "apply", "-f", str(_service_file(tmp_path, "rolling", port, "v2", replicas=2)), "-y"
+        )
+        assert applied.code == 0, applied.stdout + applied.stderr
+        assert "Rolling out:" in applied.stdout
+        after = len(load.answers)
+        time.sleep(1)
+    assert load.failed() == [], Counter(load.failed())
+    bodies = load.bodies()
+    assert {body.split()[0] for body in bodies} == {"v1", "v2"}, bodies
+    # Once `apply` returned, the old version served nothing.
+    assert {body.split()[0] for body in load.bodies(after)} == {"v2"}, load.bodies(after)
+    listed = _replicas(server, "rolling")
+    assert len(listed) == 2 and all(replica.get("ready") for replica in listed), listed
+    assert len({replica.get("version") for replica in listed}) == 1
+    rollout = json.loads(server.cli("service", "get", "rolling", "--json").stdout)["status"]["rollout"]
+    assert rollout["state"] == "complete", rollout
+    assert server.cli("delete", "-f", str(tmp_path / "rolling.dstack.yml"), "-y").code == 0
+
+
+def _sample(url: str, count: int = 20) -> Counter[str]:
+    return Counter(fetch(url)[1] for _ in range(count))
+
+
+@pytest.mark.parametrize(
+    ("case", "broken", "reason"),
+    [
+        ("command", {"command": "echo v2 cannot start >&2; exit 3"}, "exited with code 3"),
+        (
+            "probe",
+            {"probe": "{type: http, url: /health, interval: 1s, expected_status: 299}"},
+            "did not pass its probes",
+        ),
+    ],
+)
+def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
+    server: ServerProcess,
+    gateway: str,
+    tmp_path: Path,
+    case: str,
+    broken: dict[str, str],
+    reason: str,
+) -> None:
+    name = f"broken-{case}"
+    port = free_port()
+    url = f"http://{gateway}:{port}/"
+    served = tmp_path / "served.log"
+    env = {"SERVED_LOG": str(served)}
+    assert server.cli("apply", "-f", str(_service_file(tmp_path, name, port, "v1", env=env)), "-y").code == 0
+    with Load(url) as load:
+        applied = server.cli(
+            "apply",
+            "-f",
+            str(_service_file(tmp_path, name, port, "v2", env=env, **broken)),
+            "-y",  # type: ignore[arg-type]
+        )
+        after = len(load.answers)
+        time.sleep(1)
+    assert applied.code == 1, applied.stdout + applied.stderr
+    error = applied.stderr.strip().splitlines()
+    assert len(error) == 1 and "rolled back" in error[0] and reason in error[0], (error, server.log()[-3000:])
+    assert load.failed() == [], Counter(load.failed())
+    assert set(load.bodies()) == {"v1 replica 0"}, load.bodies()
+    assert len(load.answers) > after  # it kept serving after `apply` gave up
+    # The new version's replica never answered a request (its own count, on its side).
+    assert {line.split()[0] for line in served.read_text().splitlines()} == {"v1"}
+    shown = json.loads(server.cli("service", "get", name, "--json").stdout)["status"]
+    assert shown["state"] == "SERVICE_STATE_RUNNING" and shown["rollout"]["state"] == "failed", shown
+    listed = _replicas(server, name)
+    assert len(listed) == 1 and listed[0].get("ready"), listed
+    assert server.cli("delete", "-f", str(tmp_path / f"{name}.dstack.yml"), "-y").code == 0
