@@ -201,7 +201,8 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
             if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
                 break
             rollout = service.status.rollout
-            if seen and rollout.generation == applied and rollout.state != rollouts.COMPLETE:
+            settled = (rollouts.COMPLETE, rollouts.CANARY)
+            if seen and rollout.generation == applied and rollout.state not in settled:
                 if rollout.state == rollouts.FAILED:
                     break
                 if rollout.message != shown:
@@ -229,6 +230,8 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
         raise CliError(
             f'service "{service.name}" has no ready replica: {service.status.message or "see its logs"}'
         )
+    if rollout.generation == applied and rollout.state == rollouts.CANARY:
+        console.print(f"Canary: {rollout.message}", soft_wrap=False)
     for url in service.status.urls:
         console.print(f"The service is available at {url}")
     _how_to_call(service)

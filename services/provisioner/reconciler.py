@@ -322,11 +322,18 @@ class Provisioner:
         service.status.CopyFrom(updated.status)
 
     def _rollout(self, service: resources_pb2.Service) -> resources_pb2.Rollout:
-        """The service's last rollout, as this provisioner wrote it or else as the registry has it."""
+        """A copy of the service's last rollout: as this provisioner wrote it, unless the registry's is
+        further on (a verdict of `service promote|abort`)."""
         written = self._rollouts.get(service.id)
-        if written is not None and written.generation >= service.status.rollout.generation:
-            return written
-        return service.status.rollout
+        registry = service.status.rollout
+        latest = resources_pb2.Rollout()
+        if written is not None and not rollouts.later(
+            (registry.generation, registry.state), (written.generation, written.state)
+        ):
+            latest.CopyFrom(written)
+        else:
+            latest.CopyFrom(registry)
+        return latest
 
     async def _register(
         self, service: resources_pb2.Service, replica: LocalReplica, ready: bool, version: str = ""
@@ -550,22 +557,39 @@ class Provisioner:
         """Replaces `old` (replicas of an earlier spec, serving) with replicas of `run`, one more
         than desired at a time: each new one starts, answers and passes its probes, takes traffic,
         and only then does an old one leave the endpoints, drain and stop. A new replica that never
-        gets ready rolls the change back: the new replicas stop, the old ones serve throughout."""
-        desired = max(1, service.status.desired_replicas)
-        rollout = self._rollout(service)
-        if rollout.generation == service.generation and rollout.state == rollouts.FAILED:
-            # Rolled back: the old replicas serve (their probes still watched) until the next change.
-            return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+        gets ready rolls the change back: the new replicas stop, the old ones serve throughout.
+
+        With `canary`, the old replicas stay: once every new one is ready, the new version takes
+        the canary's share of the requests until `service promote` (the old ones then drain and
+        stop) or `service abort` (the new ones do)."""
         target = spec_hash(run)
-        progress = resources_pb2.Rollout(generation=service.generation, state=rollouts.PROGRESSING)
+        rollout = self._rollout(service)
+        if rollout.generation == service.generation:
+            if rollout.state in (rollouts.FAILED, rollouts.CANARY):
+                # Rolled back, or a canary awaiting its verdict: both versions' replicas stay as they are.
+                return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+            if rollout.state == rollouts.PROMOTING:
+                await self._retire_all(old)
+                return await self._completed(service, rollout, len(self._of_version(service, target)))
+            if rollout.state == rollouts.ABORTING:
+                await self._retire_all(self._of_version(service, target))
+                rollout.state = rollouts.FAILED
+                rollout.message = "aborted: the previous version serves every request"
+                await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", rollout)
+                return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+        desired = max(1, service.status.desired_replicas)
+        canary = service.spec.canary
+        progress = resources_pb2.Rollout(
+            generation=service.generation,
+            state=rollouts.PROGRESSING,
+            version=target,
+            canary_weight=canary.weight,
+            canary_header=canary.header,
+        )
         while True:
-            new = [
-                self._runner.replica(service.id, index)
-                for index in self._runner.indices(service.id)
-                if self._runner.version(self._runner.replica(service.id, index)) == target
-            ]
+            new = self._of_version(service, target)
             ready = [replica for replica in new if self._runner.is_current(replica, run)]
-            if not old and len(ready) >= desired:
+            if len(ready) >= desired and (not old or canary.weight or canary.header):
                 break
             progress.updated_replicas, progress.old_replicas = len(ready), len(old)
             progress.message = f"{len(ready)} of {desired} new replicas ready, {len(old)} old serving"
@@ -577,17 +601,35 @@ class Provisioner:
                     return Result()  # changed again: the next pass rolls out the newest spec
                 if failure is not None:
                     return await self._roll_back(service, run, old, failure, progress)
-                if len(old) < desired - len(ready):
-                    continue  # fewer old ones than new ones still to come: every old one serves on
+                if len(old) < desired - len(ready) or canary.weight or canary.header:
+                    continue  # every old one serves on: fewer than the new ones to come, or a canary
             if old:
                 await self._retire(old.pop())
+        if not old:
+            return await self._completed(service, progress, len(ready))
+        progress.state = rollouts.CANARY
+        progress.updated_replicas, progress.old_replicas = len(ready), len(old)
+        share = f"{canary.weight}% of requests" + (
+            f" and those with {canary.header}" if canary.header else ""
+        )
+        progress.message = f"{share} go to the new version: `gatehouse service promote|abort {service.name}`"
+        await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", progress)
+        return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+
+    async def _completed(
+        self, service: resources_pb2.Service, progress: resources_pb2.Rollout, serving: int
+    ) -> Result:
         progress.state = rollouts.COMPLETE
-        progress.updated_replicas, progress.old_replicas = len(ready), 0
-        progress.message = f"{len(ready)} new replicas serving"
+        progress.updated_replicas, progress.old_replicas = serving, 0
+        progress.message = f"{serving} new replicas serving"
         await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", progress)
         self._failures.pop(service.id, None)
         self._backoff.pop(service.id, None)
         return Result(requeue_after=REPLICA_RECHECK_SECONDS)
+
+    def _of_version(self, service: resources_pb2.Service, version: str) -> list[LocalReplica]:
+        replicas = (self._runner.replica(service.id, index) for index in self._runner.indices(service.id))
+        return [replica for replica in replicas if self._runner.version(replica) == version]
 
     async def _next_new(
         self,
@@ -615,9 +657,15 @@ class Provisioner:
 
     async def _retire(self, replica: LocalReplica) -> None:
         """Out of the endpoints first; stopped once the gateway's Envoys let its requests finish."""
-        await self._unregister(replica.id)
-        await asyncio.sleep(self._drain)
-        await self._runner.stop(replica)
+        await self._retire_all([replica])
+
+    async def _retire_all(self, replicas: list[LocalReplica]) -> None:
+        for replica in replicas:
+            await self._unregister(replica.id)
+        if replicas:
+            await asyncio.sleep(self._drain)
+        for replica in replicas:
+            await self._runner.stop(replica)
 
     async def _roll_back(
         self,
@@ -627,12 +675,9 @@ class Provisioner:
         reason: str,
         progress: resources_pb2.Rollout,
     ) -> Result:
-        target = spec_hash(run)
-        for index in self._runner.indices(service.id):
-            replica = self._runner.replica(service.id, index)
-            if self._runner.version(replica) == target:
-                await self._unregister(replica.id)
-                await self._runner.stop(replica)
+        for replica in self._of_version(service, spec_hash(run)):
+            await self._unregister(replica.id)
+            await self._runner.stop(replica)
         progress.state = rollouts.FAILED
         progress.updated_replicas, progress.old_replicas = 0, len(old)
         progress.message = f"rolled back: {reason}"

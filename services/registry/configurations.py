@@ -438,6 +438,28 @@ class ProbeConfig(_Strict):
         return self
 
 
+class CanaryConfig(_Strict):
+    """A change rolls out as a canary: its replicas get `weight` percent of the requests (and every
+    request carrying `header`) until `gatehouse service promote|abort NAME`."""
+
+    weight: int = Field(description="Percent of requests the new version gets, 1-99")
+    header: str | None = Field(None, description="Requests carrying this header go to the new version")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _valid_weight(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 99:
+            raise ValueError(f"use a whole percent from 1 to 99, not {describe(value)}")
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _valid_header(cls, value: str | None) -> str | None:
+        if value is not None and (not HEADER_PATTERN.match(value) or len(value) > 256):
+            raise ValueError(f"{value[:64]!r} is not a header name: letters, digits and -, at most 256")
+        return value.lower() if value is not None else None
+
+
 def _raise(message: str) -> Any:
     raise ValueError(message)
 
@@ -498,6 +520,7 @@ class ServiceConfig(_Strict):
     probes: list[ProbeConfig] = Field(
         default_factory=list, description="HTTP readiness probes: traffic only to replicas passing all"
     )
+    canary: CanaryConfig | None = Field(None, description="Roll changes out as a canary: {weight: 10}")
     commands: list[str] = Field(default_factory=list, description="Shell commands that start a replica")
     env: dict[str, str] = Field(default_factory=dict)
     model: str | None = None

@@ -165,6 +165,10 @@ def service_message(
             for probe in config.probes
         ],
     )
+    if config.canary is not None:
+        spec.canary.CopyFrom(
+            resources_pb2.Canary(weight=config.canary.weight, header=config.canary.header or "")
+        )
     if config.scaling is not None:
         spec.scaling.CopyFrom(
             resources_pb2.Scaling(

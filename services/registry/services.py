@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse import rollouts
 from gatehouse.v1 import resources_pb2
 from services.common.auth import Principal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -20,6 +21,7 @@ from services.registry.convert import (
     replica_message,
     service_config,
     service_message,
+    service_status,
     status_json,
 )
 from services.registry.models import GatewayRow, ReplicaRow, ServiceRow, TlsCertificateRow
@@ -355,6 +357,30 @@ async def set_status(session: AsyncSession, row: ServiceRow, status: resources_p
     row.status = encoded
     row.resource_version = revision
     feed.record(session, revision, feed.PUT, await message(session, row))
+
+
+async def decide_rollout(session: AsyncSession, row: ServiceRow, promote: bool) -> None:
+    """`service promote|abort`: the runner sends every request to the canary's new version and stops
+    the old one, or back to the old version and stops the new one."""
+    status = service_status(row)
+    rollout = status.rollout
+    verb = "promote" if promote else "abort"
+    if rollout.state == rollouts.PROGRESSING and (rollout.canary_weight or rollout.canary_header):
+        raise FailedPrecondition(
+            f'the canary of "{row.name}" is still starting ({rollout.message}): {verb} it once it serves'
+        )
+    if rollout.state != rollouts.CANARY:
+        shown = f"its last rollout is {rollout.state}" if rollout.state else "it has had no rollout"
+        raise FailedPrecondition(
+            f'service "{row.name}" has no canary to {verb} ({shown}): '
+            "a change to a service with `canary` starts one"
+        )
+    if rollout.generation != row.generation:
+        raise FailedPrecondition(
+            f'service "{row.name}" changed since its canary started: apply it again, then decide'
+        )
+    rollout.state = rollouts.PROMOTING if promote else rollouts.ABORTING
+    await set_status(session, row, status)
 
 
 async def scale(session: AsyncSession, row: ServiceRow, replicas: int) -> None:

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def _service_file(
     probe: str = "{type: http, url: /health, interval: 1s, timeout: 1s, unready_after: 2}",
     command: str | None = None,
     env: dict[str, str] | None = None,
+    extra: str = "",
 ) -> Path:
     app = directory / "app.py"
     app.write_text(APP)
@@ -96,7 +98,7 @@ def _service_file(
     path.write_text(
         f'type: service\nname: {name}\ngateway: roll-gw\nport: "{gateway_port}:8000"\nauth: false\n'
         f"replicas: {replicas}\nprobes: [{probe}]\nenv:\n{env_lines}"
-        f"commands: [{json.dumps(command or f'python {app}')}]\n"
+        f"commands: [{json.dumps(command or f'python {app}')}]\n{extra}"
     )
     return path
 
@@ -260,3 +262,59 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     listed = _replicas(server, name)
     assert len(listed) == 1 and listed[0].get("ready"), listed
     assert server.cli("delete", "-f", str(tmp_path / f"{name}.dstack.yml"), "-y").code == 0
+
+
+def _rollout(server: ServerProcess, name: str) -> dict[str, object]:
+    return json.loads(server.cli("service", "get", name, "--json").stdout)["status"].get("rollout", {})  # type: ignore[no-any-return]
+
+
+def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
+    server: ServerProcess, gateway: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://{gateway}:{port}/"
+    canary = "canary: {weight: 10, header: X-Canary}\n"
+
+    def version(tag: str) -> Path:
+        return _service_file(tmp_path, "canaried", port, tag, extra=canary)
+
+    assert server.cli("apply", "-f", str(version("v1")), "-y").code == 0
+    refused = server.cli("service", "promote", "canaried")
+    assert refused.code == 1 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert 'service "canaried" has no canary to promote' in refused.stderr
+
+    applied = server.cli("apply", "-f", str(version("v2")), "-y")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert "Canary: 10% of requests and those with x-canary go to the new version" in applied.stdout
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: fetch(url), range(2000)))
+    assert [status for status, _ in answers].count(200) == 2000, Counter(answers)
+    shares = Counter(body.split()[0] for _, body in answers)
+    assert set(shares) == {"v1", "v2"} and 140 <= shares["v2"] <= 260, shares  # 10% ± 3%
+    with_header = {fetch(url, headers={"X-Canary": "yes"})[1] for _ in range(50)}
+    assert {body.split()[0] for body in with_header} == {"v2"}, with_header
+
+    with Load(url) as load:
+        promoted = server.cli("service", "promote", "canaried")
+        assert promoted.code == 0, promoted.stderr
+        assert _until(lambda: _rollout(server, "canaried").get("state") == "complete")
+        after = len(load.answers)
+        time.sleep(1)
+    assert load.failed() == [], Counter(load.failed())
+    assert set(load.bodies(after)) == {"v2 replica 1"}, load.bodies(after)
+
+    applied = server.cli("apply", "-f", str(version("v3")), "-y")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert _until(lambda: "v3" in {body.split()[0] for body in _sample(url, 40)})
+    with Load(url) as load:
+        aborted = server.cli("service", "abort", "canaried")
+        assert aborted.code == 0, aborted.stderr
+        assert _until(lambda: _rollout(server, "canaried").get("state") == "failed")
+        after = len(load.answers)
+        time.sleep(1)
+    assert load.failed() == [], Counter(load.failed())
+    assert set(load.bodies(after)) == {"v2 replica 1"}, load.bodies(after)
+    assert "aborted" in str(_rollout(server, "canaried").get("message"))
+    listed = _replicas(server, "canaried")
+    assert len(listed) == 1 and listed[0].get("ready"), listed
+    assert server.cli("delete", "-f", str(tmp_path / "canaried.dstack.yml"), "-y").code == 0

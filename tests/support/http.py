@@ -9,9 +9,12 @@ import urllib.request
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def fetch(url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, str]:
+def fetch(
+    url: str, timeout: float = 5.0, token: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Status and body; 0 and the error when nothing answered. `token`: sent as a bearer credential."""
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, headers=sent)
     try:
         with _opener.open(request, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")
