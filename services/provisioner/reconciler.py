@@ -488,10 +488,8 @@ class Provisioner:
         # The autoscaler's count within `replicas: min..max`, else the configured one.
         desired = service.status.desired_replicas
         slots = self._slots(service, desired)
-        for index in slots[desired:]:
-            replica = self._runner.replica(service_id, index)
-            await self._unregister(replica.id)
-            await self._runner.stop(replica)
+        # Scaled down: out of the endpoints, drained, then stopped.
+        await self._retire_all([self._runner.replica(service_id, index) for index in slots[desired:]])
         slots = slots[:desired]
         replicas = [self._runner.replica(service_id, index) for index in slots]
         current = [self._runner.is_current(replica, run) for replica in replicas]

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gatehouse import limits
+from gatehouse import limits, scaling
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.registry.configuration_errors import describe, format_validation_error
 
@@ -231,8 +231,12 @@ def parse_replicas(value: int | str) -> tuple[int, int]:
 
 
 class ScalingConfig(_Strict):
-    metric: Literal["rps"] = Field(description="What drives scaling: requests per second")
-    target: float = Field(gt=0, description="Requests per second one replica should serve")
+    metric: scaling.Metric = Field(
+        description="What drives scaling: requests per second, or requests in flight (concurrency)"
+    )
+    target: float = Field(
+        gt=0, description="Per replica: requests per second (rps), or requests in flight (concurrency)"
+    )
     window: int | str = Field(60, description="Averaging window: 30s, 60s (1m) or 300s (5m)")
     scale_up_delay: int | str = Field(300, description="How long load must stay high before adding replicas")
     scale_down_delay: int | str = Field(

@@ -89,7 +89,7 @@ CASES: list[tuple[str, str, str | bytes, int, str]] = [
     ("replicas-bool", "s.dstack.yml", SERVICE + "replicas: true\n", 1, "`replicas`: use a number (2) or a range (1..4), not true"),
     ("range-without-scaling", "s.dstack.yml", SERVICE + "replicas: 1..3\n", 1, "add `scaling`"),
     ("scaling-without-range", "s.dstack.yml", SERVICE + "scaling: {metric: rps, target: 10}\n", 1, "`scaling` needs a replica range"),
-    ("scaling-cpu", "s.dstack.yml", SERVICE + "replicas: 1..3\nscaling: {metric: cpu, target: 0}\n", 1, "`scaling.metric`: use rps, not 'cpu'"),
+    ("scaling-cpu", "s.dstack.yml", SERVICE + "replicas: 1..3\nscaling: {metric: cpu, target: 0}\n", 1, "`scaling.metric`: use rps or concurrency, not 'cpu'"),
     ("scaling-window", "s.dstack.yml", SERVICE + "replicas: 1..3\nscaling: {metric: rps, target: 1, window: 45s}\n", 1, "use 30s, 60s or 300s"),
     # Rate limits.
     ("key-cookie", "s.dstack.yml", SERVICE + "rate_limits: [{rps: 1, key: cookie}]\n", 1, "use ip_address or {type: header, header: NAME}, not 'cookie'"),
