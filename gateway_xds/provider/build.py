@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from gatehouse import gateway_resources, rollouts
+from gatehouse import gateway_resources, rollouts, runners
 from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
@@ -48,6 +48,14 @@ def _endpoint(address: str) -> Endpoint | None:
         return None
 
 
+def takes_traffic(service: resources_pb2.Service, replica: resources_pb2.Replica) -> bool:
+    """Ready, and for a replica others run of a service with probes, passing them (the provisioner
+    probes it)."""
+    if not replica.ready:
+        return False
+    return replica.probed or not service.spec.probes or not runners.probed_by_provisioner(replica.runner)
+
+
 def _endpoints(replicas: Iterable[resources_pb2.Replica]) -> tuple[Endpoint, ...]:
     found = (_endpoint(replica.address) for replica in replicas if replica.ready)
     return tuple(
@@ -84,7 +92,7 @@ def service_route(
     if port is None:
         return None
     name = backend_name(service)
-    replicas = list(replicas)
+    replicas = [replica for replica in replicas if takes_traffic(service, replica)]
     agents = agent_name(service.id, gateway.id) if takes_tunnels and tunnelled(replicas) else ""
     split = None if agents else canary_split(service, replicas)
     canary: Backend | None = None

@@ -1,4 +1,4 @@
-"""what each replica runs
+"""what each replica runs, and whether a service's probes pass against it
 
 Revision ID: 0008
 Revises: 0007
@@ -17,8 +17,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("replicas") as batch_op:
         batch_op.add_column(sa.Column("version", sa.String(64), nullable=False, server_default=""))
+        batch_op.add_column(sa.Column("probed", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("replicas") as batch_op:
+        batch_op.drop_column("probed")
         batch_op.drop_column("version")

@@ -49,11 +49,13 @@ class ReplicaProbes:
         probes: Sequence[resources_pb2.Probe],
         streaks: Streaks,
         alive: Callable[[], bool],
+        at_once: bool = False,
     ) -> None:
-        """Keeps probing a replica that passed (`streaks` as they ended) while `alive()`."""
+        """Keeps probing a replica (`streaks` as they stand) while `alive()`, every interval; the
+        first time at once with `at_once`, else after an interval."""
         self.stop(replica_id)
         probes = list(probes)
-        task = asyncio.create_task(self._run(replica_id, host, port, probes, streaks, alive))
+        task = asyncio.create_task(self._run(replica_id, host, port, probes, streaks, alive, at_once))
         self._watched[replica_id] = Watched(task, streaks)
 
     async def _run(
@@ -64,10 +66,14 @@ class ReplicaProbes:
         probes: list[resources_pb2.Probe],
         streaks: Streaks,
         alive: Callable[[], bool],
+        at_once: bool,
     ) -> None:
         pause = interval(probes)
+        first = True
         while alive():
-            await asyncio.sleep(pause)
+            if not (first and at_once):
+                await asyncio.sleep(pause)
+            first = False
             if all(probe.until_ready for probe in probes) and streaks.ready:
                 return
             before = streaks.ready

@@ -218,6 +218,7 @@ def replica_message(row: ReplicaRow) -> resources_pb2.Replica:
         ready=row.ready,
         runner=row.runner,
         version=row.version,
+        probed=row.probed,
         resource_version=row.resource_version,
         heartbeat_at=timestamp(row.heartbeat_at),
     )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatehouse import rollouts
+from gatehouse import rollouts, runners
 from gatehouse.v1 import resources_pb2
 from services.common.auth import Principal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -60,11 +60,23 @@ async def ready_counts(session: AsyncSession, service_ids: Sequence[str]) -> dic
     if not service_ids:
         return {}
     result = await session.execute(
-        select(ReplicaRow.service_id, func.count())
+        select(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed, func.count())
         .where(ReplicaRow.service_id.in_(service_ids), ReplicaRow.ready.is_(True))
-        .group_by(ReplicaRow.service_id)
+        .group_by(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed)
     )
-    return {service_id: count for service_id, count in result.all()}
+    counted = result.all()
+    # Replicas others run, of services with probes, count once the probes pass against them.
+    unprobed = {service_id for service_id, runner, probed, _ in counted if not probed}
+    probing = set()
+    if unprobed:
+        rows = await session.execute(select(ServiceRow).where(ServiceRow.id.in_(unprobed)))
+        probing = {row.id for row in rows.scalars() if service_config(row).probes}
+    counts: dict[str, int] = {}
+    for service_id, runner, probed, count in counted:
+        if service_id in probing and runners.probed_by_provisioner(runner) and not probed:
+            continue
+        counts[service_id] = counts.get(service_id, 0) + count
+    return counts
 
 
 async def messages(session: AsyncSession, rows: Sequence[ServiceRow]) -> list[resources_pb2.Service]:

@@ -5,19 +5,25 @@ passes, never receives a request while the old version serves throughout."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from gatehouse.v1 import resources_pb2
 from services.common.probes import free_port
+from services.provisioner.backends.local.network import NamespaceNetwork, namespaces_available
+from services.provisioner.runner import LocalRunner
 from tests.support.gateways import gateway_host
 from tests.support.http import fetch
+from tests.support.real import require_real
 from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.real
@@ -66,7 +72,12 @@ READY_TIMEOUT = 12
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # A new version has 12 s to get ready; a replica out of the endpoints drains for 1 s.
-    env = {"GATEHOUSE_REPLICA_READY_TIMEOUT": str(READY_TIMEOUT), "GATEHOUSE_REPLICA_DRAIN": "1"}
+    # Replicas registered by others are registered once: they outlive the module without heartbeats.
+    env = {
+        "GATEHOUSE_REPLICA_READY_TIMEOUT": str(READY_TIMEOUT),
+        "GATEHOUSE_REPLICA_DRAIN": "1",
+        "GATEHOUSE_REPLICA_TTL": "600",
+    }
     with running_server(tmp_path_factory.mktemp("gatehouse-home"), extra_env=env) as process:
         yield process
 
@@ -318,3 +329,74 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
     listed = _replicas(server, "canaried")
     assert len(listed) == 1 and listed[0].get("ready"), listed
     assert server.cli("delete", "-f", str(tmp_path / "canaried.dstack.yml"), "-y").code == 0
+
+
+# Where the test runs the replicas "others" register: a network of its own, apart from the server's
+# replica network, reachable by the gateway's Envoy as a replica on another host would be.
+OTHERS_SUBNET = "10.219.0.0/16"
+
+
+@pytest.fixture
+def others(tmp_path: Path) -> Iterator[Callable[[int, dict[str, str]], str]]:
+    """Starts the app as replica N in a network namespace of its own; returns its address."""
+    if not namespaces_available():
+        require_real("network namespaces need root and `ip` (iproute2)")
+    runner = LocalRunner(tmp_path / "others", NamespaceNetwork(IPv4Network(OTHERS_SUBNET)), 10.0)
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+
+    def start(index: int, env: dict[str, str]) -> str:
+        spec = resources_pb2.ServiceSpec(commands=[f"python {app}"], app_port=8000, env=env)
+        service = resources_pb2.Service(id="others", name="others", spec=spec)
+        replica = runner.replica("others", index)
+
+        async def started() -> str:
+            await runner.start(replica, service)
+            await runner.wait_ready(replica, 8000)
+            return await runner.address(replica, 8000)
+
+        return asyncio.run(started())
+
+    yield start
+    asyncio.run(runner.stop_service("others"))
+
+
+def test_replicas_others_register_take_traffic_only_while_their_probes_pass(
+    server: ServerProcess, gateway: str, tmp_path: Path, others: Callable[[int, dict[str, str]], str]
+) -> None:
+    health = tmp_path / "health"
+    health.mkdir()
+    port = free_port()
+    url = f"http://{gateway}:{port}/"
+    service = tmp_path / "outside.dstack.yml"
+    service.write_text(
+        f'type: service\nname: outside\ngateway: roll-gw\nport: "{port}:8000"\nauth: false\n'
+        "probes: [{type: http, url: /health, interval: 1s, timeout: 1s, unready_after: 1}]\n"
+    )
+    assert server.cli("apply", "-f", str(service), "-y", "-d").code == 0
+
+    def register(index: int, version: str) -> None:
+        address = others(index, {"VERSION": version, "HEALTH_DIR": str(health)})
+        registered = server.cli(
+            "replica", "register", "--service", "outside", "--id", f"outside-{index}",
+            "--address", address, "--ready", "--version", version,
+        )  # fmt: skip
+        assert registered.code == 0, registered.stderr
+
+    (health / "0").touch()
+    register(0, "v1")
+    assert _until(lambda: fetch(url) == (200, "v1 replica 0"))
+    with Load(url) as load:
+        register(1, "v2")  # ready, says its runner; its probe fails
+        time.sleep(3)
+        probed = {replica["id"]: replica.get("probed", False) for replica in _replicas(server, "outside")}
+        assert probed == {"outside-0": True, "outside-1": False}, probed
+        assert set(load.bodies()) == {"v1 replica 0"}  # the new version got none yet
+        (health / "1").touch()
+        assert _until(lambda: "v2 replica 1" in load.bodies(len(load.answers) - 20))
+        (health / "0").unlink()  # the old version fails its probe: out, its requests finish
+        assert _until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v2 replica 1"})
+    assert load.failed() == [], Counter(load.failed())
+    versions = {replica["id"]: replica.get("version") for replica in _replicas(server, "outside")}
+    assert versions == {"outside-0": "v1", "outside-1": "v2"}
+    assert server.cli("delete", "-f", str(service), "-y").code == 0

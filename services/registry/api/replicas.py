@@ -59,6 +59,15 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
             await replicas.unregister(session, row)
         raise InvalidArgument(f"{refusal} (replica {request.id} was unregistered)")
 
+    async def SetProbed(
+        self, request: registry_pb2.SetProbedRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Replica:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await replicas.get(session, request.id)
+            await replicas.set_probed(session, row, request.passing)
+            return replica_message(row)
+
     async def Unregister(
         self, request: registry_pb2.UnregisterReplicaRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UnregisterReplicaResponse:

@@ -9,7 +9,8 @@ import pytest
 from gatehouse import rollouts
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
-from tests.integration.registry.test_replica_admission import Project, refused, register, system, two
+from tests.integration.registry.test_registry_api import apply
+from tests.integration.registry.test_replica_admission import RUNNING, Project, refused, register, system, two
 
 pytestmark = pytest.mark.real
 __all__ = ["system", "two"]  # fixtures
@@ -82,3 +83,36 @@ async def test_only_the_projects_members_decide_its_canary_and_only_while_one_se
     assert "its last rollout is promoting" in late
     aborted = await beta.member.services.Abort(_decision(beta, "web"))
     assert aborted.status.rollout.state == rollouts.ABORTING
+
+
+async def test_a_replica_others_run_counts_for_a_probed_service_once_its_probes_pass(
+    two: tuple[Project, Project], system: Stubs
+) -> None:
+    alpha, beta = two
+    await apply(
+        alpha.as_admin,
+        type="service",
+        name="web",
+        gateway="gw",
+        port="7101:8000",
+        probes=[{"type": "http", "url": "/health"}],
+    )
+    for project in (alpha, beta):
+        await project.admin.replicas.Register(
+            register(project, "web", f"{project.name}-web-0", "10.0.0.5:8000")
+        )
+
+    async def state(project: Project) -> tuple[int, int]:
+        got = await project.admin.services.Get(registry_pb2.GetRequest(project=project.name, name="web"))
+        return got.status.state, got.status.ready_replicas
+
+    # Ready, says its runner: alpha's probes have not passed against it yet; beta's has no probes.
+    assert await state(alpha) == (resources_pb2.SERVICE_STATE_SUBMITTED, 0)
+    assert await state(beta) == (RUNNING, 1)
+    verdict = registry_pb2.SetProbedRequest(id=f"{alpha.name}-web-0", passing=True)
+    await refused(grpc.StatusCode.PERMISSION_DENIED, alpha.admin.replicas.SetProbed(verdict))
+    assert (await system.replicas.SetProbed(verdict)).probed
+    assert await state(alpha) == (RUNNING, 1)
+    # Registered again at another address, it is probed afresh.
+    await alpha.admin.replicas.Register(register(alpha, "web", f"{alpha.name}-web-0", "10.0.0.6:8000"))
+    assert await state(alpha) == (resources_pb2.SERVICE_STATE_PROVISIONING, 0)
