@@ -566,6 +566,16 @@ class ServiceConfig(_Strict):
             return _raise(f"{len(value)} probes: at most {MAX_PROBES}")
         return value
 
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _canary_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict):
+            return value
+        return _raise(
+            "use {weight: 10} (percent of requests), or {weight: 10, header: X-Canary}, "
+            f"not {describe(value)}"
+        )
+
     @field_validator("replicas", mode="before")
     @classmethod
     def _valid_replicas(cls, value: Any) -> Any:
