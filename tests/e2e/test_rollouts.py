@@ -268,6 +268,9 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     assert len(load.answers) > after  # it kept serving after `apply` gave up
     # The new version's replica never answered a request (its own count, on its side).
     assert {line.split()[0] for line in served.read_text().splitlines()} == {"v1"}
+    table = server.cli("service", "list", "-v").stdout
+    assert "ROLLOUT" in table.splitlines()[0], table
+    assert any(name in line and "rolled back: replica 1" in line for line in table.splitlines()), table
     shown = json.loads(server.cli("service", "get", name, "--json").stdout)["status"]
     assert shown["state"] == "SERVICE_STATE_RUNNING" and shown["rollout"]["state"] == "failed", shown
     listed = _replicas(server, name)
