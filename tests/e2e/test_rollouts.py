@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,47 +23,10 @@ from services.provisioner.runner import LocalRunner
 from tests.support.gateways import gateway_host
 from tests.support.http import fetch
 from tests.support.real import require_real
+from tests.support.rollouts import APP, Load, rollout_of, service_file, until
 from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.real
-
-# Answers `/` with "<VERSION> replica <n>", and `/health` with 200 while $HEALTH_DIR/<n> exists
-# (or always, without HEALTH_DIR), else 503. Counts the requests `/` got in $HEALTH_DIR/<n>.served.
-APP = r"""
-import os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-VERSION = os.environ.get("VERSION", "v?")
-REPLICA = os.environ["GATEHOUSE_REPLICA"]
-HEALTH_DIR = os.environ.get("HEALTH_DIR", "")
-LOG = os.environ.get("SERVED_LOG", "")
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        if self.path == "/health":
-            healthy = not HEALTH_DIR or os.path.exists(os.path.join(HEALTH_DIR, REPLICA))
-            self._answer(200 if healthy else 503, b"ok" if healthy else b"not yet")
-            return
-        if LOG:
-            with open(LOG, "a") as log:
-                log.write(f"{VERSION} {REPLICA}\n")
-        self._answer(200, f"{VERSION} replica {REPLICA}".encode())
-
-    def _answer(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 READY_TIMEOUT = 12
 
@@ -90,70 +52,6 @@ def gateway(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
     return gateway_host(server, "roll-gw")
 
 
-def _service_file(
-    directory: Path,
-    name: str,
-    gateway_port: int,
-    version: str,
-    replicas: int = 1,
-    probe: str = "{type: http, url: /health, interval: 1s, timeout: 1s, unready_after: 2}",
-    command: str | None = None,
-    env: dict[str, str] | None = None,
-    extra: str = "",
-) -> Path:
-    app = directory / "app.py"
-    app.write_text(APP)
-    variables = {"VERSION": version, **(env or {})}
-    env_lines = "".join(f"  {key}: {value}\n" for key, value in variables.items())
-    path = directory / f"{name}.dstack.yml"
-    path.write_text(
-        f'type: service\nname: {name}\ngateway: roll-gw\nport: "{gateway_port}:8000"\nauth: false\n'
-        f"replicas: {replicas}\nprobes: [{probe}]\nenv:\n{env_lines}"
-        f"commands: [{json.dumps(command or f'python {app}')}]\n{extra}"
-    )
-    return path
-
-
-class Load:
-    """A bounded request loop against one URL, in a thread: every answer's status and body."""
-
-    def __init__(self, url: str, bound: float = 120.0) -> None:
-        self.url = url
-        self.answers: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._bound = bound
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self._bound
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.answers.append(fetch(self.url, timeout=10))
-            time.sleep(0.01)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def bodies(self, since: int = 0) -> Counter[str]:
-        return Counter(body for _, body in self.answers[since:])
-
-    def failed(self) -> list[tuple[int, str]]:
-        return [answer for answer in self.answers if answer[0] != 200]
-
-
-def _until(check: Callable[[], bool], within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _replicas(server: ServerProcess, name: str) -> list[dict[str, object]]:
     shown = server.cli("replica", "list", name, "--json")
     return json.loads(shown.stdout).get("replicas", [])  # type: ignore[no-any-return]
@@ -165,7 +63,7 @@ def test_a_replica_takes_traffic_only_while_its_probe_passes(
     health = tmp_path / "health"
     health.mkdir()
     port = free_port()
-    service = _service_file(tmp_path, "probed", port, "v1", replicas=2, env={"HEALTH_DIR": str(health)})
+    service = service_file(tmp_path, "probed", port, "v1", replicas=2, env={"HEALTH_DIR": str(health)})
     # Neither replica passes yet: `apply` waits, and nothing is in the endpoints.
     assert server.cli("apply", "-f", str(service), "-y", "-d").code == 0
     url = f"http://{gateway}:{port}/"
@@ -177,16 +75,16 @@ def test_a_replica_takes_traffic_only_while_its_probe_passes(
     )
     assert fetch(url)[0] == 503
     (health / "0").touch()
-    assert _until(lambda: fetch(url) == (200, "v1 replica 0"))
+    assert until(lambda: fetch(url) == (200, "v1 replica 0"))
     with Load(url) as load:
         time.sleep(1)
         assert set(load.bodies()) == {"v1 replica 0"}  # replica 1 answers on its port, but fails its probe
         (health / "1").touch()
-        assert _until(lambda: "v1 replica 1" in load.bodies(len(load.answers) - 20))
+        assert until(lambda: "v1 replica 1" in load.bodies(len(load.answers) - 20))
         (health / "0").unlink()  # replica 0 fails its probe: out of the endpoints, its requests finish
-        assert _until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v1 replica 1"})
+        assert until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v1 replica 1"})
         (health / "0").touch()
-        assert _until(lambda: "v1 replica 0" in load.bodies(len(load.answers) - 20))
+        assert until(lambda: "v1 replica 0" in load.bodies(len(load.answers) - 20))
     assert load.failed() == [], Counter(load.failed())
     assert server.cli("delete", "-f", str(service), "-y").code == 0
 
@@ -197,13 +95,13 @@ def test_a_good_new_version_rolls_without_a_failed_request(
     port = free_port()
     url = f"http://{gateway}:{port}/"
     assert (
-        server.cli("apply", "-f", str(_service_file(tmp_path, "rolling", port, "v1", replicas=2)), "-y").code
+        server.cli("apply", "-f", str(service_file(tmp_path, "rolling", port, "v1", replicas=2)), "-y").code
         == 0
     )
-    assert _until(lambda: set(_sample(url)) == {"v1 replica 0", "v1 replica 1"})
+    assert until(lambda: set(_sample(url)) == {"v1 replica 0", "v1 replica 1"})
     with Load(url) as load:
         applied = server.cli(
-            "apply", "-f", str(_service_file(tmp_path, "rolling", port, "v2", replicas=2)), "-y"
+            "apply", "-f", str(service_file(tmp_path, "rolling", port, "v2", replicas=2)), "-y"
         )
         assert applied.code == 0, applied.stdout + applied.stderr
         assert "Rolling out:" in applied.stdout
@@ -250,12 +148,12 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     url = f"http://{gateway}:{port}/"
     served = tmp_path / "served.log"
     env = {"SERVED_LOG": str(served)}
-    assert server.cli("apply", "-f", str(_service_file(tmp_path, name, port, "v1", env=env)), "-y").code == 0
+    assert server.cli("apply", "-f", str(service_file(tmp_path, name, port, "v1", env=env)), "-y").code == 0
     with Load(url) as load:
         applied = server.cli(
             "apply",
             "-f",
-            str(_service_file(tmp_path, name, port, "v2", env=env, **broken)),
+            str(service_file(tmp_path, name, port, "v2", env=env, **broken)),
             "-y",  # type: ignore[arg-type]
         )
         after = len(load.answers)
@@ -278,10 +176,6 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     assert server.cli("delete", "-f", str(tmp_path / f"{name}.dstack.yml"), "-y").code == 0
 
 
-def _rollout(server: ServerProcess, name: str) -> dict[str, object]:
-    return json.loads(server.cli("service", "get", name, "--json").stdout)["status"].get("rollout", {})  # type: ignore[no-any-return]
-
-
 def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
     server: ServerProcess, gateway: str, tmp_path: Path
 ) -> None:
@@ -290,7 +184,7 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
     canary = "canary: {weight: 10, header: X-Canary}\n"
 
     def version(tag: str) -> Path:
-        return _service_file(tmp_path, "canaried", port, tag, extra=canary)
+        return service_file(tmp_path, "canaried", port, tag, extra=canary)
 
     assert server.cli("apply", "-f", str(version("v1")), "-y").code == 0
     refused = server.cli("service", "promote", "canaried")
@@ -311,7 +205,7 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
     with Load(url) as load:
         promoted = server.cli("service", "promote", "canaried")
         assert promoted.code == 0, promoted.stderr
-        assert _until(lambda: _rollout(server, "canaried").get("state") == "complete")
+        assert until(lambda: rollout_of(server, "canaried").get("state") == "complete")
         after = len(load.answers)
         time.sleep(1)
     assert load.failed() == [], Counter(load.failed())
@@ -319,16 +213,16 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
 
     applied = server.cli("apply", "-f", str(version("v3")), "-y")
     assert applied.code == 0, applied.stdout + applied.stderr
-    assert _until(lambda: "v3" in {body.split()[0] for body in _sample(url, 40)})
+    assert until(lambda: "v3" in {body.split()[0] for body in _sample(url, 40)})
     with Load(url) as load:
         aborted = server.cli("service", "abort", "canaried")
         assert aborted.code == 0, aborted.stderr
-        assert _until(lambda: _rollout(server, "canaried").get("state") == "failed")
+        assert until(lambda: rollout_of(server, "canaried").get("state") == "failed")
         after = len(load.answers)
         time.sleep(1)
     assert load.failed() == [], Counter(load.failed())
     assert set(load.bodies(after)) == {"v2 replica 1"}, load.bodies(after)
-    assert "aborted" in str(_rollout(server, "canaried").get("message"))
+    assert "aborted" in str(rollout_of(server, "canaried").get("message"))
     listed = _replicas(server, "canaried")
     assert len(listed) == 1 and listed[0].get("ready"), listed
     assert server.cli("delete", "-f", str(tmp_path / "canaried.dstack.yml"), "-y").code == 0
@@ -388,7 +282,7 @@ def test_replicas_others_register_take_traffic_only_while_their_probes_pass(
 
     (health / "0").touch()
     register(0, "v1")
-    assert _until(lambda: fetch(url) == (200, "v1 replica 0"))
+    assert until(lambda: fetch(url) == (200, "v1 replica 0"))
     with Load(url) as load:
         register(1, "v2")  # ready, says its runner; its probe fails
         time.sleep(3)
@@ -396,9 +290,9 @@ def test_replicas_others_register_take_traffic_only_while_their_probes_pass(
         assert probed == {"outside-0": True, "outside-1": False}, probed
         assert set(load.bodies()) == {"v1 replica 0"}  # the new version got none yet
         (health / "1").touch()
-        assert _until(lambda: "v2 replica 1" in load.bodies(len(load.answers) - 20))
+        assert until(lambda: "v2 replica 1" in load.bodies(len(load.answers) - 20))
         (health / "0").unlink()  # the old version fails its probe: out, its requests finish
-        assert _until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v2 replica 1"})
+        assert until(lambda: set(load.bodies(len(load.answers) - 30)) == {"v2 replica 1"})
     assert load.failed() == [], Counter(load.failed())
     versions = {replica["id"]: replica.get("version") for replica in _replicas(server, "outside")}
     assert versions == {"outside-0": "v1", "outside-1": "v2"}
