@@ -338,25 +338,39 @@ class LocalServices:
             canary_weight=canary.weight,
             canary_header=canary.header,
         )
+        is_canary = bool(canary.weight or canary.header)
+        bounds = service.spec.rollout
+        surge, unavailable = (bounds.max_surge, bounds.max_unavailable) if bounds.ByteSize() else (1, 0)
+        if not surge and not unavailable:
+            surge = 1
         while True:
             new = self._of_version(service, target)
             ready = [replica for replica in new if self._runner.is_current(replica, run)]
-            if len(ready) >= desired and (not old or canary.weight or canary.header):
+            if len(ready) >= desired and (not old or is_canary):
                 break
             progress.updated_replicas, progress.old_replicas = len(ready), len(old)
             progress.message = f"{len(ready)} of {desired} new replicas ready, {len(old)} old serving"
             await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING, "", progress)
-            if len(ready) < desired:
-                try:
-                    failure = await self._next_new(service, run, new, ready)
-                except ReplicaGone:
-                    return Result()  # changed again: the next pass rolls out the newest spec
-                if failure is not None:
-                    return await self._roll_back(service, run, old, failure, progress)
-                if len(old) < desired - len(ready) or canary.weight or canary.header:
-                    continue  # every old one serves on: fewer than the new ones to come, or a canary
-            if old:
-                await self._retire(old.pop())
+            # Old replicas go while those left and the new ready ones keep the service within
+            # `max_unavailable` of the desired count (a canary's stay until its verdict).
+            leaving = []
+            while not is_canary and old and len(ready) + len(old) - 1 >= desired - unavailable:
+                leaving.append(old.pop())
+            await self._retire_all(leaving)
+            # New ones start while the service stays within `max_surge` above it (a canary's beside
+            # every old one, `max_surge` at a time).
+            room = surge if is_canary else desired + surge - len(ready) - len(old)
+            starting = min(desired - len(ready), room)
+            if starting <= 0:
+                if leaving:
+                    continue
+                return Result(requeue_after=REPLICA_RECHECK_SECONDS)  # nothing may move: look again
+            try:
+                failure = await self._start_new(service, run, new, ready, starting)
+            except ReplicaGone:
+                return Result()  # changed again: the next pass rolls out the newest spec
+            if failure is not None:
+                return await self._roll_back(service, run, old, failure, progress)
         if not old:
             return await self._completed(service, progress, len(ready))
         progress.state = rollouts.CANARY
@@ -383,19 +397,33 @@ class LocalServices:
         replicas = (self._runner.replica(service.id, index) for index in self._runner.indices(service.id))
         return [replica for replica in replicas if self._runner.version(replica) == version]
 
-    async def _next_new(
+    async def _start_new(
         self,
         service: resources_pb2.Service,
         run: resources_pb2.Service,
         new: list[LocalReplica],
         ready_new: list[LocalReplica],
+        count: int,
     ) -> str | None:
-        """One more new replica, ready and taking traffic; else why it is not (ReplicaGone when
-        the service changed again meanwhile)."""
+        """`count` more new replicas at once, each taking traffic once ready; else why one is not
+        (ReplicaGone when the service changed again meanwhile)."""
+        indices = [replica.index for replica in new if replica not in ready_new][:count]
         taken = set(self._runner.indices(service.id))
-        spare = [replica for replica in new if replica not in ready_new]
-        index = spare[0].index if spare else next(i for i in range(len(taken) + 1) if i not in taken)
-        replica = self._runner.replica(service.id, index)
+        free = (index for index in range(len(taken) + count + 1) if index not in taken)
+        while len(indices) < count:
+            indices.append(next(free))
+        replicas = [self._runner.replica(service.id, index) for index in indices]
+        outcomes = await asyncio.gather(
+            *(self._start_one(service, run, replica) for replica in replicas), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return next((outcome for outcome in outcomes if outcome is not None), None)
+
+    async def _start_one(
+        self, service: resources_pb2.Service, run: resources_pb2.Service, replica: LocalReplica
+    ) -> str | None:
         await replica.process.stop()
         try:
             await self._start_ready(service, run, replica)

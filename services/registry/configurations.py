@@ -464,6 +464,27 @@ class CanaryConfig(_Strict):
         return value.lower() if value is not None else None
 
 
+class RolloutConfig(_Strict):
+    """The bounds of a rolling update: how many new replicas start beyond the desired count at once,
+    and how many ready replicas short of it the service may be while old ones stop."""
+
+    max_surge: int = Field(1, description="New replicas beyond the desired count at once (default 1)")
+    max_unavailable: int = Field(0, description="Ready replicas the service may be short of (default 0)")
+
+    @field_validator("max_surge", "max_unavailable", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLICAS:
+            raise ValueError(f"use a number of replicas from 0 to {MAX_REPLICAS}, not {describe(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _moves(self) -> RolloutConfig:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could not start")
+        return self
+
+
 def _raise(message: str) -> Any:
     raise ValueError(message)
 
@@ -525,6 +546,9 @@ class ServiceConfig(_Strict):
         default_factory=list, description="HTTP readiness probes: traffic only to replicas passing all"
     )
     canary: CanaryConfig | None = Field(None, description="Roll changes out as a canary: {weight: 10}")
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="Rolling update bounds: {max_surge: 1, max_unavailable: 0}"
+    )
     commands: list[str] = Field(default_factory=list, description="Shell commands that start a replica")
     env: dict[str, str] = Field(default_factory=dict)
     model: str | None = None

@@ -165,6 +165,11 @@ def service_message(
             for probe in config.probes
         ],
     )
+    spec.rollout.CopyFrom(
+        resources_pb2.RolloutBounds(
+            max_surge=config.rollout.max_surge, max_unavailable=config.rollout.max_unavailable
+        )
+    )
     if config.canary is not None:
         spec.canary.CopyFrom(
             resources_pb2.Canary(weight=config.canary.weight, header=config.canary.header or "")

@@ -111,6 +111,8 @@ CASES: list[tuple[str, str, str | bytes, int, str]] = [
     ("canary-percent", "s.dstack.yml", SERVICE + "canary: {weight: 100}\n", 1, "`canary.weight`: use a whole percent from 1 to 99, not 100"),
     ("canary-number", "s.dstack.yml", SERVICE + "canary: 10\n", 1, "`canary`: use {weight: 10} (percent of requests), or {weight: 10, header: X-Canary}, not 10"),
     ("canary-header", "s.dstack.yml", SERVICE + "canary: {weight: 5, header: X Canary}\n", 1, "`canary.header`: 'X Canary' is not a header name"),
+    ("rollout-frozen", "s.dstack.yml", SERVICE + "rollout: {max_surge: 0, max_unavailable: 0}\n", 1, "`rollout`: max_surge and max_unavailable cannot both be 0: the rollout could not start"),
+    ("rollout-percent", "s.dstack.yml", SERVICE + "rollout: {max_surge: 25%}\n", 1, "`rollout.max_surge`: use a number of replicas from 0 to 100, not '25%'"),
     ("probe-misspelt", "s.dstack.yml", SERVICE + "probes: [{type: http, urll: /a}]\n", 1, "unknown field `probes[0].urll` (did you mean `url`?)"),
     ("scope-regional", "s.dstack.yml", SERVICE + "rate_limits: [{rps: 1, scope: regional}]\n", 1, "use local or global, not 'regional'"),
     ("rps-text", "s.dstack.yml", SERVICE + "rate_limits: [{rps: fast}]\n", 1, "use a number of requests per second"),

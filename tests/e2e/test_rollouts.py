@@ -89,20 +89,25 @@ def test_a_replica_takes_traffic_only_while_its_probe_passes(
     assert server.cli("delete", "-f", str(service), "-y").code == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "bounds"),
+    [
+        ("rolling", ""),  # one new replica beyond the two at a time, none short
+        ("surging", "rollout: {max_surge: 2}\n"),  # both new ones at once
+        ("shrinking", "rollout: {max_surge: 0, max_unavailable: 1}\n"),  # an old one goes first
+    ],
+)
 def test_a_good_new_version_rolls_without_a_failed_request(
-    server: ServerProcess, gateway: str, tmp_path: Path
+    server: ServerProcess, gateway: str, tmp_path: Path, name: str, bounds: str
 ) -> None:
     port = free_port()
     url = f"http://{gateway}:{port}/"
-    assert (
-        server.cli("apply", "-f", str(service_file(tmp_path, "rolling", port, "v1", replicas=2)), "-y").code
-        == 0
-    )
+    first = service_file(tmp_path, name, port, "v1", replicas=2, extra=bounds)
+    assert server.cli("apply", "-f", str(first), "-y").code == 0
     assert until(lambda: set(_sample(url)) == {"v1 replica 0", "v1 replica 1"})
     with Load(url) as load:
-        applied = server.cli(
-            "apply", "-f", str(service_file(tmp_path, "rolling", port, "v2", replicas=2)), "-y"
-        )
+        second = service_file(tmp_path, name, port, "v2", replicas=2, extra=bounds)
+        applied = server.cli("apply", "-f", str(second), "-y")
         assert applied.code == 0, applied.stdout + applied.stderr
         assert "Rolling out:" in applied.stdout
         after = len(load.answers)
@@ -112,12 +117,12 @@ def test_a_good_new_version_rolls_without_a_failed_request(
     assert {body.split()[0] for body in bodies} == {"v1", "v2"}, bodies
     # Once `apply` returned, the old version served nothing.
     assert {body.split()[0] for body in load.bodies(after)} == {"v2"}, load.bodies(after)
-    listed = _replicas(server, "rolling")
+    listed = _replicas(server, name)
     assert len(listed) == 2 and all(replica.get("ready") for replica in listed), listed
     assert len({replica.get("version") for replica in listed}) == 1
-    rollout = json.loads(server.cli("service", "get", "rolling", "--json").stdout)["status"]["rollout"]
+    rollout = json.loads(server.cli("service", "get", name, "--json").stdout)["status"]["rollout"]
     assert rollout["state"] == "complete", rollout
-    assert server.cli("delete", "-f", str(tmp_path / "rolling.dstack.yml"), "-y").code == 0
+    assert server.cli("delete", "-f", str(tmp_path / f"{name}.dstack.yml"), "-y").code == 0
 
 
 def _sample(url: str, count: int = 20) -> Counter[str]:
@@ -184,7 +189,7 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
     canary = "canary: {weight: 10, header: X-Canary}\n"
 
     def version(tag: str) -> Path:
-        return service_file(tmp_path, "canaried", port, tag, extra=canary)
+        return service_file(tmp_path, "canaried", port, tag, replicas=2, extra=canary)
 
     assert server.cli("apply", "-f", str(version("v1")), "-y").code == 0
     refused = server.cli("service", "promote", "canaried")
@@ -209,7 +214,7 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
         after = len(load.answers)
         time.sleep(1)
     assert load.failed() == [], Counter(load.failed())
-    assert set(load.bodies(after)) == {"v2 replica 1"}, load.bodies(after)
+    assert {body.split()[0] for body in load.bodies(after)} == {"v2"}, load.bodies(after)
 
     applied = server.cli("apply", "-f", str(version("v3")), "-y")
     assert applied.code == 0, applied.stdout + applied.stderr
@@ -221,10 +226,10 @@ def test_a_canary_takes_its_share_then_promote_and_abort_drop_no_request(
         after = len(load.answers)
         time.sleep(1)
     assert load.failed() == [], Counter(load.failed())
-    assert set(load.bodies(after)) == {"v2 replica 1"}, load.bodies(after)
+    assert {body.split()[0] for body in load.bodies(after)} == {"v2"}, load.bodies(after)
     assert "aborted" in str(rollout_of(server, "canaried").get("message"))
     listed = _replicas(server, "canaried")
-    assert len(listed) == 1 and listed[0].get("ready"), listed
+    assert len(listed) == 2 and all(replica.get("ready") for replica in listed), listed
     assert server.cli("delete", "-f", str(tmp_path / "canaried.dstack.yml"), "-y").code == 0
 
 
