@@ -16,7 +16,7 @@ from cli.config import CliError
 from cli.loader import load_configuration
 from cli.output import console, gateways_table, services_table
 from cli.prompt import confirm
-from gatehouse import gateway_resources
+from gatehouse import gateway_resources, rollouts
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 
@@ -192,6 +192,7 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
             console.print(f"The service will be available at {url} once a replica is ready")
         _how_to_call(service)
         return 0
+    shown = ""
     with _status("Starting..."):
         async for _ in _deadline_loop():
             service = await stubs.services.Get(get)
@@ -199,6 +200,15 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
             seen = not service.spec.commands or service.status.observed_generation >= applied
             if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
                 break
+            rollout = service.status.rollout
+            settled = (rollouts.COMPLETE, rollouts.CANARY)
+            if seen and rollout.generation == applied and rollout.state not in settled:
+                if rollout.state == rollouts.FAILED:
+                    break
+                if rollout.message != shown:
+                    shown = rollout.message
+                    console.print(f"Rolling out: {shown}")
+                continue
             if seen and _ready(service):
                 live, refusal = await _on_gateway(stubs, service)
                 if refusal:
@@ -211,10 +221,17 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
     services_table([service])
     if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
         raise CliError(f'service "{service.name}" failed: {service.status.message}')
+    rollout = service.status.rollout
+    if rollout.generation == applied and rollout.state == rollouts.FAILED:
+        raise CliError(
+            f'service "{service.name}": the change was {rollout.message}; the previous version serves'
+        )
     if service.status.desired_replicas and not service.status.ready_replicas:
         raise CliError(
             f'service "{service.name}" has no ready replica: {service.status.message or "see its logs"}'
         )
+    if rollout.generation == applied and rollout.state == rollouts.CANARY:
+        console.print(f"Canary: {rollout.message}", soft_wrap=False)
     for url in service.status.urls:
         console.print(f"The service is available at {url}")
     _how_to_call(service)

@@ -21,7 +21,7 @@ ALWAYS = frozenset({"NAME", "ID", "STATUS", "STATE", "USER", "READY", "TYPE"})
 WHOLE = frozenset(
     {
         "GATEWAY", "HOSTNAME", "ADDRESS", "CREATED", "HEARTBEAT", "EXPIRES", "BACKEND", "REGION",
-        "DEFAULT", "ENVOYS", "REPLICAS", "RUNNER", "DOMAIN", "ADMIN", "ROLE", "ISSUER",
+        "DEFAULT", "ENVOYS", "REPLICAS", "RUNNER", "DOMAIN", "ADMIN", "ROLE", "ISSUER", "VERSION",
     }
 )  # fmt: skip
 # Left out first when wrapping is not enough; other columns after these, from the right.

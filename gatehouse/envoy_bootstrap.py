@@ -166,10 +166,12 @@ def takes_agent_tunnels(bootstrap: dict[str, Any]) -> bool:
 OTLP_SINK = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
 STATS_FLUSH_SECONDS = 2
 # Of the ~130 stats Envoy keeps per cluster, those a service's cluster keeps: the autoscaler's
-# demand (requests routed, requests that found no replica) and what an operator reads first.
+# demand (requests routed, requests that found no replica, requests in flight) and what an operator
+# reads first.
 SERVICE_CLUSTER_STATS = (
     "upstream_rq_total",
     "upstream_cx_none_healthy",
+    "upstream_rq_active",
     "upstream_rq_[1-5]xx",
     "upstream_rq_timeout",
     "upstream_rq_retry",

@@ -43,10 +43,17 @@ def backend_name(project: str, service: str) -> str:
     return f"{BACKEND_PREFIX}{project}_{service}"
 
 
+def canary_backend_name(backend: str) -> str:
+    """The cluster and endpoints of a service's canary: `svc_<project>_<name>_canary` (names hold no
+    `_`, so it is no other service's backend)."""
+    return f"{backend}_canary"
+
+
 def service_resources(service: resources_pb2.Service) -> frozenset[str]:
     """The names of the resources that are the service's own: its backend's, and a port-mapped
     service's listener (and that listener's route configuration, which has its name)."""
-    names = {backend_name(service.project, service.name)}
+    backend = backend_name(service.project, service.name)
+    names = {backend, canary_backend_name(backend)}
     if not service.spec.hostname and service.spec.gateway_port:
         names.add(listener_name(service.spec.gateway_port))
     return frozenset(names)

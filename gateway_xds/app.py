@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from gatehouse.client.connection import Stubs
 from gateway_xds.authz.server import wake_service
 from gateway_xds.autoscale.autoscaler import Autoscaler
+from gateway_xds.autoscale.concurrency import InFlight
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.autoscale.wake import Waker
@@ -71,13 +72,15 @@ class XdsApp:
             after_resync=freeze_long_lived if own_process else None,
             tunnels=tunnels,
         )
-        rates = RequestRates()
-        autoscaler = Autoscaler(stubs, provider.mirror, rates)
+        rates, in_flight = RequestRates(), InFlight()
+        autoscaler = Autoscaler(stubs, provider.mirror, rates, in_flight)
         waker = Waker(provider.mirror, sync, autoscaler)
         # Envoys ask here for shared rate limits and wake-ups, and push their stats (OTLP), for autoscaling.
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
-            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
+            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+                MetricsSink(rates, in_flight), s
+            ),
         )
         try:
             authorizer: NodeAuthorizer = (

@@ -59,6 +59,12 @@ class ServiceRoute:
     listener: str
     virtual_host: VirtualHost
     backend: Backend
+    # A rollout's canary: the new version's replicas, apart (the virtual host's `canary` names it).
+    canary: Backend | None = None
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        return (self.backend,) if self.canary is None else (self.backend, self.canary)
 
 
 class IncrementalGateway:
@@ -122,7 +128,9 @@ class IncrementalGateway:
         if tunnels != self._tunnels:
             if (tunnels is None) != (self._tunnels is None):
                 # Services served by agents are valid only while the gateway takes tunnels.
-                self._dirty.update(("service", k) for k, r in self._services.items() if r.backend.agent_name)
+                self._dirty.update(
+                    ("service", k) for k, r in self._services.items() if any(b.agent_name for b in r.backends)
+                )
             self._tunnels = tunnels
             self._dirty.add(("tunnels", ""))
         return errors
@@ -151,7 +159,8 @@ class IncrementalGateway:
         if route is None:
             return
         self._on_listener.get(route.listener, set()).discard(key)
-        _release(self._backend_owner, route.backend.name, key)
+        for backend in route.backends:
+            _release(self._backend_owner, backend.name, key)
         _release(self._scope_owner, route.virtual_host.name, key)
         for domain in route.virtual_host.domains:
             _release(self._domain_owner, (route.listener, domain.lower()), key)
@@ -214,7 +223,7 @@ class IncrementalGateway:
                 )
             )
             listeners.append(replace(shell, virtual_hosts=vhosts))
-        backends = tuple(sorted((r.backend for r in published.values()), key=lambda b: b.name))
+        backends = tuple(sorted((b for r in published.values() for b in r.backends), key=lambda b: b.name))
         secrets = tuple(self._secrets[name] for name in sorted(self._secrets))
         return GatewayIR(self.gateway_id, tuple(listeners), backends, secrets, self._tunnels)
 
@@ -231,10 +240,11 @@ class IncrementalGateway:
             return {}
         self.errors.pop(key, None)
         self._claim(key, route)
-        backend = route.backend
-        out: dict[tuple[str, str], Message] = {(CLUSTER, backend.name): cluster(backend)}
-        if not backend.agent_name:
-            out[(ENDPOINT, backend.name)] = load_assignment(backend)
+        out: dict[tuple[str, str], Message] = {}
+        for backend in route.backends:
+            out[(CLUSTER, backend.name)] = cluster(backend)
+            if not backend.agent_name:
+                out[(ENDPOINT, backend.name)] = load_assignment(backend)
         shell = self._listeners.get(route.listener)
         if shell is not None and shell.route_table is RouteTable.PER_HOST:
             out[(SCOPED_ROUTE, route.virtual_host.name)] = scope(route.virtual_host)
@@ -292,14 +302,16 @@ class IncrementalGateway:
             self._emitted[piece] = now
 
     def _check(self, key: str, route: ServiceRoute) -> list[str]:
-        errors = validate_backend(route.backend)
-        if route.backend.agent_name and self._tunnels is None:
-            errors.append(
-                f"backend {route.backend.name!r} is served by agents but the gateway takes no tunnels"
-            )
-        owner = self._backend_owner.get(route.backend.name)
-        if owner not in (None, key):
-            errors.append(f"backend {route.backend.name!r} is already {owner!r}'s")
+        errors: list[str] = []
+        for backend in route.backends:
+            errors += validate_backend(backend)
+            if backend.agent_name and self._tunnels is None:
+                errors.append(
+                    f"backend {backend.name!r} is served by agents but the gateway takes no tunnels"
+                )
+            owner = self._backend_owner.get(backend.name)
+            if owner not in (None, key):
+                errors.append(f"backend {backend.name!r} is already {owner!r}'s")
         shell = self._listeners.get(route.listener)
         if shell is None:
             return errors
@@ -307,6 +319,8 @@ class IncrementalGateway:
         errors += validate_virtual_host(shell, vhost)
         if vhost.backend != route.backend.name:
             errors.append(f"virtual host {vhost.name!r} must route to its own backend {route.backend.name!r}")
+        if (vhost.canary.backend if vhost.canary else None) != (route.canary.name if route.canary else None):
+            errors.append(f"virtual host {vhost.name!r} must send its canary's share to its canary backend")
         for domain in vhost.domains:
             owner = self._domain_owner.get((shell.name, domain.lower()))
             if owner not in (None, key):
@@ -318,7 +332,8 @@ class IncrementalGateway:
         return errors
 
     def _claim(self, key: str, route: ServiceRoute) -> None:
-        self._backend_owner[route.backend.name] = key
+        for backend in route.backends:
+            self._backend_owner[backend.name] = key
         shell = self._listeners.get(route.listener)
         if shell is None:
             return

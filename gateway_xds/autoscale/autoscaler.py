@@ -1,4 +1,5 @@
-"""Sets each scaling service's replica count in the registry from its request rate."""
+"""Sets each scaling service's replica count in the registry from its load: its request rate, or its
+requests in flight (`metric: concurrency`), counting a canary's cluster with the service's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import time
 
 import grpc
 
+from gatehouse import scaling
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
+from gatehouse.gateway_resources import canary_backend_name
 from gatehouse.v1 import registry_pb2, resources_pb2
+from gateway_xds.autoscale.concurrency import InFlight
 from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wake
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.provider.build import backend_name
@@ -22,22 +26,25 @@ log = logging.getLogger(__name__)
 
 def policy_of(service: resources_pb2.Service) -> ScalingPolicy | None:
     spec = service.spec
-    if spec.scaling.metric != "rps" or spec.replicas_min == spec.replicas_max:
+    if spec.scaling.metric not in scaling.METRICS or spec.replicas_min == spec.replicas_max:
         return None
     return ScalingPolicy(
         minimum=spec.replicas_min,
         maximum=spec.replicas_max,
-        target_rps=spec.scaling.target,
+        target=spec.scaling.target,
         scale_up_delay=spec.scaling.scale_up_delay_seconds,
         scale_down_delay=spec.scaling.scale_down_delay_seconds,
     )
 
 
 class Autoscaler:
-    def __init__(self, stubs: Stubs, mirror: RegistryMirror, rates: RequestRates) -> None:
+    def __init__(
+        self, stubs: Stubs, mirror: RegistryMirror, rates: RequestRates, in_flight: InFlight | None = None
+    ) -> None:
         self._stubs = stubs
         self._mirror = mirror
         self._rates = rates
+        self._in_flight = in_flight or InFlight()
         self._states: dict[str, ScalingState] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
 
@@ -57,13 +64,25 @@ class Autoscaler:
                 continue
             seen.add(service.id)
             state = self._states.setdefault(service.id, ScalingState(current=service.status.desired_replicas))
-            rps = self._rates.rate(backend_name(service), now, service.spec.scaling.window_seconds or 60)
-            wanted = decide(policy, state, rps, now)
+            load = self.load(service, now)
+            wanted = decide(policy, state, load, now)
             if wanted != service.status.desired_replicas:
-                log.info("service %s/%s: %.2f rps -> %d replicas", service.project, service.name, rps, wanted)
+                log.info(
+                    "service %s/%s: %.2f %s -> %d replicas",
+                    service.project, service.name, load, service.spec.scaling.metric, wanted,
+                )  # fmt: skip
                 await self._scale(service.id, wanted)
         for gone in self._states.keys() - seen:
             del self._states[gone]
+
+    def load(self, service: resources_pb2.Service, now: float) -> float:
+        """Requests per second, or in flight, over the scaling window (a canary's included)."""
+        window = service.spec.scaling.window_seconds or 60
+        backend = backend_name(service)
+        clusters = (backend, canary_backend_name(backend))
+        if service.spec.scaling.metric == "concurrency":
+            return sum(self._in_flight.level(cluster, now, window) for cluster in clusters)
+        return sum(self._rates.rate(cluster, now, window) for cluster in clusters)
 
     def wake(self, service: resources_pb2.Service) -> None:
         """Requests wait for `service`, which has no replica: scale it to one now, without waiting

@@ -1,4 +1,5 @@
-"""How many replicas a service should have: ceil(rps / target), clamped to its range, changed only
+"""How many replicas a service should have: ceil(load / target), the load being requests per second
+or requests in flight (`metric: rps | concurrency`), clamped to its range, changed only
 after the load has stayed above (or below) for the scale-up (or scale-down) delay. Requests to a
 service with no replicas bring one up at once."""
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 class ScalingPolicy:
     minimum: int
     maximum: int
-    target_rps: float
+    # Per replica: requests per second, or requests in flight.
+    target: float
     scale_up_delay: float
     scale_down_delay: float
 
@@ -28,8 +30,9 @@ class ScalingState:
     awake_until: float = 0.0
 
 
-def wanted(policy: ScalingPolicy, rps: float) -> int:
-    raw = math.ceil(rps / policy.target_rps) if rps > 0 else 0
+def wanted(policy: ScalingPolicy, load: float) -> int:
+    # A hair under a whole number of replicas' worth (2.0000001 in flight) is that number.
+    raw = math.ceil(load / policy.target - 1e-6) if load > 0 else 0
     return max(policy.minimum, min(policy.maximum, raw))
 
 

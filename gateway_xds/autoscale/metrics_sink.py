@@ -1,5 +1,6 @@
 """Envoy's stats, pushed over OTLP (Envoy's OpenTelemetry stat sink) to gateway_xds: each Envoy
-reports its cumulative per-cluster request counters every flush, named `cluster.<name>.<stat>`.
+reports its cumulative per-cluster request counters and its requests-in-flight gauges every flush,
+named `cluster.<name>.<stat>`.
 
 The bootstrap sends the node id as `x-gatehouse-node` metadata; reports without it are refused, and
 so are reports whose node is not of the gateway the caller's client certificate names (mTLS).
@@ -13,6 +14,7 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from gatehouse.gateway_resources import SERVICE_STATS_PREFIX
+from gateway_xds.autoscale.concurrency import InFlight
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
@@ -20,11 +22,14 @@ from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 NODE_HEADER = "x-gatehouse-node"
 # Requests routed to the cluster, and those that found no replica to go to (scale from zero).
 DEMAND_STATS = ("upstream_rq_total", "upstream_cx_none_healthy")
+# Requests in flight to the cluster's replicas (a gauge).
+IN_FLIGHT_STAT = "upstream_rq_active"
 
 
-def _counter_value(metric: object) -> float | None:
-    data = getattr(metric, "sum", None)
-    if data is None or not metric.HasField("sum"):  # type: ignore[attr-defined]
+def _counter_value(metric: object, kind: str = "sum") -> float | None:
+    """The metric's value summed over its data points: a counter (`sum`) or a gauge (`gauge`)."""
+    data = getattr(metric, kind, None)
+    if data is None or not metric.HasField(kind):  # type: ignore[attr-defined]
         return None
     total = 0.0
     for point in data.data_points:
@@ -42,8 +47,9 @@ def _scopes(resource: object) -> list[object]:
 
 
 class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, rates: RequestRates) -> None:
+    def __init__(self, rates: RequestRates, in_flight: InFlight | None = None) -> None:
         self._rates = rates
+        self._in_flight = in_flight
 
     async def Export(
         self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
@@ -64,12 +70,18 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                 )
         now = time.monotonic()
         demand: dict[str, float] = {}
+        active: dict[str, float] = {}
         for resource in request.resource_metrics:
             for scope in _scopes(resource):
                 for metric in scope.metrics:  # type: ignore[attr-defined]
                     if not metric.name.startswith(SERVICE_STATS_PREFIX):
                         continue
                     cluster, _, stat = metric.name[len("cluster.") :].rpartition(".")
+                    if stat == IN_FLIGHT_STAT:
+                        gauge = _counter_value(metric, "gauge")
+                        if gauge is not None:
+                            active[cluster] = active.get(cluster, 0.0) + gauge
+                        continue
                     if stat not in DEMAND_STATS:
                         continue
                     value = _counter_value(metric)
@@ -77,4 +89,7 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                         demand[cluster] = demand.get(cluster, 0.0) + value
         for cluster, total in demand.items():
             self._rates.record(str(node), cluster, now, total)
+        if self._in_flight is not None:
+            for cluster, level in active.items():
+                self._in_flight.record(str(node), cluster, now, level)
         return metrics_service_pb2.ExportMetricsServiceResponse()

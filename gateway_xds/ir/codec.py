@@ -18,7 +18,7 @@ from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener
 from gateway_xds.ir.policies import Authorization, OpeningCredential, RateLimit, ScaleFromZero
-from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.routes import Canary, VirtualHost
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret
 
 _WHAT: dict[type, str] = {
@@ -36,6 +36,7 @@ _WHAT: dict[type, str] = {
     RateLimit: "rate limit",
     ScaleFromZero: "scale from zero",
     AgentTunnels: "agent tunnels",
+    Canary: "canary",
 }
 
 

@@ -127,6 +127,11 @@ def validate_virtual_host(listener: HTTPListener, vhost: VirtualHost) -> list[st
         errors.append(f"{where}: shares rate limits but the listener has no server to count them")
     if vhost.scale_from_zero is not None and not listener.authorization_cluster:
         errors.append(f"{where}: scales from zero but the listener has no server to wake it")
+    if vhost.canary is not None:
+        if not 0 <= vhost.canary.weight <= 100:
+            errors.append(f"{where}: canary weight {vhost.canary.weight} is not a percent")
+        if vhost.canary.backend == vhost.backend:
+            errors.append(f"{where}: the canary needs a backend of its own")
     for field in ("request_timeout_ms", "idle_timeout_ms", "max_request_body_bytes", "connect_retries"):
         if getattr(vhost, field) < 0:
             errors.append(f"{where}: {field} must not be negative")
@@ -162,6 +167,10 @@ def _validate_listener(listener: HTTPListener, backend_names: set[str]) -> list[
         errors += validate_virtual_host(listener, vhost)
         if vhost.backend not in backend_names:
             errors.append(f"{where} virtual host {vhost.name!r}: unknown backend {vhost.backend!r}")
+        if vhost.canary is not None and vhost.canary.backend not in backend_names:
+            errors.append(
+                f"{where} virtual host {vhost.name!r}: unknown canary backend {vhost.canary.backend!r}"
+            )
     return errors
 
 

@@ -14,6 +14,16 @@ DEFAULT_CONNECT_RETRIES = 2
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A new version beside the stable one: `weight` percent of requests (0-100), and every request
+    carrying `header` (when set), go to `backend`."""
+
+    backend: str
+    weight: int
+    header: str = ""
+
+
+@dataclass(frozen=True)
 class VirtualHost:
     """Requests whose Host matches one of `domains` go to the backend named `backend`.
 
@@ -43,3 +53,5 @@ class VirtualHost:
     cors: bool = False
     # Set while the backend has no endpoint and the service may scale from zero.
     scale_from_zero: ScaleFromZero | None = None
+    # A rollout's canary: part of the requests go to its backend instead.
+    canary: Canary | None = None

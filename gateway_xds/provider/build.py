@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from gatehouse import gateway_resources
+from gatehouse import gateway_resources, rollouts, runners
 from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
@@ -16,7 +16,7 @@ from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
-from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.routes import Canary, VirtualHost
 from gateway_xds.ir.tls import AcmeChallenge, TLSPort
 from gateway_xds.provider import policies
 from gateway_xds.provider.tls import ServedCertificate, covered, tls_port
@@ -47,6 +47,14 @@ def _endpoint(address: str) -> Endpoint | None:
         return Endpoint(host=host.strip("[]"), port=int(port))
     except ValueError:
         return None
+
+
+def takes_traffic(service: resources_pb2.Service, replica: resources_pb2.Replica) -> bool:
+    """Ready, and for a replica others run of a service with probes, passing them (the provisioner
+    probes it)."""
+    if not replica.ready:
+        return False
+    return replica.probed or not service.spec.probes or not runners.probed_by_provisioner(replica.runner)
 
 
 def _endpoints(replicas: Iterable[resources_pb2.Replica]) -> tuple[Endpoint, ...]:
@@ -87,8 +95,13 @@ def service_route(
     if port is None:
         return None
     name = backend_name(service)
-    replicas = list(replicas)
+    replicas = [replica for replica in replicas if takes_traffic(service, replica)]
     agents = agent_name(service.id, gateway.id) if takes_tunnels and tunnelled(replicas) else ""
+    split = None if agents else canary_split(service, replicas)
+    canary: Backend | None = None
+    if split is not None:
+        replicas, new_replicas, share = split
+        canary = Backend(gateway_resources.canary_backend_name(name), _endpoints(new_replicas))
     endpoints = () if agents else _endpoints(replicas)
     domains = (service.spec.hostname.lower(),) if service.spec.hostname else ("*",)
     vhost = VirtualHost(
@@ -101,11 +114,42 @@ def service_route(
         authorization=policies.authorization(service, credentials),
         rate_limits=policies.rate_limits(service),
         cors=policies.cors(service),
-        scale_from_zero=policies.scale_from_zero(service, bool(endpoints or agents)),
+        scale_from_zero=policies.scale_from_zero(
+            service, bool(endpoints or agents or (canary is not None and canary.endpoints))
+        ),
     )
+    if canary is not None:
+        header = service.status.rollout.canary_header
+        vhost = replace(vhost, canary=_canary(canary, endpoints, share, header))
     return ServiceRoute(
-        listener_name(port), vhost, Backend(name=name, endpoints=endpoints, agent_name=agents)
+        listener_name(port), vhost, Backend(name=name, endpoints=endpoints, agent_name=agents), canary
     )
+
+
+def canary_split(
+    service: resources_pb2.Service, replicas: list[resources_pb2.Replica]
+) -> tuple[list[resources_pb2.Replica], list[resources_pb2.Replica], int] | None:
+    """While a canary rolls out: the old version's replicas, the new one's (by their `version`) and
+    the new one's share of requests; None without a canary."""
+    rollout = service.status.rollout
+    if not rollout.version or not (rollout.canary_weight or rollout.canary_header):
+        return None
+    weight = rollouts.canary_weight(rollout.state, rollout.canary_weight)
+    if weight is None:
+        return None
+    new = [replica for replica in replicas if replica.version == rollout.version]
+    old = [replica for replica in replicas if replica.version != rollout.version]
+    return old, new, weight
+
+
+def _canary(backend: Backend, stable: tuple[Endpoint, ...], weight: int, header: str) -> Canary:
+    """Never a share for a side with no endpoint to take it: a canary not yet ready gets none, an
+    old version already gone gives all of it."""
+    if not backend.endpoints:
+        weight = 0
+    elif not stable:
+        weight = 100
+    return Canary(backend=backend.name, weight=weight, header=header if backend.endpoints else "")
 
 
 def gateway_listeners(
@@ -189,4 +233,5 @@ def gateway_ir(
         for shell in shells
     )
     secrets = tuple(sorted((c.secret for c in served), key=lambda s: s.name))
-    return GatewayIR(gateway.id, listeners, tuple(r.backend for r in routes), secrets, agent_tunnels)
+    backends = tuple(backend for route in routes for backend in route.backends)
+    return GatewayIR(gateway.id, listeners, backends, secrets, agent_tunnels)

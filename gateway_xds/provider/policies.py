@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gatehouse import scaling
 from gatehouse.gateway_resources import XDS_CLUSTER
 from gatehouse.v1 import resources_pb2
 from gateway_xds.authz.credentials import CredentialTables
@@ -45,6 +46,11 @@ def cors(service: resources_pb2.Service) -> bool:
 def scale_from_zero(service: resources_pb2.Service, has_endpoints: bool) -> ScaleFromZero | None:
     """Requests to a service with no ready replica wait for one where the autoscaler may start one."""
     spec = service.spec
-    if has_endpoints or spec.replicas_min != 0 or spec.replicas_max == 0 or spec.scaling.metric != "rps":
+    if (
+        has_endpoints
+        or spec.replicas_min != 0
+        or spec.replicas_max == 0
+        or spec.scaling.metric not in scaling.METRICS
+    ):
         return None
     return ScaleFromZero(project=service.project, service_id=service.id)

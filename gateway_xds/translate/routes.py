@@ -70,13 +70,15 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
     if vhost.max_request_body_bytes:
         routes.append(_body_too_large(vhost.max_request_body_bytes))
     for limit in limits:
-        routes.append(_limited(vhost, limit))
+        # A twin of a locally limited route would count its own allowance apart: a client could
+        # double it with the header. There the header does not pick the canary; the weights do.
+        limited = _limited(vhost, limit)
+        routes += _with_canary_header(vhost, limited) if limit.shared else [limited]
     if unlimited:
-        routes.append(
-            route_components_pb2.Route(
-                match=route_components_pb2.RouteMatch(prefix="/"), route=_forward(vhost)
-            )
+        forward = route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/"), route=_forward(vhost)
         )
+        routes += _with_canary_header(vhost, forward)
     policies = check_config(vhost.authorization, vhost.scale_from_zero)
     if vhost.cors:
         policies[CORS_FILTER] = pack(cors_policy())
@@ -112,13 +114,46 @@ def _https_redirect(https_port: int) -> route_components_pb2.Route:
     )
 
 
+def _with_canary_header(
+    vhost: VirtualHost, route: route_components_pb2.Route
+) -> list[route_components_pb2.Route]:
+    """The route, preceded by its twin for requests carrying the canary's header: the same checks
+    (and shared limits, counted by backend for both), to the canary's backend alone."""
+    canary = vhost.canary
+    if canary is None or not canary.header:
+        return [route]
+    twin = route_components_pb2.Route()
+    twin.CopyFrom(route)
+    twin.match.headers.append(route_components_pb2.HeaderMatcher(name=canary.header, present_match=True))
+    twin.route.ClearField("weighted_clusters")
+    twin.route.cluster = canary.backend
+    return [twin, route]
+
+
+def _destination(vhost: VirtualHost, action: route_components_pb2.RouteAction) -> None:
+    """The backend, or with a canary taking a share of the requests, both by weight."""
+    canary = vhost.canary
+    if canary is None or canary.weight == 0:
+        action.cluster = vhost.backend
+    elif canary.weight == 100:
+        action.cluster = canary.backend
+    else:
+        weighted = route_components_pb2.WeightedCluster.ClusterWeight
+        action.weighted_clusters.clusters.extend(
+            [
+                weighted(name=vhost.backend, weight=wrappers_pb2.UInt32Value(value=100 - canary.weight)),
+                weighted(name=canary.backend, weight=wrappers_pb2.UInt32Value(value=canary.weight)),
+            ]
+        )
+
+
 def _forward(vhost: VirtualHost) -> route_components_pb2.RouteAction:
     action = route_components_pb2.RouteAction(
-        cluster=vhost.backend,
         # 0 disables the deadline: streaming responses are not cut while bytes flow.
         timeout=milliseconds(vhost.request_timeout_ms),
         idle_timeout=milliseconds(vhost.idle_timeout_ms),
     )
+    _destination(vhost, action)
     if vhost.connect_retries:
         action.retry_policy.CopyFrom(
             route_components_pb2.RetryPolicy(

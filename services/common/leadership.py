@@ -111,11 +111,14 @@ class Leadership:
 
 
 async def run_queues(
-    queues: Sequence[WorkQueue], resync: Callable[[], Awaitable[None]], leadership: Leadership | None
+    queues: Sequence[WorkQueue],
+    resync: Callable[[], Awaitable[None]],
+    leadership: Leadership | None,
+    stopped: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """A reconciler's work queues run only while this copy leads (always, without `leadership`);
     each time it starts leading, everything is looked at afresh (a predecessor may have stopped
-    half-way, and timers set by it are gone)."""
+    half-way, and timers set by it are gone). `stopped` ends what the work started besides."""
 
     async def lead() -> None:
         for queue in queues:
@@ -126,6 +129,8 @@ async def run_queues(
         finally:
             for queue in queues:
                 await queue.stop()
+            if stopped is not None:
+                await stopped()
 
     if leadership is None:
         await lead()

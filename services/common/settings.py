@@ -93,6 +93,13 @@ class Settings:
     def local_state_dir(self) -> Path:
         return self.local_state or self.home
 
+    # Seconds a local replica has from starting to answering on its port and passing its probes; a
+    # new version's replica that has not is rolled back.
+    replica_ready_timeout: float = 120.0
+    # Seconds a replica taken out of the endpoints keeps running before it is stopped: the gateway's
+    # Envoys take it out and the requests in flight to it finish.
+    replica_drain: float = 5.0
+
     @property
     def server_dir(self) -> Path:
         return self.home / "server"
@@ -133,4 +140,6 @@ class Settings:
             else None,
             local_xds_address=os.environ.get("GATEHOUSE_LOCAL_XDS_ADDRESS", ""),
             project_backend_networks=_networks_env("GATEHOUSE_PROJECT_BACKEND_NETWORKS"),
+            replica_ready_timeout=float(_int_env("GATEHOUSE_REPLICA_READY_TIMEOUT", 120)),
+            replica_drain=float(_int_env("GATEHOUSE_REPLICA_DRAIN", 5)),
         )

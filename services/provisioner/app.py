@@ -91,7 +91,7 @@ def build_provisioner(
         ca=ca,
     )
     network = replica_network(settings.local_replica_network, settings.local_replica_subnet)
-    runner = LocalRunner(settings.local_state_dir / "replicas", network)
+    runner = LocalRunner(settings.local_state_dir / "replicas", network, settings.replica_ready_timeout)
     mirror = RegistryMirror()
     config = ServerConfigFile(settings.server_dir / "config.yml")
 
@@ -118,7 +118,15 @@ def build_provisioner(
         ),
         credentials_help=f": add it with `gatehouse backend add --config FILE` or in {config.path}",
     )
-    return Provisioner(stubs, backends, local, runner, mirror, host_deadline=settings.host_connect_timeout)
+    return Provisioner(
+        stubs,
+        backends,
+        local,
+        runner,
+        mirror,
+        host_deadline=settings.host_connect_timeout,
+        drain=settings.replica_drain,
+    )
 
 
 def registrations(

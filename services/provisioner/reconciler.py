@@ -1,4 +1,5 @@
-"""The provisioner: reconciles gateways to hosts and local services to replica processes.
+"""The provisioner: reconciles gateways to hosts, and local services to replica processes
+(local_services.py).
 
 Level-triggered: each key is re-read from the watch-fed mirror every time, so a crash anywhere is
 harmless and every step can run again.
@@ -28,14 +29,14 @@ from services.provisioner.backends.base import (
 )
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import CONNECT_DEADLINE_SECONDS, LocalGatewayBackend
-from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone
+from services.provisioner.local_services import DRAIN_SECONDS, LocalServices
+from services.provisioner.registered_probes import RegisteredProbes
+from services.provisioner.runner import LocalRunner
 from services.provisioner.serving import REPLACE_BACKOFF_SECONDS, HostWatch, judge
 
 log = logging.getLogger(__name__)
 
 GATEWAY_RECHECK_SECONDS = 30.0
-REPLICA_RECHECK_SECONDS = 5.0
-MAX_RETRY_SECONDS = 60.0
 MAX_DELETE_RETRY_SECONDS = 300.0
 # How long a cloud host (VM or pod) has from being made until its Envoy connects: booting, Docker's
 # install, the image pull and joining take a few minutes at most (`GATEHOUSE_HOST_CONNECT_TIMEOUT`).
@@ -71,9 +72,11 @@ class Provisioner:
         host_deadline: float = HOST_CONNECT_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.time,
         replace_backoff: float = REPLACE_BACKOFF_SECONDS,
+        drain: float = DRAIN_SECONDS,
     ) -> None:
         """`host_deadline`: seconds a cloud host has to connect its Envoy before it is replaced;
-        `replace_backoff`: how long its replacement waits (doubling while hosts keep failing)."""
+        `replace_backoff`: how long its replacement waits (doubling while hosts keep failing);
+        `drain`: how long a local replica out of the endpoints runs on before it stops."""
         self._stubs = stubs
         self._backends = backends
         self._local = local
@@ -81,21 +84,27 @@ class Provisioner:
         self.mirror = mirror or RegistryMirror()
         self._gateways = WorkQueue("gateways", self.reconcile_gateway, workers=4)
         self._services = WorkQueue("services", self.reconcile_service, workers=8)
-        self._failures: dict[str, int] = {}
-        # Per service: the generation that failed, and when its replicas may be started again.
-        self._backoff: dict[str, tuple[int, float]] = {}
         self._delete_failures: dict[str, int] = {}
         # Per gateway: what is known of its hosts' Envoys.
         self._hosts: dict[str, HostWatch] = {}
         self._host_deadline = host_deadline
         self._replace_backoff = replace_backoff
         self._clock = clock
+        self._local_services = LocalServices(stubs, self.mirror, runner, self._services.add, drain)
+        self._registered_probes = RegisteredProbes(stubs, self.mirror)
 
     async def run(self, leadership: Leadership | None = None) -> None:
-        """Follows the registry; reconciles while this copy leads (always, without `leadership`)."""
+        """Follows the registry; reconciles (and probes) while this copy leads (always, without
+        `leadership`)."""
         async with asyncio.TaskGroup() as group:
             group.create_task(follow(self._stubs.watch, self.mirror, self._on_change))
-            group.create_task(run_queues([self._gateways, self._services], self._resync, leadership))
+            group.create_task(
+                run_queues([self._gateways, self._services], self._resync, leadership, self._stop_probing)
+            )
+
+    async def _stop_probing(self) -> None:
+        await self._local_services.close()
+        await self._registered_probes.close()
 
     async def _resync(self) -> None:
         # What is not in the registry is cleaned up: never judge that from a mirror not loaded yet.
@@ -109,6 +118,7 @@ class Provisioner:
         await self._on_change(everything)
 
     async def _on_change(self, change: Change) -> None:
+        self._registered_probes.sync()
         gateway_ids = set(change.gateways)
         service_ids = set(change.services)
         if change.resync:
@@ -302,147 +312,11 @@ class Provisioner:
         await self._stubs.gateways.FinalizeDelete(registry_pb2.FinalizeRequest(id=gateway.id))
         return Result()
 
-    async def _service_status(self, service: resources_pb2.Service, state: int, message: str = "") -> None:
-        written = (service.status.state, service.status.message, service.status.observed_generation)
-        if written == (state, message, service.generation):
-            return
-        status = resources_pb2.ServiceStatus(
-            state=state, message=message, observed_generation=service.generation
-        )
-        await self._stubs.services.UpdateStatus(
-            registry_pb2.UpdateServiceStatusRequest(id=service.id, status=status)
-        )
-
-    async def _register(self, service: resources_pb2.Service, replica: LocalReplica, ready: bool) -> None:
-        address = await self._runner.address(replica, service.spec.app_port)
-        known = self.mirror.replicas.get(replica.id)
-        if known is not None and (known.address, known.ready) == (address, ready):
-            return
-        request = registry_pb2.RegisterReplicaRequest(
-            project=service.project,
-            service=service.name,
-            id=replica.id,
-            address=address,
-            ready=ready,
-            runner="local",
-        )
-        await self._stubs.replicas.Register(request)
-
-    async def _unregister(self, replica_id: str) -> None:
-        if replica_id in self.mirror.replicas:
-            await self._stubs.replicas.Unregister(registry_pb2.UnregisterReplicaRequest(id=replica_id))
-
     async def reconcile_service(self, service_id: str) -> Result:
-        service = self.mirror.services.get(service_id)
-        if service is None:
-            await self._runner.stop_service(service_id)
-            self._failures.pop(service_id, None)
-            self._backoff.pop(service_id, None)
-            return Result()
-        if not service.spec.commands:
-            return Result()
-        # The autoscaler's count within `replicas: min..max`, else the configured one.
-        desired = service.status.desired_replicas
-        try:
-            run = await self._service_run(service)
-        except grpc.aio.AioRpcError as refused:
-            if refused.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            # The registry will not give this run its environment (too large with its secrets).
-            await self._service_status(service, resources_pb2.SERVICE_STATE_FAILED, refused.details() or "")
-            return Result(requeue_after=MAX_RETRY_SECONDS)
-
-        def wanted() -> bool:
-            current = self.mirror.services.get(service_id)
-            return current is not None and current.generation == service.generation
-
-        for index in self._runner.indices(service_id):
-            if index >= desired:
-                replica = self._runner.replica(service_id, index)
-                await self._unregister(replica.id)
-                await self._runner.stop(replica)
-        current = [self._runner.is_current(self._runner.replica(service_id, i), run) for i in range(desired)]
-        held = self._backoff.get(service_id)
-        if held is not None and held[0] != service.generation:
-            # A changed spec is tried at once, with a backoff of its own.
-            self._failures.pop(service_id, None)
-            self._backoff.pop(service_id, None)
-        elif held is not None and not all(current):
-            # Status writes wake this reconciler too: a restart still waits out its backoff.
-            wait = held[1] - asyncio.get_running_loop().time()
-            if wait > 0:
-                return Result(requeue_after=wait)
-        started = False
-        for index in range(desired):
-            replica = self._runner.replica(service_id, index)
-            if current[index]:
-                await self._register(service, replica, ready=True)
-                continue
-            serving = sum(current[:index]) + sum(current[index + 1 :])
-            if replica.spec_file.exists() and not replica.process.running():
-                # It was started, and exited since: a crash counts as a failed start.
-                return await self._replica_failed(
-                    service, replica, self._runner.exit_reason(replica), serving
-                )
-            if replica.id in self.mirror.replicas:
-                await self._register(service, replica, ready=False)
-            await replica.process.stop()
-            if not serving and service_id not in self._failures:
-                # After a failure its reason stays shown until a replica is ready again.
-                await self._service_status(service, resources_pb2.SERVICE_STATE_PROVISIONING)
-            try:
-                await self._runner.start(replica, run)
-                await self._runner.wait_ready(replica, service.spec.app_port, wanted)
-            except ReplicaGone:
-                await self._unregister(replica.id)
-                await replica.process.stop()
-                return Result()
-            except ReplicaFailed as error:
-                return await self._replica_failed(service, replica, str(error), serving)
-            await self._register(service, replica, ready=True)
-            current[index] = started = True
-        if not started:
-            # A pass with nothing to restart: the service has been healthy since the last one.
-            self._failures.pop(service_id, None)
-            self._backoff.pop(service_id, None)
-        await self._service_status(service, resources_pb2.SERVICE_STATE_RUNNING)
-        return Result(requeue_after=REPLICA_RECHECK_SECONDS)
-
-    async def _service_run(self, service: resources_pb2.Service) -> resources_pb2.Service:
-        """The service with ${{ secrets.X }} in its env and commands resolved by the registry."""
-        texts = [*service.spec.env.values(), *service.spec.commands]
-        if not any("${{" in text for text in texts):
-            return service
-        resolved = await self._stubs.secrets.ResolveRun(registry_pb2.ResolveRunRequest(service_id=service.id))
-        run = resources_pb2.Service()
-        run.CopyFrom(service)
-        run.spec.env.clear()
-        run.spec.env.update(resolved.env)
-        del run.spec.commands[:]
-        run.spec.commands.extend(resolved.commands)
-        return run
-
-    async def _replica_failed(
-        self, service: resources_pb2.Service, replica: LocalReplica, reason: str, serving: int
-    ) -> Result:
-        """Stops the replica and tries again after a backoff (1 s, doubling to 60 s) with the reason
-        on the service: failed when no other replica serves, else running with the reason shown."""
-        await self._unregister(replica.id)
-        await replica.process.stop()
-        replica.spec_file.unlink(missing_ok=True)
-        failures = self._failures.get(service.id, 0) + 1
-        self._failures[service.id] = failures
-        delay = min(MAX_RETRY_SECONDS, 2.0 ** (failures - 1))
-        self._backoff[service.id] = (service.generation, asyncio.get_running_loop().time() + delay)
-        state = resources_pb2.SERVICE_STATE_RUNNING if serving else resources_pb2.SERVICE_STATE_FAILED
-        await self._service_status(service, state, f"{reason} (retrying in {delay:.0f}s)")
-        return Result(requeue_after=delay)
+        return await self._local_services.reconcile(service_id)
 
     def logs(self, project: str, service_name: str, tail: int) -> dict[str, list[str]] | None:
-        for service in self.mirror.services.values():
-            if (service.project, service.name) == (project, service_name):
-                return self._runner.logs(service.id, tail)
-        return None
+        return self._local_services.logs(project, service_name, tail)
 
 
 def _shows(status: resources_pb2.GatewayStatus, where: dict[str, object]) -> bool:

@@ -125,12 +125,19 @@ class LocalRunner:
         except NetworkError as error:
             raise ReplicaFailed(f"replica {replica.index}: no network: {error}") from None
 
-    def is_current(self, replica: LocalReplica, service: resources_pb2.Service) -> bool:
+    def version(self, replica: LocalReplica) -> str | None:
+        """The spec hash the replica was started with; None if it never was."""
         try:
-            recorded = replica.spec_file.read_text().strip()
+            return replica.spec_file.read_text().strip()
         except OSError:
-            return False
-        return replica.process.running() and recorded == spec_hash(service)
+            return None
+
+    @property
+    def ready_timeout(self) -> float:
+        return self._ready_timeout
+
+    def is_current(self, replica: LocalReplica, service: resources_pb2.Service) -> bool:
+        return replica.process.running() and self.version(replica) == spec_hash(service)
 
     async def start(self, replica: LocalReplica, service: resources_pb2.Service) -> None:
         """Starts `service` (its env and commands already resolved) as `replica`, once the replicas

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from gatehouse import limits
+from gatehouse import limits, scaling
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.registry.configuration_errors import describe, format_validation_error
 
@@ -231,8 +231,12 @@ def parse_replicas(value: int | str) -> tuple[int, int]:
 
 
 class ScalingConfig(_Strict):
-    metric: Literal["rps"] = Field(description="What drives scaling: requests per second")
-    target: float = Field(gt=0, description="Requests per second one replica should serve")
+    metric: scaling.Metric = Field(
+        description="What drives scaling: requests per second, or requests in flight (concurrency)"
+    )
+    target: float = Field(
+        gt=0, description="Per replica: requests per second (rps), or requests in flight (concurrency)"
+    )
     window: int | str = Field(60, description="Averaging window: 30s, 60s (1m) or 300s (5m)")
     scale_up_delay: int | str = Field(300, description="How long load must stay high before adding replicas")
     scale_down_delay: int | str = Field(
@@ -318,6 +322,169 @@ class RateLimitConfig(_Strict):
         return value
 
 
+PROBE_METHODS = ("get", "post", "put", "delete", "patch", "head")
+MAX_PROBES = 8
+MAX_PROBE_HEADERS = 16
+MAX_PROBE_URL_CHARS = 2048
+MAX_PROBE_BODY_CHARS = 2048
+
+
+class ProbeHeader(_Strict):
+    name: str = Field(description="The header's name")
+    value: str = Field(description="Its value")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not HEADER_PATTERN.match(value) or len(value) > 256:
+            raise ValueError(f"{value[:64]!r} is not a header name: letters, digits and -, at most 256")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _valid_value(cls, value: str) -> str:
+        if not value or len(value) > 2048 or not value.isprintable():
+            raise ValueError("a header value is 1 to 2048 printable characters, on one line")
+        return value
+
+
+def _probe_seconds(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"use seconds (10) or 10s, 1m, not {describe(value)}")
+    seconds = parse_duration(value)
+    if seconds < 1:
+        raise ValueError(f"{value!r} is under a second: use 1s or more")
+    return seconds
+
+
+class ProbeConfig(_Strict):
+    """dstack's HTTP probe, plus `expected_status` and `unready_after`."""
+
+    type: Literal["http"] = Field(description="http (the only kind)")
+    url: str = Field("/", description="The path (and query) asked; default /")
+    method: Literal["get", "post", "put", "delete", "patch", "head"] = Field("get", description="default get")
+    headers: list[ProbeHeader] = Field(default_factory=list, description="[{name, value}], at most 16")
+    body: str | None = Field(None, description="The request body (not with get or head)")
+    timeout: int | str = Field(10, description="How long one probe may take; default 10s")
+    interval: int | str = Field(15, description="Between the end of one probe and the next; default 15s")
+    ready_after: int = Field(1, ge=1, description="Passes in a row before the replica takes traffic")
+    unready_after: int = Field(3, ge=1, description="Failures in a row before it leaves the endpoints")
+    expected_status: list[int] = Field(
+        default_factory=list, description="The statuses that pass (200 or [200, 204]); default any 2xx"
+    )
+    until_ready: bool = Field(False, description="Stop probing once the replica is ready")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        if value != "http":
+            raise ValueError(f"use type: http, not {describe(value)}")
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _lower_method(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in PROBE_METHODS:
+            return value.lower()
+        return _raise(f"use one of {', '.join(PROBE_METHODS)}, not {describe(value)}")
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value[:64]!r} must start with / (the path asked, like /health)")
+        if len(value) > MAX_PROBE_URL_CHARS:
+            raise ValueError(f"the url is {len(value)} characters: at most {MAX_PROBE_URL_CHARS}")
+        if not value.isprintable() or " " in value:
+            raise ValueError("the url may not contain spaces or control characters (encode them: %20)")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _few_headers(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_PROBE_HEADERS:
+            raise ValueError(f"{len(value)} headers: at most {MAX_PROBE_HEADERS}")
+        if isinstance(value, dict):
+            raise ValueError("use a list: - {name: X-Check, value: '1'}")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _valid_body(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= len(value) <= MAX_PROBE_BODY_CHARS:
+            raise ValueError(f"a body is 1 to {MAX_PROBE_BODY_CHARS} characters, not {len(value)}")
+        return value
+
+    _seconds = field_validator("timeout", "interval", mode="before")(_probe_seconds)
+
+    @field_validator("ready_after", "unready_after", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"use a whole number of probes (1 or more), not {describe(value)}")
+        if not 1 <= value <= 100:
+            raise ValueError(f"use 1 to 100 probes in a row, not {value}")
+        return value
+
+    @field_validator("expected_status", mode="before")
+    @classmethod
+    def _statuses(cls, value: Any) -> Any:
+        listed = value if isinstance(value, list) else [value]
+        for status in listed:
+            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+                raise ValueError(f"use HTTP statuses (200 or [200, 204]), not {describe(status)}")
+        return listed
+
+    @model_validator(mode="after")
+    def _body_needs_method(self) -> ProbeConfig:
+        if self.body is not None and self.method in ("get", "head"):
+            raise ValueError(f"a {self.method} probe sends no body: use method: post (or drop body)")
+        return self
+
+
+class CanaryConfig(_Strict):
+    """A change rolls out as a canary: its replicas get `weight` percent of the requests (and every
+    request carrying `header`) until `gatehouse service promote|abort NAME`."""
+
+    weight: int = Field(description="Percent of requests the new version gets, 1-99")
+    header: str | None = Field(None, description="Requests carrying this header go to the new version")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _valid_weight(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 99:
+            raise ValueError(f"use a whole percent from 1 to 99, not {describe(value)}")
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _valid_header(cls, value: str | None) -> str | None:
+        if value is not None and (not HEADER_PATTERN.match(value) or len(value) > 256):
+            raise ValueError(f"{value[:64]!r} is not a header name: letters, digits and -, at most 256")
+        return value.lower() if value is not None else None
+
+
+class RolloutConfig(_Strict):
+    """The bounds of a rolling update: how many new replicas start beyond the desired count at once,
+    and how many ready replicas short of it the service may be while old ones stop."""
+
+    max_surge: int = Field(1, description="New replicas beyond the desired count at once (default 1)")
+    max_unavailable: int = Field(0, description="Ready replicas the service may be short of (default 0)")
+
+    @field_validator("max_surge", "max_unavailable", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLICAS:
+            raise ValueError(f"use a number of replicas from 0 to {MAX_REPLICAS}, not {describe(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _moves(self) -> RolloutConfig:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0: the rollout could not start")
+        return self
+
+
 def _raise(message: str) -> Any:
     raise ValueError(message)
 
@@ -375,6 +542,13 @@ class ServiceConfig(_Strict):
     replicas: int | str = Field(1, description="A count (2) or, with `scaling`, a range (1..4)")
     scaling: ScalingConfig | None = Field(None, description="Autoscaling on requests per second")
     rate_limits: list[RateLimitConfig] = Field(default_factory=list, description="Per-prefix rate limits")
+    probes: list[ProbeConfig] = Field(
+        default_factory=list, description="HTTP readiness probes: traffic only to replicas passing all"
+    )
+    canary: CanaryConfig | None = Field(None, description="Roll changes out as a canary: {weight: 10}")
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="Rolling update bounds: {max_surge: 1, max_unavailable: 0}"
+    )
     commands: list[str] = Field(default_factory=list, description="Shell commands that start a replica")
     env: dict[str, str] = Field(default_factory=dict)
     model: str | None = None
@@ -404,6 +578,27 @@ class ServiceConfig(_Strict):
         if isinstance(value, str):
             raise ValueError("use a list of shell commands, one `- command` a line")
         return value
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probes_shape(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            return _raise(f"use a list of probes (- type: http, url: /health), not {describe(value)}")
+        if len(value) > MAX_PROBES:
+            return _raise(f"{len(value)} probes: at most {MAX_PROBES}")
+        return value
+
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _canary_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, dict):
+            return value
+        return _raise(
+            "use {weight: 10} (percent of requests), or {weight: 10, header: X-Canary}, "
+            f"not {describe(value)}"
+        )
 
     @field_validator("replicas", mode="before")
     @classmethod

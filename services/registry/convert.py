@@ -149,7 +149,31 @@ def service_message(
             )
             for limit in config.rate_limits
         ],
+        probes=[
+            resources_pb2.Probe(
+                url=probe.url,
+                method=probe.method.upper(),
+                headers=[resources_pb2.ProbeHeader(name=h.name, value=h.value) for h in probe.headers],
+                body=probe.body or "",
+                timeout_seconds=int(probe.timeout),
+                interval_seconds=int(probe.interval),
+                ready_after=probe.ready_after,
+                unready_after=probe.unready_after,
+                expected_status=probe.expected_status,
+                until_ready=probe.until_ready,
+            )
+            for probe in config.probes
+        ],
     )
+    spec.rollout.CopyFrom(
+        resources_pb2.RolloutBounds(
+            max_surge=config.rollout.max_surge, max_unavailable=config.rollout.max_unavailable
+        )
+    )
+    if config.canary is not None:
+        spec.canary.CopyFrom(
+            resources_pb2.Canary(weight=config.canary.weight, header=config.canary.header or "")
+        )
     if config.scaling is not None:
         spec.scaling.CopyFrom(
             resources_pb2.Scaling(
@@ -198,6 +222,8 @@ def replica_message(row: ReplicaRow) -> resources_pb2.Replica:
         address=row.address,
         ready=row.ready,
         runner=row.runner,
+        version=row.version,
+        probed=row.probed,
         resource_version=row.resource_version,
         heartbeat_at=timestamp(row.heartbeat_at),
     )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,6 +109,9 @@ class ReplicaRow(Base):
     address: Mapped[str] = mapped_column(String(300))
     ready: Mapped[bool] = mapped_column(Boolean, default=False)
     runner: Mapped[str] = mapped_column(String(64), default="")
+    version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Of a service with probes, run by others: whether they pass against it (the provisioner's say).
+    probed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     resource_version: Mapped[int] = mapped_column(BigInteger)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

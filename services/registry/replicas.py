@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse import runners
 from gatehouse.v1 import resources_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.registry import feed, services
@@ -19,10 +20,11 @@ from services.registry.replica_addresses import split_host_port
 
 # Gatehouse's own runners: the provisioner's local runner (it watches its replicas itself) and the
 # tunnel that registers agents.
-LOCAL_RUNNER = "local"
-AGENT_RUNNER = "agent"
-GATEHOUSE_RUNNERS = (LOCAL_RUNNER, AGENT_RUNNER)
+LOCAL_RUNNER = runners.LOCAL
+AGENT_RUNNER = runners.AGENT
+GATEHOUSE_RUNNERS = runners.OWN
 RUNNING = resources_pb2.SERVICE_STATE_RUNNING
+MAX_VERSION_CHARS = 64
 
 
 async def _settle(session: AsyncSession, service_id: str) -> None:
@@ -42,22 +44,41 @@ async def _settle(session: AsyncSession, service_id: str) -> None:
 
 
 async def register(
-    session: AsyncSession, service: ServiceRow, replica_id: str, address: str, ready: bool, runner: str
+    session: AsyncSession,
+    service: ServiceRow,
+    replica_id: str,
+    address: str,
+    ready: bool,
+    runner: str,
+    version: str = "",
 ) -> ReplicaRow:
     split_host_port(address)
     if not replica_id:
         raise InvalidArgument("a replica needs an id")
+    if len(version) > MAX_VERSION_CHARS:
+        raise InvalidArgument(
+            f"the version is {len(version)} characters: use at most {MAX_VERSION_CHARS} (v2, a commit hash)"
+        )
+    if not version.isprintable():
+        raise InvalidArgument("the version has a control character: use printable text (v2, a commit hash)")
     row = await session.get(ReplicaRow, replica_id)
     if row is not None and row.service_id != service.id:
         raise InvalidArgument(f'replica id "{replica_id}" belongs to another service')
-    if row is not None and (row.address, row.ready, row.runner) == (address, ready, runner):
+    if row is not None and (row.address, row.ready, row.runner, row.version) == (
+        address,
+        ready,
+        runner,
+        version,
+    ):
         row.heartbeat_at = utcnow()
         return row
     revision = await feed.next_revision(session)
     if row is None:
         row = ReplicaRow(id=replica_id, project_id=service.project_id, service_id=service.id)
         session.add(row)
-    row.address, row.ready, row.runner = address, ready, runner
+    if row.address != address:
+        row.probed = False  # another address is probed afresh
+    row.address, row.ready, row.runner, row.version = address, ready, runner, version
     row.resource_version = revision
     row.heartbeat_at = utcnow()
     await session.flush()
@@ -84,6 +105,14 @@ async def set_ready(session: AsyncSession, row: ReplicaRow, ready: bool) -> None
         row.ready = ready
         row.resource_version = revision
         feed.record(session, revision, feed.PUT, replica_message(row))
+        await _settle(session, row.service_id)
+
+
+async def set_probed(session: AsyncSession, row: ReplicaRow, passing: bool) -> None:
+    if row.probed != passing:
+        row.probed = passing
+        row.resource_version = await feed.next_revision(session)
+        feed.record(session, row.resource_version, feed.PUT, replica_message(row))
         await _settle(session, row.service_id)
 
 

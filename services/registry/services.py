@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatehouse import rollouts, runners
 from gatehouse.v1 import resources_pb2
 from services.common.auth import Principal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -20,6 +21,7 @@ from services.registry.convert import (
     replica_message,
     service_config,
     service_message,
+    service_status,
     status_json,
 )
 from services.registry.models import GatewayRow, ReplicaRow, ServiceRow, TlsCertificateRow
@@ -58,11 +60,23 @@ async def ready_counts(session: AsyncSession, service_ids: Sequence[str]) -> dic
     if not service_ids:
         return {}
     result = await session.execute(
-        select(ReplicaRow.service_id, func.count())
+        select(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed, func.count())
         .where(ReplicaRow.service_id.in_(service_ids), ReplicaRow.ready.is_(True))
-        .group_by(ReplicaRow.service_id)
+        .group_by(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed)
     )
-    return {service_id: count for service_id, count in result.all()}
+    counted = result.all()
+    # Replicas others run, of services with probes, count once the probes pass against them.
+    unprobed = {service_id for service_id, runner, probed, _ in counted if not probed}
+    probing = set()
+    if unprobed:
+        rows = await session.execute(select(ServiceRow).where(ServiceRow.id.in_(unprobed)))
+        probing = {row.id for row in rows.scalars() if service_config(row).probes}
+    counts: dict[str, int] = {}
+    for service_id, runner, probed, count in counted:
+        if service_id in probing and runners.probed_by_provisioner(runner) and not probed:
+            continue
+        counts[service_id] = counts.get(service_id, 0) + count
+    return counts
 
 
 async def messages(session: AsyncSession, rows: Sequence[ServiceRow]) -> list[resources_pb2.Service]:
@@ -355,6 +369,30 @@ async def set_status(session: AsyncSession, row: ServiceRow, status: resources_p
     row.status = encoded
     row.resource_version = revision
     feed.record(session, revision, feed.PUT, await message(session, row))
+
+
+async def decide_rollout(session: AsyncSession, row: ServiceRow, promote: bool) -> None:
+    """`service promote|abort`: the runner sends every request to the canary's new version and stops
+    the old one, or back to the old version and stops the new one."""
+    status = service_status(row)
+    rollout = status.rollout
+    verb = "promote" if promote else "abort"
+    if rollout.state == rollouts.PROGRESSING and (rollout.canary_weight or rollout.canary_header):
+        raise FailedPrecondition(
+            f'the canary of "{row.name}" is still starting ({rollout.message}): {verb} it once it serves'
+        )
+    if rollout.state != rollouts.CANARY:
+        shown = f"its last rollout is {rollout.state}" if rollout.state else "it has had no rollout"
+        raise FailedPrecondition(
+            f'service "{row.name}" has no canary to {verb} ({shown}): '
+            "a change to a service with `canary` starts one"
+        )
+    if rollout.generation != row.generation:
+        raise FailedPrecondition(
+            f'service "{row.name}" changed since its canary started: apply it again, then decide'
+        )
+    rollout.state = rollouts.PROMOTING if promote else rollouts.ABORTING
+    await set_status(session, row, status)
 
 
 async def scale(session: AsyncSession, row: ServiceRow, replicas: int) -> None:

@@ -18,8 +18,8 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.real
 
 
-def _service(server: ServerProcess) -> dict[str, object]:
-    return json.loads(server.cli("service", "get", "scaler", "--json").stdout)  # type: ignore[no-any-return]
+def _service(server: ServerProcess, name: str = "scaler") -> dict[str, object]:
+    return json.loads(server.cli("service", "get", name, "--json").stdout)  # type: ignore[no-any-return]
 
 
 def _until(check: object, within: float) -> bool:
@@ -127,3 +127,88 @@ commands: ["python -m http.server $PORT"]
     assert answers == [200] * 4, (answers, server.log()[-2000:])
     assert len(server.cli("replica", "list", "sleepy").stdout.strip().splitlines()) == 2  # header + 1
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+# Takes half a second per request, so that requests in flight pile up under a few clients.
+SLOW_APP = r"""
+import os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        time.sleep(0.5)
+        body = f"replica {os.environ['GATEHOUSE_REPLICA']}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_requests_in_flight_scale_a_service_up_and_back_down_without_a_failed_request(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    gateway = tmp_path / "gw.dstack.yml"
+    gateway.write_text("type: gateway\nname: busy-gw\nbackend: local\nregion: local\n")
+    assert server.cli("apply", "-f", str(gateway), "-y").code == 0
+    gateway_port = free_port()
+    app = tmp_path / "slow.py"
+    app.write_text(SLOW_APP)
+    service = tmp_path / "busy.dstack.yml"
+    service.write_text(
+        f"""type: service
+name: busy
+gateway: busy-gw
+port: "{gateway_port}:8000"
+auth: false
+replicas: 1..3
+scaling: {{metric: concurrency, target: 2, window: 30s, scale_up_delay: 1, scale_down_delay: 2}}
+commands: ["python {app}"]
+"""
+    )
+    assert server.cli("apply", "-f", str(service), "-y").code == 0
+    url = f"http://{gateway_host(server, 'busy-gw')}:{gateway_port}/"
+    answers: list[tuple[int, str]] = []
+    quiet, done = threading.Event(), threading.Event()
+
+    def client(stop: threading.Event) -> None:
+        deadline = time.monotonic() + 150  # bounded even if the test fails
+        while not stop.is_set() and not done.is_set() and time.monotonic() < deadline:
+            answers.append(fetch(url, timeout=10))
+
+    busy = [threading.Thread(target=client, args=(quiet,)) for _ in range(5)]
+    last = threading.Thread(target=client, args=(done,))
+    for thread in [*busy, last]:
+        thread.start()  # six requests in flight, three times the target: three replicas
+    try:
+        up = _until(lambda: _status(server, "busy").get("ready_replicas") == 3, within=60)
+        # The third replica takes requests once every Envoy routes to it.
+        _until(lambda: "replica 2" in {body for _, body in answers[-12:]}, within=10)
+        before = len(answers)
+        # Five clients go quiet; the one left keeps a request in flight while replicas are stopped.
+        quiet.set()
+        down = _until(lambda: _status(server, "busy").get("ready_replicas") == 1, within=90)
+    finally:
+        quiet.set()
+        done.set()
+        for thread in [*busy, last]:
+            thread.join()
+    assert up, _status(server, "busy")
+    assert down, _status(server, "busy")
+    assert {body for _, body in answers[:before]} == {"replica 0", "replica 1", "replica 2"}
+    failed = [answer for answer in answers if answer[0] != 200]
+    assert failed == [] and len(answers) > before, (len(failed), failed[:3])
+    assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def _status(server: ServerProcess, name: str) -> dict[str, object]:
+    return _service(server, name)["status"]  # type: ignore[return-value]

@@ -10,14 +10,18 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def fetch(
-    url: str, timeout: float = 5.0, token: str | None = None, host: str | None = None
+    url: str,
+    timeout: float = 5.0,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    host: str | None = None,
 ) -> tuple[int, str]:
     """Status and body; 0 and the error when nothing answered. `token`: sent as a bearer credential;
     `host`: the Host header, when it is not the URL's."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    sent = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     if host is not None:
-        headers["Host"] = host
-    request = urllib.request.Request(url, headers=headers)
+        sent["Host"] = host
+    request = urllib.request.Request(url, headers=sent)
     try:
         with _opener.open(request, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")

@@ -29,7 +29,7 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
             service = await services.get(session, request.project, request.service)
             await self._admission.admit(session, service, request.id, request.runner, found)
             row = await replicas.register(
-                session, service, request.id, request.address, request.ready, request.runner
+                session, service, request.id, request.address, request.ready, request.runner, request.version
             )
             return replica_message(row)
 
@@ -58,6 +58,15 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
                 return replica_message(row)
             await replicas.unregister(session, row)
         raise InvalidArgument(f"{refusal} (replica {request.id} was unregistered)")
+
+    async def SetProbed(
+        self, request: registry_pb2.SetProbedRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Replica:
+        current_principal().require_system()
+        async with self._ctx.write() as session:
+            row = await replicas.get(session, request.id)
+            await replicas.set_probed(session, row, request.passing)
+            return replica_message(row)
 
     async def Unregister(
         self, request: registry_pb2.UnregisterReplicaRequest, context: grpc.aio.ServicerContext

@@ -50,6 +50,25 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         async with self._ctx.write() as session:
             return await services.remove(session, await services.get(session, request.project, request.name))
 
+    async def Promote(
+        self, request: registry_pb2.RolloutDecisionRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        return await self._decide(request, promote=True)
+
+    async def Abort(
+        self, request: registry_pb2.RolloutDecisionRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Service:
+        return await self._decide(request, promote=False)
+
+    async def _decide(
+        self, request: registry_pb2.RolloutDecisionRequest, promote: bool
+    ) -> resources_pb2.Service:
+        current_principal().require_project(request.project)
+        async with self._ctx.write() as session:
+            row = await services.get(session, request.project, request.name)
+            await services.decide_rollout(session, row, promote)
+            return await services.message(session, row)
+
     async def Scale(
         self, request: registry_pb2.ScaleServiceRequest, context: grpc.aio.ServicerContext
     ) -> resources_pb2.Service:

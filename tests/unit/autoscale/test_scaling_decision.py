@@ -7,7 +7,7 @@ import pytest
 from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wake, wanted
 from gateway_xds.autoscale.rates import RequestRates
 
-POLICY = ScalingPolicy(minimum=1, maximum=3, target_rps=10, scale_up_delay=20, scale_down_delay=60)
+POLICY = ScalingPolicy(minimum=1, maximum=3, target=10, scale_up_delay=20, scale_down_delay=60)
 
 
 def test_rates_sum_gateway_replicas_and_survive_one_missing_report() -> None:
@@ -57,14 +57,14 @@ def test_a_blip_resets_the_timer() -> None:
 
 
 def test_requests_to_a_service_at_zero_bring_one_up_at_once() -> None:
-    policy = ScalingPolicy(minimum=0, maximum=4, target_rps=10, scale_up_delay=300, scale_down_delay=300)
+    policy = ScalingPolicy(minimum=0, maximum=4, target=10, scale_up_delay=300, scale_down_delay=300)
     state = ScalingState(current=0)
     assert decide(policy, state, rps=0, now=0) == 0
     assert decide(policy, state, rps=0.5, now=1) == 1
 
 
 def test_a_service_woken_by_waiting_requests_stays_up_for_a_window() -> None:
-    policy = ScalingPolicy(minimum=0, maximum=4, target_rps=10, scale_up_delay=300, scale_down_delay=5)
+    policy = ScalingPolicy(minimum=0, maximum=4, target=10, scale_up_delay=300, scale_down_delay=5)
     state = ScalingState(current=0)
     assert wake(state, now=100, window=30) == 1
     # The stats do not show the held requests yet: no scaling down until the window has seen them.

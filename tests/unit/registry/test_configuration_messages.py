@@ -55,7 +55,7 @@ INTERNALS = (
         ({**SERVICE, "env": ["A=1", "A=2"]}, "`env`: A is set twice"),
         ({**SERVICE, "env": {"1A": "x"}}, "'1A' is not a variable name"),
         ({**SERVICE, "env": "A=1"}, "`env`: use a mapping (KEY: VALUE) or a list (- KEY=VALUE)"),
-        ({**SERVICE, "scaling": {"metric": "cpu", "target": 0}, "replicas": "1..2"}, "`scaling.metric`: use rps, not 'cpu'; `scaling.target`: use more than 0, not 0"),
+        ({**SERVICE, "scaling": {"metric": "cpu", "target": 0}, "replicas": "1..2"}, "`scaling.metric`: use rps or concurrency, not 'cpu'; `scaling.target`: use more than 0, not 0"),
         ({**SERVICE, "gateway": "${{ secret.GATEWAY_IP }}"}, "`gateway`: ${{ secret.GATEWAY_IP }} is not an interpolation Gatehouse knows: did you mean ${{ secrets.GATEWAY_IP }}?"),
         ({**SERVICE, "env": {"A": "${{ secrets.X }"}}, "`env.A`: '${{ secrets.X }' is not closed"),
         ({**SERVICE, "commands": ["echo ${{ env.HOME }}"]}, "only ${{ secrets.NAME }} is resolved"),
