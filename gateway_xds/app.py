@@ -19,6 +19,10 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.memory import freeze_long_lived
+from gateway_xds.observe.collector import XdsCollector
+from gateway_xds.observe.envoy_stats import EnvoyStats
+from gateway_xds.observe.responses import AnsweredRequests
+from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
@@ -37,6 +41,8 @@ class XdsApp:
     reporter: RegistryReporter
     cache: SnapshotCache
     autoscaler: Autoscaler
+    # Its series for the metrics endpoint.
+    collector: XdsCollector
 
     @property
     def port(self) -> int:
@@ -64,7 +70,9 @@ class XdsApp:
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
-        sync = EnvoySync(reporter)
+        observer = XdsObserver(reporter)
+        cache.on_publish = observer.published
+        sync = EnvoySync(observer)
         # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()
         provider = RegistryProvider(
@@ -78,9 +86,12 @@ class XdsApp:
         rates = RequestRates()
         autoscaler = Autoscaler(stubs, provider.mirror, rates)
         waker = Waker(provider.mirror, sync, autoscaler)
+        envoy_stats = EnvoyStats()
+        answered = AnsweredRequests()
+        sink = MetricsSink(rates, envoy_stats)
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
-            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
+            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, s),
         )
         try:
             authorizer: NodeAuthorizer = (
@@ -94,8 +105,8 @@ class XdsApp:
                 credentials=credentials,
                 push_window=push_window,
                 services=(
-                    authorization_service(credentials_index, waker),
-                    rate_limit_service(SharedBuckets()),
+                    authorization_service(credentials_index, waker, answered),
+                    rate_limit_service(SharedBuckets(), answered),
                     metrics,
                 ),
             )
@@ -104,7 +115,17 @@ class XdsApp:
                 f"error: cannot listen for Envoys on {address}: the address is in use "
                 "(set GATEHOUSE_XDS_PORT)"
             ) from None
-        return cls(server=server, provider=provider, reporter=reporter, cache=cache, autoscaler=autoscaler)
+        collector = XdsCollector(
+            provider.mirror, envoy_stats, observer, server.stats, answered, autoscaler.decisions
+        )
+        return cls(
+            server=server,
+            provider=provider,
+            reporter=reporter,
+            cache=cache,
+            autoscaler=autoscaler,
+            collector=collector,
+        )
 
     async def run(self) -> None:
         await self.server.start()

@@ -11,15 +11,19 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
 from gateway_xds.app import XdsApp
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
+from services.certificates.metrics import CertificateCollector
 from services.common.auth import Authenticator
 from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
+from services.common.metrics_endpoint import MetricsAddress, MetricsEndpoint
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
@@ -79,6 +83,19 @@ async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Aw
             await item
 
 
+async def _start_metrics(
+    settings: Settings, authenticator: Authenticator, collectors: list[Collector]
+) -> MetricsEndpoint:
+    endpoint = MetricsEndpoint(authenticator, collectors)
+    await endpoint.start(MetricsAddress(settings.metrics_host, settings.metrics_port))
+    return endpoint
+
+
+def _metrics_url(settings: Settings, endpoint: MetricsEndpoint) -> str:
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "::", "") else settings.metrics_host
+    return f"http://{_url_host(host)}:{endpoint.port}/metrics"
+
+
 def _write_state(settings: Settings, **state: object) -> None:
     path = settings.server_dir / "server.json"
     make_private_directory(path.parent)
@@ -107,15 +124,19 @@ async def serve_all(settings: Settings) -> None:
         + certificate_registrations(certificates)
     )
     await start_server(server, registrations)
-    _write_state(settings, api=client_address, xds_port=xds.port)
+    endpoint = await _start_metrics(
+        settings, registry.authenticator, [xds.collector, CertificateCollector(certificates.mirror)]
+    )
+    _write_state(settings, api=client_address, xds_port=xds.port, metrics_port=endpoint.port)
     print(
         f"Gatehouse is running: API {settings.api_host}:{api_port}, xDS {settings.xds_host}:{xds.port}, "
-        f"home {settings.home}. The CLI config is {settings.home / 'config.yml'}.",
+        f"metrics {_metrics_url(settings, endpoint)}, home {settings.home}. "
+        f"The CLI config is {settings.home / 'config.yml'}.",
         flush=True,
     )
     await _until_stopped(
         [registry.run(settings), xds.run(), provisioner.run(), certificates.run()],
-        [server.stop(1.0), join_server.stop(), stubs.close(), registry.close()],
+        [server.stop(1.0), endpoint.stop(), join_server.stop(), stubs.close(), registry.close()],
     )
 
 
@@ -167,8 +188,13 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
         server, port = bind_server(registry.authenticator, settings.api_address)
         await registry.bootstrap(settings, local_address(settings.api_host, port))
         await start_server(server, registry.registrations())
-        print(f"Gatehouse registry is running on {settings.api_host}:{port}", flush=True)
-        await _until_stopped([registry.run(settings)], [server.stop(1.0), registry.close()])
+        endpoint = await _start_metrics(settings, registry.authenticator, [])
+        print(
+            f"Gatehouse registry is running on {settings.api_host}:{port}, "
+            f"metrics {_metrics_url(settings, endpoint)}",
+            flush=True,
+        )
+        await _until_stopped([registry.run(settings)], [server.stop(1.0), endpoint.stop(), registry.close()])
         return
     address = registry_address or os.environ.get("GATEHOUSE_REGISTRY") or settings.api_address
     stubs = Stubs.connect(address, system_token(settings))
@@ -177,8 +203,13 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
         xds = _xds_app(settings, stubs, _internal_ca(settings))
-        print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS)", flush=True)
-        await _until_stopped([xds.run()], [stubs.close()])
+        endpoint = await _start_metrics(settings, authenticator, [xds.collector])
+        print(
+            f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS), "
+            f"metrics {_metrics_url(settings, endpoint)}",
+            flush=True,
+        )
+        await _until_stopped([xds.run()], [endpoint.stop(), stubs.close()])
         return
     cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":
@@ -189,11 +220,18 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
         join_server.renewable = _renewable(provisioner)
         tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run()]
         extra = provisioner_registrations(provisioner, stubs, settings, ca)
+        collectors: list[Collector] = []
     else:
         certificates = build_certificates(stubs)
         tasks = [certificates.run()]
         extra = certificate_registrations(certificates)
+        collectors = [CertificateCollector(certificates.mirror)]
     server, port = bind_server(authenticator, settings.api_address)
     await start_server(server, extra)
-    print(f"Gatehouse {role} is running on {settings.api_host}:{port}", flush=True)
-    await _until_stopped(tasks, [server.stop(1.0), *cleanup, stubs.close()])
+    endpoint = await _start_metrics(settings, authenticator, collectors)
+    print(
+        f"Gatehouse {role} is running on {settings.api_host}:{port}, "
+        f"metrics {_metrics_url(settings, endpoint)}",
+        flush=True,
+    )
+    await _until_stopped(tasks, [server.stop(1.0), endpoint.stop(), *cleanup, stubs.close()])

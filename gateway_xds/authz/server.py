@@ -17,6 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from gateway_xds.authz import responses
 from gateway_xds.authz.credentials import PROJECT, SERVICE_ID, WAKE_SERVICE_ID, CredentialIndex, Decision
 from gateway_xds.autoscale.wake import Waker
+from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.ratelimit.unauthenticated import UnauthenticatedLimits
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
@@ -33,8 +34,10 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         waker: Waker | None = None,
         unauthenticated: UnauthenticatedLimits | None = None,
         loading_hold_seconds: float = LOADING_HOLD_SECONDS,
+        answered: AnsweredRequests | None = None,
     ) -> None:
         self._index = index
+        self._answered = answered if answered is not None else AnsweredRequests()
         self._waker = waker
         self._unauthenticated = unauthenticated if unauthenticated is not None else UnauthenticatedLimits()
         self._loading_hold_seconds = loading_hold_seconds
@@ -56,7 +59,12 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             return responses.loading()
         address = request.attributes.source.address.socket_address.address
         wait = self._unauthenticated.wait(peer_gateway(context) or "", extensions, address)
-        return responses.too_many_unauthenticated(wait) if wait else responses.unauthorized(decision.reason)
+        service_id = extensions.get(SERVICE_ID, "")
+        if wait:
+            self._answered.limited_unauthenticated(service_id)
+            return responses.too_many_unauthenticated(wait)
+        self._answered.refused(service_id)
+        return responses.unauthorized(decision.reason)
 
     async def _decide(self, authorization: str, extensions: Mapping[str, str]) -> Decision:
         project, service_id = extensions.get(PROJECT, ""), extensions.get(SERVICE_ID, "")
@@ -69,9 +77,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 
 
-def authorization_service(index: CredentialIndex, waker: Waker | None = None) -> ExtraService:
+def authorization_service(
+    index: CredentialIndex, waker: Waker | None = None, answered: AnsweredRequests | None = None
+) -> ExtraService:
     """The checks, for the xDS server (Envoys reach it on the cluster they fetch xDS from)."""
-    servicer = AuthorizationServicer(index, waker)
+    servicer = AuthorizationServicer(index, waker, answered=answered)
     return ExtraService(
         AUTHORIZATION_SERVICE,
         lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server),

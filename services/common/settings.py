@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatehouse import metrics
 from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
 
@@ -66,6 +67,9 @@ class Settings:
     host_connect_timeout: float = 600.0
     # The gateway port where `gatehouse agent`s' Envoys open their reverse tunnels.
     agent_tunnel_port: int = DEFAULT_TUNNEL_PORT
+    # Prometheus metrics (and the server's dashboard), HTTP; 0 picks a free port.
+    metrics_host: str = metrics.DEFAULT_HOST
+    metrics_port: int = metrics.DEFAULT_PORT
 
     @property
     def server_dir(self) -> Path:
@@ -76,7 +80,9 @@ class Settings:
         return f"{self.api_host}:{self.api_port}"
 
     @classmethod
-    def from_env(cls, api_host: str | None = None, api_port: int | None = None) -> Settings:
+    def from_env(
+        cls, api_host: str | None = None, api_port: int | None = None, metrics_port: int | None = None
+    ) -> Settings:
         home = gatehouse_home()
         default_db = f"sqlite+aiosqlite:///{home / 'server' / 'data' / 'gatehouse.sqlite'}"
         default_host, _, default_port = DEFAULT_API_ADDRESS.partition(":")
@@ -101,4 +107,8 @@ class Settings:
             envoy_registry_mirror=os.environ.get("GATEHOUSE_ENVOY_REGISTRY_MIRROR"),
             host_connect_timeout=float(_int_env("GATEHOUSE_HOST_CONNECT_TIMEOUT", 600)),
             agent_tunnel_port=_int_env("GATEHOUSE_AGENT_TUNNEL_PORT", DEFAULT_TUNNEL_PORT),
+            metrics_host=os.environ.get(metrics.HOST_ENV) or metrics.DEFAULT_HOST,
+            metrics_port=(
+                metrics_port if metrics_port is not None else _int_env(metrics.PORT_ENV, metrics.DEFAULT_PORT)
+            ),
         )

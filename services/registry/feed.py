@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.v1 import registry_pb2, resources_pb2
+from services.common.process_metrics import REGISTRY_REVISION
 from services.registry.models import Event, RevisionCounter
 
 KINDS: dict[type[Message], str] = {
@@ -32,7 +33,9 @@ async def next_revision(session: AsyncSession) -> int:
         .values(value=RevisionCounter.value + 1)
         .returning(RevisionCounter.value)
     )
-    return int(result.scalar_one())
+    revision = int(result.scalar_one())
+    REGISTRY_REVISION.set(revision)
+    return revision
 
 
 async def current_revision(session: AsyncSession) -> int:

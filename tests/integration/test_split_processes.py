@@ -44,6 +44,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
             GATEHOUSE_REGISTRY=f"127.0.0.1:{registry_port}",
             GATEHOUSE_XDS_PORT=str(xds_port),
             GATEHOUSE_JOIN_PORT=str(join_port),
+            GATEHOUSE_METRICS_PORT="0",
             GATEHOUSE_LOCAL_HTTP_PORT=str(free_port()),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",

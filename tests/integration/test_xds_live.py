@@ -94,6 +94,7 @@ class XdsProcess:
             GATEHOUSE_HOME=str(home),
             GATEHOUSE_SYSTEM_TOKEN=registry.system_token,
             GATEHOUSE_XDS_PORT=str(self.port),
+            GATEHOUSE_METRICS_PORT="0",
         )
         self._registry = registry.address
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,167 @@
+"""`/metrics` of a real `gatehouse server`: after requests to a service its counters and latency
+rise, 401s of the auth check are counted, process series are there, and the endpoint needs a token
+and shows a project's member only that project's series (two projects, two gateways, two services)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gatehouse import metrics
+from services.common.probes import free_port
+from tests.support.gateways import gateway_host
+from tests.support.http import fetch
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.real
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(server: ServerProcess, token: str | None) -> tuple[int, Samples]:
+    status, body = fetch(f"http://127.0.0.1:{server.metrics_port}/metrics", token=token)
+    samples: Samples = {}
+    if status == 200:
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return status, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples carrying `labels` (0 when there are none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
+
+
+def until(check: Callable[[], bool], within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return check()
+
+
+def apply(
+    server: ServerProcess, path: Path, text: str, *args: str, env: dict[str, str] | None = None
+) -> None:
+    path.write_text(text)
+    done = server.cli("apply", "-f", str(path), "-y", *args, env=env)
+    assert done.code == 0, done.stdout + done.stderr + server.log()[-3000:]
+
+
+def service_file(name: str, gateway: str, port: int, marker: str, auth: bool) -> str:
+    return f"""type: service
+name: {name}
+gateway: {gateway}
+port: "{port}:{free_port()}"
+auth: {str(auth).lower()}
+commands: ["echo {marker} > index.html && python -m http.server $PORT"]
+"""
+
+
+@pytest.fixture(scope="module")
+def carol(server: ServerProcess) -> dict[str, str]:
+    token = server.cli("user", "create", "carol-obs").stdout.split()[-1]
+    env = {"GATEHOUSE_TOKEN": token}
+    assert server.cli("project", "create", "carol-obs", env=env).code == 0
+    return env
+
+
+def test_requests_raise_a_services_series_and_members_see_only_their_project(
+    server: ServerProcess, carol: dict[str, str], tmp_path: Path
+) -> None:
+    apply(server, tmp_path / "gw.dstack.yml", "type: gateway\nname: obs-gw\nbackend: local\nregion: local\n")
+    open_port, auth_port, carol_port = free_port(), free_port(), free_port()
+    apply(
+        server, tmp_path / "a.dstack.yml", service_file("obs-open", "obs-gw", open_port, "marker-open", False)
+    )
+    apply(
+        server, tmp_path / "b.dstack.yml", service_file("obs-auth", "obs-gw", auth_port, "marker-auth", True)
+    )
+    apply(
+        server,
+        tmp_path / "cgw.dstack.yml",
+        "type: gateway\nname: obs-gw\nbackend: local\nregion: local\n",
+        "--project",
+        "carol-obs",
+        env=carol,
+    )
+    carol_service = service_file("obs-open", "obs-gw", carol_port, "marker-carol", False)
+    apply(server, tmp_path / "c.dstack.yml", carol_service, "--project", "carol-obs", env=carol)
+    host = gateway_host(server, "obs-gw")
+    carol_host = gateway_host(server, "obs-gw", project="carol-obs")
+
+    for _ in range(50):
+        status, body = fetch(f"http://{host}:{open_port}/")
+        assert (status, body.strip()) == (200, "marker-open")
+    for _ in range(3):
+        assert fetch(f"http://{host}:{auth_port}/")[0] == 401
+    status, body = fetch(f"http://{carol_host}:{carol_port}/")
+    assert (status, body.strip()) == (200, "marker-carol")
+
+    mine = {"project": "main", "gateway": "obs-gw", "service": "obs-open"}
+    requests_total = f"{metrics.SERVICE_REQUESTS}_total"
+    latency_count = f"{metrics.SERVICE_UPSTREAM_LATENCY}_count"
+
+    def risen() -> bool:
+        _, samples = scrape(server, server.token)
+        return (
+            value(samples, requests_total, code_class="2xx", **mine) >= 50
+            and value(samples, latency_count, **mine) >= 50
+        )
+
+    assert until(risen), scrape(server, server.token)
+    _, samples = scrape(server, server.token)
+    assert value(samples, requests_total, code_class="5xx", **mine) == 0
+    assert value(samples, f"{metrics.SERVICE_UNAUTHORIZED}_total", service="obs-auth") == 3
+    assert value(samples, f"{metrics.SERVICE_UNAUTHORIZED}_total", **mine) == 0
+    # The 401s are the service's answers (Envoy's auth filter charges them to its cluster); none is a 2xx.
+    assert value(samples, requests_total, service="obs-auth", project="main", code_class="4xx") == 3
+    assert value(samples, requests_total, service="obs-auth", project="main", code_class="2xx") == 0
+    assert value(samples, metrics.SERVICE_REPLICAS, **mine) == 1
+    # Latency in seconds, within the buckets kept.
+    buckets = {
+        dict(labels)["le"] for (name, labels), _ in samples.items() if name.endswith("latency_seconds_bucket")
+    }
+    assert "0.001" in buckets and "+Inf" in buckets and len(buckets) == len(metrics.LATENCY_BUCKETS_MS) + 1
+    # Process series: gRPC calls by method and code, reconciles, xDS per gateway, the revision.
+    assert value(samples, f"{metrics.GRPC_REQUESTS}_total", code="OK") > 0
+    assert value(samples, f"{metrics.RECONCILES}_total", reconciler="gateways", result="ok") > 0
+    assert value(samples, metrics.XDS_CONNECTED_ENVOYS, project="main", gateway="obs-gw") == 1
+    assert value(samples, f"{metrics.XDS_PUSHES}_total", project="main", gateway="obs-gw") > 0
+    assert value(samples, f"{metrics.XDS_PUSH_ACK_SECONDS}_count", project="main", gateway="obs-gw") > 0
+    assert value(samples, metrics.REGISTRY_REVISION) > 0
+    # The admin sees both projects' services of the same name apart.
+    carols = {"project": "carol-obs", "gateway": "obs-gw", "service": "obs-open"}
+    assert until(
+        lambda: value(scrape(server, server.token)[1], requests_total, code_class="2xx", **carols) == 1
+    )
+
+    # Carol, a member of her project only, sees her series and nothing of project main.
+    status, seen = scrape(server, carol["GATEHOUSE_TOKEN"])
+    assert status == 200
+    assert value(seen, requests_total, code_class="2xx", **carols) == 1
+    assert {dict(labels).get("project") for _, labels in seen} == {"carol-obs"}
+    assert not any(name.startswith("gatehouse_grpc") or name.startswith("process_") for name, _ in seen)
+
+
+@pytest.mark.parametrize("token", [None, "", "gh_not-a-token", "Basic YWRtaW46YWRtaW4="])
+def test_metrics_need_a_valid_token(server: ServerProcess, token: str | None) -> None:
+    status, body = fetch(f"http://127.0.0.1:{server.metrics_port}/metrics", token=token)
+    assert status == 401, body
+    assert "gatehouse_" not in body
+
+
+def test_metrics_listen_on_loopback_only_by_default(server: ServerProcess) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        # 127.0.0.2 is loopback too, but not the address bound.
+        assert probe.connect_ex(("127.0.0.2", server.metrics_port)) != 0
