@@ -8,7 +8,13 @@ inline, clusters STATIC with the same endpoints). The upstream is
 an nginx answering 200 "ok". Each round runs both, in alternating order; the medians and the median
 per-round ratio are printed.
 
+`--observability` compares instead the same Envoy configured by gateway_xds with and without what
+the metrics endpoint reads: "observed" is the provisioner's bootstrap (its OTLP stats sink pushing to
+gateway_xds's sink, which keeps every report, and the per-service latency histogram and connection
+gauge), "bare" the same without the stats sink and without those per-service stats.
+
     .venv/bin/python -m bench.xds_dataplane [--services 1000] [--rounds 10] [--seconds 10] [--connections 32]
+        [--observability]
 """
 
 from __future__ import annotations
@@ -25,15 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from bench.xds_harness import HttpProbe, ensure_debian_package, machine, static_upstream
+from gateway_xds.autoscale.metrics_sink import MetricsSink
+from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.ir.gateway import GatewayIR
+from gateway_xds.observe.envoy_stats import EnvoyStats
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 from gateway_xds.server.reporter import NullReporter
-from gateway_xds.server.server import build_xds_server
+from gateway_xds.server.server import ExtraService, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.builders import DOMAIN, domain_gateway, service_name
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
@@ -82,6 +92,31 @@ def static_bootstrap(ir: GatewayIR, params: BootstrapParams, empty_file: Path) -
     return bootstrap
 
 
+OBSERVED_ONLY_STATS = ("upstream_rq_time", "upstream_cx_active")
+
+
+def bare_bootstrap(params: BootstrapParams) -> dict[str, Any]:
+    """The provisioner's bootstrap without the stats sink and the per-service stats only the metrics
+    endpoint reads."""
+    bootstrap = render_bootstrap(params)
+    del bootstrap["stats_sinks"]
+    stats = bootstrap["stats_config"]
+    del stats["histogram_bucket_settings"]
+    patterns = stats["stats_matcher"]["inclusion_list"]["patterns"]
+    stats["stats_matcher"]["inclusion_list"]["patterns"] = [
+        p for p in patterns if not p["safe_regex"]["regex"].endswith(OBSERVED_ONLY_STATS)
+    ]
+    return bootstrap
+
+
+def _metrics_sink() -> ExtraService:
+    sink = MetricsSink(RequestRates(), EnvoyStats())
+    return ExtraService(
+        metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+        lambda server: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, server),
+    )
+
+
 def wrk(binary: str, port: int, host: str, seconds: int, connections: int) -> float:
     argv = [
         binary,
@@ -107,7 +142,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--observability", action="store_true", help="observed vs bare, both over xDS")
     args = parser.parse_args()
+    kinds = ("observed", "bare") if args.observability else ("dynamic", "static")
     wrk_binary = ensure_debian_package("wrk", "wrk")
     binary = envoy_binary()
     if binary is None:
@@ -128,20 +165,24 @@ async def main() -> None:
         )
         host = f"{service_name(0)}.{DOMAIN}"
         cache = SnapshotCache()
-        server = build_xds_server(cache, NodeIdAuthorizer(), NullReporter(), "127.0.0.1:0")
+        server = build_xds_server(
+            cache, NodeIdAuthorizer(), NullReporter(), "127.0.0.1:0", services=(_metrics_sink(),)
+        )
         await server.start()
         publish(cache, ir, 1)
         empty = work / "empty.yaml"
         empty.write_text("")
-        rates: dict[str, list[float]] = {"dynamic": [], "static": []}
+        rates: dict[str, list[float]] = {kind: [] for kind in kinds}
         try:
             for round_index in range(args.rounds):
                 # Alternate the order so that a drift in the machine's load favours neither.
-                order = ("dynamic", "static") if round_index % 2 == 0 else ("static", "dynamic")
+                order = kinds if round_index % 2 == 0 else kinds[::-1]
                 for kind in order:
                     params = BootstrapParams("gw-1", 0, "127.0.0.1", server.port, admin_port=free_port())
-                    if kind == "dynamic":
+                    if kind in ("dynamic", "observed"):
                         bootstrap = render_bootstrap(params)
+                    elif kind == "bare":
+                        bootstrap = bare_bootstrap(params)
                     else:
                         bootstrap = static_bootstrap(ir, params, empty)
                     envoy = EnvoyProcess(binary, work / f"envoy-{kind}-{round_index}", bootstrap)
@@ -162,10 +203,11 @@ async def main() -> None:
         finally:
             await server.stop(1.0)
             upstream.stop()
-    dynamic, static = statistics.median(rates["dynamic"]), statistics.median(rates["static"])
-    per_round = [d / s for d, s in zip(rates["dynamic"], rates["static"], strict=True)]
+    first, second = kinds
+    dynamic, static = statistics.median(rates[first]), statistics.median(rates[second])
+    per_round = [d / s for d, s in zip(rates[first], rates[second], strict=True)]
     print(
-        f"\n  median requests/s: gateway_xds {dynamic:.0f}, static {static:.0f}; ratio {dynamic / static:.3f}"
+        f"\n  median requests/s: {first} {dynamic:.0f}, {second} {static:.0f}; ratio {dynamic / static:.3f}"
         f"\n  per-round ratio: median {statistics.median(per_round):.3f}, "
         f"min {min(per_round):.3f}, max {max(per_round):.3f} ({os.cpu_count()} cores)"
     )

@@ -1,6 +1,5 @@
-"""The Prometheus metrics Gatehouse exports: one place for their names, which the exporters, the
-Grafana dashboard (examples/grafana-dashboard.json), `gatehouse service stats` and the web dashboard
-read.
+"""The Prometheus metrics Gatehouse exports: one place for their names, which the exporters and the
+Grafana dashboard (examples/observability/grafana-dashboard.json) read.
 
 Names are Prometheus families; a counter's samples end in `_total`, a histogram's in `_bucket`,
 `_sum` and `_count`. Per-gateway and per-service series carry only labels taken from the registry
