@@ -90,7 +90,7 @@ def _output_flags(parser: argparse.ArgumentParser, command: Command) -> None:
     if command.option.verbose_columns:
         parser.add_argument("-v", "--verbose", action="store_true", help="more columns")
     if command.option.watchable:
-        parser.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
+        parser.add_argument("-w", "--watch", "--follow", action="store_true", help="refresh until interrupted")
     if command.option.confirm:
         parser.add_argument("-y", "--yes", action="store_true", help="answer yes")
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.process_metrics import REGISTRY_REVISION
+from services.registry import events
 from services.registry.models import Event, RevisionCounter
 
 KINDS: dict[type[Message], str] = {
@@ -53,6 +54,7 @@ def touch(session: AsyncSession, project: str | None) -> None:
 
 def record(session: AsyncSession, revision: int, event_type: int, obj: Message) -> None:
     touch(session, getattr(obj, "project", None) or None)
+    events.of_write(session, event_type == DELETE, obj)
     session.add(
         Event(revision=revision, kind=KINDS[type(obj)], type=event_type, payload=obj.SerializeToString())
     )

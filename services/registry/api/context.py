@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
-from services.registry import feed
+from services.registry import events, feed
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
@@ -40,6 +40,7 @@ class RegistryContext:
         try:
             async with self.db.write() as session:
                 yield session
+                await events.prune(session)
                 self._writes += 1
                 if self._writes % COMPACT_EVERY == 0:
                     await feed.compact(session, self.watch_history)
