@@ -19,6 +19,7 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.memory import freeze_long_lived
+from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service, outbox_from_env
 from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import EnvoyStats
 from gateway_xds.observe.responses import AnsweredRequests
@@ -43,6 +44,9 @@ class XdsApp:
     autoscaler: Autoscaler
     # Its series for the metrics endpoint.
     collector: XdsCollector
+    # The Envoys' access logs, on their way to the registry.
+    access_logs: AccessLogOutbox
+    stubs: Stubs
 
     @property
     def port(self) -> int:
@@ -88,6 +92,7 @@ class XdsApp:
         waker = Waker(provider.mirror, sync, autoscaler)
         envoy_stats = EnvoyStats()
         answered = AnsweredRequests()
+        access_logs = outbox_from_env()
         sink = MetricsSink(rates, envoy_stats)
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
@@ -108,6 +113,7 @@ class XdsApp:
                     authorization_service(credentials_index, waker, answered),
                     rate_limit_service(SharedBuckets(), answered),
                     metrics,
+                    access_log_service(access_logs),
                 ),
             )
         except RuntimeError:
@@ -125,11 +131,18 @@ class XdsApp:
             cache=cache,
             autoscaler=autoscaler,
             collector=collector,
+            access_logs=access_logs,
+            stubs=stubs,
         )
 
     async def run(self) -> None:
         await self.server.start()
         try:
-            await asyncio.gather(self.provider.run(), self.reporter.run(), self.autoscaler.run())
+            await asyncio.gather(
+                self.provider.run(),
+                self.reporter.run(),
+                self.autoscaler.run(),
+                self.access_logs.run(self.stubs),
+            )
         finally:
             await self.server.stop(grace=1.0)

@@ -13,6 +13,7 @@ from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
 from services.registry import events, feed
+from services.registry.access_logs import AccessLogStore
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
@@ -32,6 +33,7 @@ class RegistryContext:
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
+    access_logs: AccessLogStore = field(default_factory=AccessLogStore)
     _writes: int = 0
 
     @asynccontextmanager
