@@ -148,7 +148,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
                     EnvoyStatusRow.gateway_id == request.gateway_id
                 )
             )
-            events.of_report(session, gateway, {node: rejected for node, rejected in before.all()}, request.envoys)
+            events.of_report(
+                session, gateway, {node: rejected for node, rejected in before.all()}, request.envoys
+            )
             await session.execute(
                 delete(EnvoyStatusRow).where(EnvoyStatusRow.gateway_id == request.gateway_id)
             )
