@@ -8,19 +8,22 @@ inline, clusters STATIC with the same endpoints). The upstream is
 an nginx answering 200 "ok". Each round runs both, in alternating order; the medians and the median
 per-round ratio are printed.
 
-`--observability` compares instead the same Envoy configured by gateway_xds with and without what
-the metrics endpoint reads: "observed" is the provisioner's bootstrap (its OTLP stats sink pushing to
-gateway_xds's sink, which keeps every report, and the per-service latency histogram and connection
-gauge), "bare" the same without the stats sink and without those per-service stats.
+`--observability` compares instead the same Envoy configured by gateway_xds (its listener with the
+control-plane cluster, as the product's are) with and without metrics and access logs: "observed" is
+the provisioner's bootstrap (its OTLP stats sink pushing to gateway_xds's sink, the per-service
+latency histogram and connection gauge) and the listener's gRPC access log to gateway_xds (whose
+sink takes every entry and samples); "bare" has neither the stats sink and those stats nor the
+access log.
 
     .venv/bin/python -m bench.xds_dataplane [--services 1000] [--rounds 10] [--seconds 10] [--connections 32]
-        [--observability]
+        [--observability metrics|all]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -30,16 +33,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from bench.xds_harness import HttpProbe, ensure_debian_package, machine, static_upstream
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.ir.gateway import GatewayIR
+from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service
 from gateway_xds.observe.envoy_stats import EnvoyStats
+from gateway_xds.provider.policies import AUTHORIZATION_CLUSTER
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 from gateway_xds.server.reporter import NullReporter
@@ -92,6 +100,7 @@ def static_bootstrap(ir: GatewayIR, params: BootstrapParams, empty_file: Path) -
     return bootstrap
 
 
+BARE_GATEWAY = "gw-bare"
 OBSERVED_ONLY_STATS = ("upstream_rq_time", "upstream_cx_active")
 
 
@@ -115,6 +124,25 @@ def _metrics_sink() -> ExtraService:
         metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
         lambda server: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, server),
     )
+
+
+def without_access_log(snapshot: Snapshot) -> Snapshot:
+    """The same resources with no listener logging requests."""
+    resources: dict[str, dict[str, Any]] = {
+        type_url: dict(snapshot.resources_of(type_url))
+        for type_url in (LISTENER, ROUTE, SCOPED_ROUTE, CLUSTER, ENDPOINT)
+    }
+    for name, listener in resources[LISTENER].items():
+        bare = listener_pb2.Listener()
+        bare.CopyFrom(listener)
+        for chain in bare.filter_chains:
+            for network_filter in chain.filters:
+                manager = hcm.HttpConnectionManager()
+                network_filter.typed_config.Unpack(manager)
+                del manager.access_log[:]
+                network_filter.typed_config.Pack(manager, deterministic=True)
+        resources[LISTENER][name] = bare
+    return Snapshot(revision=snapshot.revision, resources=resources)
 
 
 def wrk(binary: str, port: int, host: str, seconds: int, connections: int) -> float:
@@ -142,7 +170,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--observability", action="store_true", help="observed vs bare, both over xDS")
+    parser.add_argument(
+        "--observability",
+        choices=("metrics", "all"),
+        help="observed vs bare, both over xDS: metrics alone, or metrics and access logs",
+    )
     args = parser.parse_args()
     kinds = ("observed", "bare") if args.observability else ("dynamic", "static")
     wrk_binary = ensure_debian_package("wrk", "wrk")
@@ -163,13 +195,23 @@ async def main() -> None:
         ir = domain_gateway(
             args.services, endpoints=(Endpoint("127.0.0.1", upstream_port),), port=listen_port
         )
+        if args.observability:
+            listener = dataclasses.replace(ir.listeners[0], authorization_cluster=AUTHORIZATION_CLUSTER)
+            ir = dataclasses.replace(ir, listeners=(listener,))
         host = f"{service_name(0)}.{DOMAIN}"
         cache = SnapshotCache()
         server = build_xds_server(
-            cache, NodeIdAuthorizer(), NullReporter(), "127.0.0.1:0", services=(_metrics_sink(),)
+            cache,
+            NodeIdAuthorizer(),
+            NullReporter(),
+            "127.0.0.1:0",
+            services=(_metrics_sink(), access_log_service(AccessLogOutbox())),
         )
         await server.start()
-        publish(cache, ir, 1)
+        observed = publish(cache, ir, 1)
+        cache.set_snapshot(BARE_GATEWAY, without_access_log(observed))
+        if args.observability == "metrics":
+            cache.set_snapshot("gw-1", without_access_log(observed))
         empty = work / "empty.yaml"
         empty.write_text("")
         rates: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -178,7 +220,8 @@ async def main() -> None:
                 # Alternate the order so that a drift in the machine's load favours neither.
                 order = kinds if round_index % 2 == 0 else kinds[::-1]
                 for kind in order:
-                    params = BootstrapParams("gw-1", 0, "127.0.0.1", server.port, admin_port=free_port())
+                    gateway = BARE_GATEWAY if kind == "bare" else "gw-1"
+                    params = BootstrapParams(gateway, 0, "127.0.0.1", server.port, admin_port=free_port())
                     if kind in ("dynamic", "observed"):
                         bootstrap = render_bootstrap(params)
                     elif kind == "bare":
