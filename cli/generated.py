@@ -241,6 +241,8 @@ async def run(channel: grpc.aio.Channel, command: Command, args: argparse.Namesp
     columns = _columns(command, getattr(args, "verbose", False))
     if getattr(args, "watch", False) and option.lines and "cursor" in response.DESCRIPTOR.fields_by_name:
         return await _follow(channel, command, request, response)
+    if getattr(args, "watch", False) and option.lines:
+        return await _watch_lines(channel, command, request, response)
     if getattr(args, "watch", False):
         return await _watch(channel, command, request, columns)
     if option.lines:
@@ -264,6 +266,23 @@ async def _follow(channel: grpc.aio.Channel, command: Command, request: Message,
             response = await _call(channel, command, request)
     except asyncio.CancelledError:
         return 0
+
+
+async def _watch_lines(
+    channel: grpc.aio.Channel, command: Command, request: Message, response: Message
+) -> int:
+    """Show the answer's lines, replaced by each new answer's."""
+
+    def text(answer: Message) -> str:
+        return "\n".join(render.lines(answer, command.option.lines))
+
+    with Live(text(response), console=render.console, auto_refresh=False) as live:
+        try:
+            while True:
+                await asyncio.sleep(WATCH_SECONDS)
+                live.update(text(await _call(channel, command, request)), refresh=True)
+        except asyncio.CancelledError:
+            return 0
 
 
 async def _watch(

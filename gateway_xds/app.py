@@ -23,6 +23,7 @@ from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service,
 from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import EnvoyStats
 from gateway_xds.observe.responses import AnsweredRequests
+from gateway_xds.observe.stats_reporter import report_stats
 from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
 from gateway_xds.provider.envoy_reports import RegistryReporter
@@ -46,6 +47,7 @@ class XdsApp:
     collector: XdsCollector
     # The Envoys' access logs, on their way to the registry.
     access_logs: AccessLogOutbox
+    envoy_stats: EnvoyStats
     stubs: Stubs
 
     @property
@@ -132,6 +134,7 @@ class XdsApp:
             autoscaler=autoscaler,
             collector=collector,
             access_logs=access_logs,
+            envoy_stats=envoy_stats,
             stubs=stubs,
         )
 
@@ -143,6 +146,7 @@ class XdsApp:
                 self.reporter.run(),
                 self.autoscaler.run(),
                 self.access_logs.run(self.stubs),
+                report_stats(self.stubs, self.provider.mirror, self.envoy_stats),
             )
         finally:
             await self.server.stop(grace=1.0)

@@ -13,13 +13,7 @@ from prometheus_client.metrics_core import Metric
 
 from gatehouse import metrics
 from gatehouse.client.mirror import RegistryMirror
-from gateway_xds.observe.envoy_stats import (
-    ACTIVE_CONNECTIONS,
-    REQUEST_CLASSES,
-    ClusterStats,
-    EnvoyStats,
-    Histogram,
-)
+from gateway_xds.observe.envoy_stats import ClusterStats, EnvoyStats, service_totals
 from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.observe.xds import GatewayXds, XdsObserver
 from gateway_xds.provider.build import backend_name
@@ -40,18 +34,6 @@ def _buckets(bounds: Iterable[float], counts: Iterable[int], scale: float = 1.0)
     running += sum(counts[len(out) :])
     out.append(("+Inf", running))
     return out
-
-
-def merge_histograms(histograms: Iterable[Histogram]) -> Histogram | None:
-    """The sum of histograms with the same bounds (one per Envoy); others are left out."""
-    merged: Histogram | None = None
-    for histogram in histograms:
-        if merged is None:
-            merged = Histogram(histogram.bounds, tuple(histogram.counts), histogram.total)
-        elif histogram.bounds == merged.bounds:
-            counts = tuple(a + b for a, b in zip(merged.counts, histogram.counts, strict=True))
-            merged = Histogram(merged.bounds, counts, merged.total + histogram.total)
-    return merged
 
 
 class XdsCollector:
@@ -155,9 +137,8 @@ class XdsCollector:
             labels = [service.project, gateway.name, service.name]
             if gateway.id not in by_gateway:
                 by_gateway[gateway.id] = list(self._envoy_stats.of_gateway(gateway.id))
-            reported = [c[name] for c in by_gateway[gateway.id] if (name := backend_name(service)) in c]
-            for stat, code_class in REQUEST_CLASSES.items():
-                total = sum(stats.counters.get(stat, 0.0) for stats in reported)
+            totals = service_totals(by_gateway[gateway.id], backend_name(service))
+            for code_class, total in totals.requests.items():
                 requests.add_metric([*labels, code_class], total)
             unauthorized.add_metric(labels, self._answered.unauthorized[service.id])
             limited.add_metric(
@@ -165,11 +146,11 @@ class XdsCollector:
                 self._answered.rate_limited[backend_name(service)]
                 + self._answered.unauthenticated_limited[service.id],
             )
-            merged = merge_histograms(s.latency for s in reported if s.latency is not None)
+            merged = totals.latency
             if merged is not None:
                 # Envoy keeps milliseconds; Prometheus's convention is seconds.
                 latency.add_metric(labels, _buckets(merged.bounds, merged.counts, 0.001), merged.total / 1000)
-            active.add_metric(labels, sum(stats.gauges.get(ACTIVE_CONNECTIONS, 0.0) for stats in reported))
+            active.add_metric(labels, totals.active_connections)
             replicas.add_metric(labels, service.status.ready_replicas)
             for direction in ("up", "down"):
                 taken = self._decisions[(service.id, direction)]

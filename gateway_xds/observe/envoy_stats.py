@@ -6,7 +6,7 @@ last values only, so memory follows services times Envoys whatever an Envoy send
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gatehouse.metrics import CODE_CLASSES
@@ -79,3 +79,37 @@ class EnvoyStats:
 
     def gateway_ids(self) -> set[str]:
         return {report.gateway_id for report in self._nodes.values()}
+
+
+@dataclass(frozen=True)
+class ServiceTotals:
+    """A service's counters summed over its gateway's current Envoys."""
+
+    requests: dict[str, float]  # code class (1xx … 5xx) -> requests
+    latency: Histogram | None  # milliseconds
+    active_connections: float
+    envoys: int  # how many Envoys reported the service
+
+
+def merge_histograms(histograms: Iterable[Histogram]) -> Histogram | None:
+    """The sum of histograms with the same bounds (one per Envoy); others are left out."""
+    merged: Histogram | None = None
+    for histogram in histograms:
+        if merged is None:
+            merged = Histogram(histogram.bounds, tuple(histogram.counts), histogram.total)
+        elif histogram.bounds == merged.bounds:
+            counts = tuple(a + b for a, b in zip(merged.counts, histogram.counts, strict=True))
+            merged = Histogram(merged.bounds, counts, merged.total + histogram.total)
+    return merged
+
+
+def service_totals(reports: Iterable[dict[str, ClusterStats]], backend: str) -> ServiceTotals:
+    """`reports`: each Envoy's clusters (EnvoyStats.of_gateway of the service's gateway)."""
+    reported = [clusters[backend] for clusters in reports if backend in clusters]
+    requests = {
+        code_class: sum(stats.counters.get(stat, 0.0) for stats in reported)
+        for stat, code_class in REQUEST_CLASSES.items()
+    }
+    latency = merge_histograms(stats.latency for stats in reported if stats.latency is not None)
+    active = sum(stats.gauges.get(ACTIVE_CONNECTIONS, 0.0) for stats in reported)
+    return ServiceTotals(requests, latency, active, len(reported))

@@ -4,18 +4,20 @@ and shows a project's member only that project's series (two projects, two gatew
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gatehouse import metrics
+from gateway_xds.observe.stats_reporter import REPORT_SECONDS_ENV
 from services.common.probes import free_port
 from tests.support.gateways import gateway_host
 from tests.support.http import fetch
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.real
 
@@ -63,6 +65,13 @@ port: "{port}:{free_port()}"
 auth: {str(auth).lower()}
 commands: ["echo {marker} > index.html && python -m http.server $PORT"]
 """
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """With service stats reported every second (10 s by default)."""
+    with running_server(tmp_path_factory.mktemp("gatehouse-home"), {REPORT_SECONDS_ENV: "1"}) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +158,32 @@ def test_requests_raise_a_services_series_and_members_see_only_their_project(
     assert value(seen, requests_total, code_class="2xx", **carols) == 1
     assert {dict(labels).get("project") for _, labels in seen} == {"carol-obs"}
     assert not any(name.startswith("gatehouse_grpc") or name.startswith("process_") for name, _ in seen)
+
+
+def test_service_stats_show_the_traffic_of_the_last_minutes(
+    server: ServerProcess, carol: dict[str, str]
+) -> None:
+    host = gateway_host(server, "obs-gw")
+    url = json.loads(server.cli("service", "get", "obs-open", "--json").stdout)["status"]["urls"][0]
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+
+    def counted() -> bool:
+        for _ in range(20):
+            assert fetch(f"http://{host}:{port}/")[0] == 200
+        done = server.cli("service", "stats", "obs-open", "--json")
+        points = json.loads(done.stdout).get("points", [])
+        return any(p.get("rps", 0) > 0 and p.get("p50_ms", 0) > 0 for p in points)
+
+    assert until(counted, within=30)
+    shown = server.cli("service", "stats", "obs-open")
+    assert shown.code == 0 and shown.stdout.startswith("now: ")
+    assert "requests/s" in shown.stdout and "p99 ms" in shown.stdout and "replicas" in shown.stdout
+    assert any(bar in shown.stdout for bar in "▂▃▄▅▆▇█")
+    # Carol's service of the same name is hers; project main's she cannot read.
+    refused = server.cli("service", "stats", "obs-open", "--project", "main", env=carol)
+    assert refused.code == 1 and "not a member" in refused.stderr
+    bad = server.cli("service", "stats", "obs-open", "--minutes", "99")
+    assert bad.code == 1 and "--minutes must be 1 to 15" in bad.stderr
 
 
 @pytest.mark.parametrize("token", [None, "", "gh_not-a-token", "Basic YWRtaW46YWRtaW4="])

@@ -132,14 +132,16 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, api_port: int = 0) -> Iterator[ServerProcess]:
+def running_server(
+    home: Path, extra_env: dict[str, str] | None = None, api_port: int = 0
+) -> Iterator[ServerProcess]:
     """A started server with local Envoys (skipped where there is no Envoy), stopped after with its
     Envoys and replicas."""
     try:
         envoy_binary()
     except BackendError as error:
         require_real(str(error))
-    process = ServerProcess(home=home, api_port=api_port)
+    process = ServerProcess(home=home, api_port=api_port, extra_env=extra_env or {})
     process.start()
     try:
         yield process

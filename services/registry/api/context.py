@@ -18,6 +18,7 @@ from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
 from services.registry.reserved_ports import ReservedPorts
+from services.registry.service_stats import ServiceStatsStore
 
 COMPACT_EVERY = 1000
 
@@ -34,6 +35,7 @@ class RegistryContext:
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
     access_logs: AccessLogStore = field(default_factory=AccessLogStore)
+    service_stats: ServiceStatsStore = field(default_factory=ServiceStatsStore)
     _writes: int = 0
 
     @asynccontextmanager
