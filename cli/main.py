@@ -17,6 +17,7 @@ from cli import generated
 from cli.agent import run_agent
 from cli.apply import apply_file, delete_file
 from cli.config import CliConfig, CliError, UsageError
+from cli.dashboard import open_dashboard
 from cli.descriptors import Command, api_files, commands
 from cli.output import error
 from gatehouse import limits, metrics
@@ -102,6 +103,10 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
 
     completion = top.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
+    dashboard = top.add_parser("dashboard", help="open the web dashboard, logged in with the CLI's token")
+    dashboard.add_argument("--url", help="the dashboard's address (default: this machine's server)")
+    dashboard.add_argument("--no-open", action="store_true", help="only print the address")
 
     top.add_parser(
         "token",
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             return _completion(parser, args.shell)
         if args.top == "token":
             return _token(args)
+        if args.top == "dashboard":
+            token = CliConfig.load(server=args.server, project=args.project).token
+            return open_dashboard(args.url, token, not args.no_open)
         if args.top not in ("apply", "run", "delete", "agent") and getattr(args, "command", None) is None:
             raise UsageError(f"`gatehouse {args.top}` needs a COMMAND (see `gatehouse {args.top} --help`)")
         if getattr(args, "command", None) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
 from gateway_xds.app import XdsApp
+from gateway_xds.observe.dashboard import dashboard_view
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.certificates.metrics import CertificateCollector
@@ -84,9 +86,16 @@ async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Aw
 
 
 async def _start_metrics(
-    settings: Settings, authenticator: Authenticator, collectors: list[Collector]
+    settings: Settings,
+    authenticator: Authenticator,
+    collectors: list[Collector],
+    xds: XdsApp | None = None,
 ) -> MetricsEndpoint:
-    endpoint = MetricsEndpoint(authenticator, collectors)
+    """The process's metrics; with `xds`, the dashboard too (it shows what gateway_xds holds)."""
+    dashboard = None
+    if xds is not None:
+        dashboard = functools.partial(dashboard_view, xds.provider.mirror, xds.envoy_stats)
+    endpoint = MetricsEndpoint(authenticator, collectors, dashboard)
     await endpoint.start(MetricsAddress(settings.metrics_host, settings.metrics_port))
     return endpoint
 
@@ -125,7 +134,7 @@ async def serve_all(settings: Settings) -> None:
     )
     await start_server(server, registrations)
     endpoint = await _start_metrics(
-        settings, registry.authenticator, [xds.collector, CertificateCollector(certificates.mirror)]
+        settings, registry.authenticator, [xds.collector, CertificateCollector(certificates.mirror)], xds
     )
     _write_state(settings, api=client_address, xds_port=xds.port, metrics_port=endpoint.port)
     print(
@@ -203,7 +212,7 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
         xds = _xds_app(settings, stubs, _internal_ca(settings))
-        endpoint = await _start_metrics(settings, authenticator, [xds.collector])
+        endpoint = await _start_metrics(settings, authenticator, [xds.collector], xds)
         print(
             f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS), "
             f"metrics {_metrics_url(settings, endpoint)}",

@@ -1,4 +1,5 @@
-"""Each process's HTTP port for Prometheus (`/metrics`), and the dashboard where the server has one.
+"""Each process's HTTP port for Prometheus (`/metrics`), and the web dashboard (`/`) where the process
+runs gateway_xds (`gatehouse server`, `gatehouse xds`).
 
 Every request needs `Authorization: Bearer <token>` (the API's tokens): a server admin (or
 Gatehouse's system token) reads every series; a project member reads only the series labelled with
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -19,12 +22,28 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from gatehouse import metrics
+from services.common import dashboard as dashboard_files
 from services.common.auth import Authenticator, Principal, bearer_token
 from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL_KEY = web.AppKey("principal_of", Callable)
+PAGE_FILES = {
+    "/": ("index.html", "text/html"),
+    "/dashboard.js": ("dashboard.js", "text/javascript"),
+    "/dashboard.css": ("dashboard.css", "text/css"),
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+# What the dashboard shows to a viewer of `projects` (None: every project).
+DashboardView = Callable[[frozenset[str] | None], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -64,14 +83,24 @@ def exposition(registries: Iterable[CollectorRegistry], principal: Principal) ->
 class MetricsEndpoint:
     """`/metrics` (and whatever routes `extend` adds) on an aiohttp server of its own."""
 
-    def __init__(self, authenticator: Authenticator, collectors: Iterable[Collector] = ()) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        collectors: Iterable[Collector] = (),
+        dashboard: DashboardView | None = None,
+    ) -> None:
         self._authenticator = authenticator
+        self._dashboard = dashboard
         self._own = CollectorRegistry(auto_describe=False)
         for collector in collectors:
             self._own.register(collector)
         self.app = web.Application()
         self.app[PRINCIPAL_KEY] = self.principal_of
         self.app.router.add_get("/metrics", self._metrics)
+        if dashboard is not None:
+            self.app.router.add_get("/api/dashboard", self._dashboard_data)
+            for path in PAGE_FILES:
+                self.app.router.add_get(path, self._page)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -93,6 +122,17 @@ class MetricsEndpoint:
         principal = await self.principal_of(request)
         body = exposition(self.registries, principal)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        name, content_type = PAGE_FILES[request.path]
+        body = resources.files(dashboard_files).joinpath(name).read_bytes()
+        return web.Response(body=body, content_type=content_type, headers=SECURITY_HEADERS)
+
+    async def _dashboard_data(self, request: web.Request) -> web.Response:
+        principal = await self.principal_of(request)
+        assert self._dashboard is not None
+        projects = None if principal.admin or principal.system else frozenset(principal.projects)
+        return web.json_response(self._dashboard(projects), headers=SECURITY_HEADERS)
 
     async def start(self, address: MetricsAddress) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
