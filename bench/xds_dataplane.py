@@ -16,7 +16,7 @@ sink takes every entry and samples); "bare" has neither the stats sink and those
 access log.
 
     .venv/bin/python -m bench.xds_dataplane [--services 1000] [--rounds 10] [--seconds 10] [--connections 32]
-        [--observability metrics|all]
+        [--observability metrics|all] [--access-log-percent P]
 """
 
 from __future__ import annotations
@@ -175,6 +175,12 @@ async def main() -> None:
         choices=("metrics", "all"),
         help="observed vs bare, both over xDS: metrics alone, or metrics and access logs",
     )
+    parser.add_argument(
+        "--access-log-percent",
+        type=int,
+        default=100,
+        help="with --observability all: the share of requests logged",
+    )
     args = parser.parse_args()
     kinds = ("observed", "bare") if args.observability else ("dynamic", "static")
     wrk_binary = ensure_debian_package("wrk", "wrk")
@@ -196,7 +202,11 @@ async def main() -> None:
             args.services, endpoints=(Endpoint("127.0.0.1", upstream_port),), port=listen_port
         )
         if args.observability:
-            listener = dataclasses.replace(ir.listeners[0], authorization_cluster=AUTHORIZATION_CLUSTER)
+            listener = dataclasses.replace(
+                ir.listeners[0],
+                authorization_cluster=AUTHORIZATION_CLUSTER,
+                access_log_percent=args.access_log_percent,
+            )
             ir = dataclasses.replace(ir, listeners=(listener,))
         host = f"{service_name(0)}.{DOMAIN}"
         cache = SnapshotCache()

@@ -7,6 +7,8 @@ REDACTED (tokens travel in queries too)."""
 
 from __future__ import annotations
 
+import functools
+import os
 from urllib.parse import parse_qsl, quote
 
 LOG_NAME = "gatehouse"
@@ -19,6 +21,23 @@ BUFFER_BYTES = 16 << 10
 KEPT_PER_SERVICE = 1000
 SAMPLED_PER_SECOND = 50
 MAX_PATH_CHARS = 512
+# Of each gateway's requests, the share its Envoys log (0 to 100; 0: none). Logging every request
+# costs the data plane (bench/RESULTS.md); a lower share samples in Envoy, before any work is done.
+PERCENT_ENV = "GATEHOUSE_ACCESS_LOG_PERCENT"
+
+
+@functools.cache
+def configured_percent() -> int:
+    raw = os.environ.get(PERCENT_ENV, "")
+    if not raw:
+        return 100
+    try:
+        percent = int(raw)
+    except ValueError:
+        percent = -1
+    if not 0 <= percent <= 100:
+        raise SystemExit(f"error: {PERCENT_ENV}={raw!r} is not a whole number from 0 to 100")
+    return percent
 
 
 def redacted_path(path: str) -> str:

@@ -146,6 +146,8 @@ class AccessLogOutbox:
 
 
 def outbox_from_env() -> AccessLogOutbox:
+    """The outbox the settings ask for; a bad setting stops the process before it serves."""
+    access_logs.configured_percent()
     path = os.environ.get(FILE_ENV)
     if path:
         make_private_directory(Path(path).parent)

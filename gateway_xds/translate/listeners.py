@@ -81,8 +81,8 @@ def _manager(li: HTTPListener, stat_prefix: str) -> hcm.HttpConnectionManager:
         normalize_path=wrappers_pb2.BoolValue(value=True),
         strip_trailing_host_dot=True,
     )
-    if li.authorization_cluster:
-        manager.access_log.append(access_log(li.authorization_cluster))
+    if li.authorization_cluster and li.access_log_percent > 0:
+        manager.access_log.append(access_log(li.authorization_cluster, li.access_log_percent))
     if li.route_table is RouteTable.PER_HOST:
         manager.scoped_routes.CopyFrom(_scoped_routes(li))
     else:
