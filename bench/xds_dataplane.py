@@ -38,7 +38,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
-from bench.xds_harness import HttpProbe, ensure_debian_package, machine, static_upstream
+from bench.xds_harness import HttpProbe, ensure_debian_package, machine, process_cpu_seconds, static_upstream
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.cache.snapshot import Snapshot
@@ -225,6 +225,8 @@ async def main() -> None:
         empty = work / "empty.yaml"
         empty.write_text("")
         rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+        # Envoy's and this process's (the control plane's) CPU microseconds per request served.
+        cpu: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
         try:
             for round_index in range(args.rounds):
                 # Alternate the order so that a drift in the machine's load favours neither.
@@ -246,17 +248,38 @@ async def main() -> None:
                         await asyncio.to_thread(probe.wait_for, host, 200, 60.0)
                         probe.close()
                         await asyncio.sleep(1.0)  # let the other Envoy's sockets go
+                        assert envoy.process is not None
+                        before = (process_cpu_seconds(envoy.process.pid), process_cpu_seconds(os.getpid()))
                         rate = await asyncio.to_thread(
                             wrk, wrk_binary, listen_port, host, args.seconds, args.connections
                         )
+                        after = (process_cpu_seconds(envoy.process.pid), process_cpu_seconds(os.getpid()))
                     finally:
                         envoy.stop()
                     rates[kind].append(rate)
-                    print(f"  round {round_index + 1} {kind:7}: {rate:9.0f} requests/s", flush=True)
+                    served = rate * args.seconds
+                    cost = [(b - a) / served * 1e6 for a, b in zip(before, after, strict=True)]
+                    cpu[kind].append((cost[0], cost[1]))
+                    print(
+                        f"  round {round_index + 1} {kind:7}: {rate:9.0f} requests/s, CPU per request: "
+                        f"Envoy {cost[0]:.1f} us, control plane {cost[1]:.1f} us",
+                        flush=True,
+                    )
         finally:
             await server.stop(1.0)
             upstream.stop()
     first, second = kinds
+    for kind in kinds:
+        envoy_us = statistics.median(c[0] for c in cpu[kind])
+        control_us = statistics.median(c[1] for c in cpu[kind])
+        print(
+            f"  {kind}: CPU per request, median: Envoy {envoy_us:.1f} us, control plane {control_us:.1f} us, "
+            f"both {statistics.median(sum(c) for c in cpu[kind]):.1f} us"
+        )
+    cost_ratio = statistics.median(sum(c) for c in cpu[first]) / statistics.median(
+        sum(c) for c in cpu[second]
+    )
+    print(f"  CPU per request, {first} / {second}: {cost_ratio:.3f}")
     dynamic, static = statistics.median(rates[first]), statistics.median(rates[second])
     per_round = [d / s for d, s in zip(rates[first], rates[second], strict=True)]
     print(

@@ -3,10 +3,11 @@
 Every write of one of them goes through the feed (feed.record), which adds its event here: a user's
 change names the user, Gatehouse's own (the provisioner's steps, certificates, the autoscaler)
 `gatehouse`, with the state and message the write set. A resource keeps its last MAX_PER_RESOURCE
-events; the rest are deleted in the same transaction."""
+events (the rest are deleted in the same transaction), none older than KEPT_DAYS."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping, Sequence
 
 from google.protobuf.message import Message
@@ -17,9 +18,11 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.auth import current_principal
 from services.common.errors import Unauthenticated
 from services.registry.convert import timestamp
-from services.registry.models import GatewayRow, ResourceEventRow
+from services.registry.models import GatewayRow, ResourceEventRow, utcnow
 
 MAX_PER_RESOURCE = 50
+# Events of resources long gone (and old ones of any) leave after this.
+KEPT_DAYS = 14
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 SYSTEM = "gatehouse"
 NORMAL, WARNING = "Normal", "Warning"
@@ -101,7 +104,9 @@ def of_write(session: AsyncSession, deleted: bool, obj: Message) -> None:
         reason, message = explained
     elif user:
         reason, message = (
-            ("Deleting", "") if state == "Deleting" else ("Applied", f"generation {obj.generation}")
+            ("Deleting", "")
+            if state == "Deleting"
+            else ("Applied", f"generation {getattr(obj, 'generation', 0)}")
         )
     else:
         reason = state
@@ -135,6 +140,11 @@ async def prune(session: AsyncSession) -> None:
                     ResourceEventRow.resource_id == resource_id, ResourceEventRow.id < min(kept)
                 )
             )
+
+
+async def expire(session: AsyncSession) -> None:
+    cutoff = utcnow() - datetime.timedelta(days=KEPT_DAYS)
+    await session.execute(delete(ResourceEventRow).where(ResourceEventRow.created_at < cutoff))
 
 
 async def listed(

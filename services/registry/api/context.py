@@ -48,6 +48,7 @@ class RegistryContext:
                 self._writes += 1
                 if self._writes % COMPACT_EVERY == 0:
                     await feed.compact(session, self.watch_history)
+                    await events.expire(session)
         except IntegrityError:
             # Two concurrent applies raced for the same name, port or hostname; the loser gets this.
             raise AlreadyExists(
