@@ -18,6 +18,7 @@ from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.server.reporter import NullReporter
 from gateway_xds.server.stats import ServerStats
+from services.certificates.metrics import CertificateCollector
 
 
 def _mirror() -> RegistryMirror:
@@ -132,3 +133,42 @@ def test_ack_latency_is_timed_from_publication_once_per_revision() -> None:
     assert sum(gateway.ack_latency.counts) == 1
     assert gateway.ack_latency.counts[gateway.ack_latency.bounds.index(0.25)] == 1
     assert gateway.nacks == 1
+
+
+def test_autoscaler_decisions_are_counted_per_known_service() -> None:
+    decisions: Counter[tuple[str, str]] = Counter({("s-g1", "up"): 2, ("s-g2", "down"): 1, ("gone", "up"): 5})
+    collector = XdsCollector(
+        _mirror(), EnvoyStats(), XdsObserver(NullReporter()), ServerStats(), AnsweredRequests(), decisions
+    )
+    samples = _scrape(collector)
+    name = f"{metrics.AUTOSCALER_DECISIONS}_total"
+    found = {
+        (dict(labels)["project"], dict(labels)["direction"]): v
+        for (n, labels), v in samples.items()
+        if n == name
+    }
+    assert found == {("alpha", "up"): 2, ("beta", "down"): 1}
+
+
+def test_certificate_expiry_per_hostname_of_known_gateways() -> None:
+    mirror = _mirror()
+    issued = resources_pb2.TlsCertificate(
+        id="c1", project="alpha", gateway_id="g1", hostnames=["a.example.com"]
+    )
+    issued.not_after.FromSeconds(1_900_000_000)
+    pending = resources_pb2.TlsCertificate(
+        id="c2", project="beta", gateway_id="g2", hostnames=["b.example.com"]
+    )
+    orphan = resources_pb2.TlsCertificate(
+        id="c3", project="x", gateway_id="gone", hostnames=["c.example.com"]
+    )
+    orphan.not_after.FromSeconds(1)
+    mirror.certificates = {c.id: c for c in (issued, pending, orphan)}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CertificateCollector(mirror))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert (
+        f'{metrics.CERTIFICATE_EXPIRY}{{gateway="edge",hostname="a.example.com",project="alpha"}} 1.9e+09'
+        in text
+    )
+    assert "b.example.com" not in text and "c.example.com" not in text
