@@ -85,9 +85,8 @@ async def test_the_dashboard_logs_in_and_a_services_chart_moves(
         loader = threading.Thread(target=load)
         loader.start()
         try:
-            rps = await browser.wait_for(
-                f"parseFloat({main_row}.dataset.rps) > 0 && {main_row}.dataset.rps", 30
-            )
+            moved = f"parseFloat({main_row}.dataset.rps) > 0 && {main_row}.dataset.points >= 2"
+            rps = await browser.wait_for(f"{moved} && {main_row}.dataset.rps", 30)
         finally:
             stop.set()
             await asyncio.to_thread(loader.join)
