@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -25,7 +26,7 @@ from services.common.auth import Authenticator
 from services.common.crypto import Cipher, load_or_create_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
-from services.common.metrics_endpoint import MetricsAddress, MetricsEndpoint
+from services.common.metrics_endpoint import MetricsAddress, MetricsEndpoint, bind_metrics_socket
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
@@ -85,8 +86,12 @@ async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Aw
             await item
 
 
+def _metrics_socket(settings: Settings) -> socket.socket:
+    return bind_metrics_socket(MetricsAddress(settings.metrics_host, settings.metrics_port))
+
+
 async def _start_metrics(
-    settings: Settings,
+    listening: socket.socket,
     authenticator: Authenticator,
     collectors: list[Collector],
     xds: XdsApp | None = None,
@@ -96,7 +101,7 @@ async def _start_metrics(
     if xds is not None:
         dashboard = functools.partial(dashboard_view, xds.provider.mirror, xds.envoy_stats)
     endpoint = MetricsEndpoint(authenticator, collectors, dashboard)
-    await endpoint.start(MetricsAddress(settings.metrics_host, settings.metrics_port))
+    await endpoint.start(listening)
     return endpoint
 
 
@@ -114,6 +119,7 @@ def _write_state(settings: Settings, **state: object) -> None:
 async def serve_all(settings: Settings) -> None:
     """The embedded default: registry, provisioner, certificates and gateway_xds on one loop."""
     make_home_private(settings.home)
+    metrics_socket = _metrics_socket(settings)
     registry = await Registry.start(settings)
     # The internal clients need the API's port, so the server is bound before anything is served.
     server, api_port = bind_server(registry.authenticator, settings.api_address)
@@ -134,7 +140,10 @@ async def serve_all(settings: Settings) -> None:
     )
     await start_server(server, registrations)
     endpoint = await _start_metrics(
-        settings, registry.authenticator, [xds.collector, CertificateCollector(certificates.mirror)], xds
+        metrics_socket,
+        registry.authenticator,
+        [xds.collector, CertificateCollector(certificates.mirror)],
+        xds,
     )
     _write_state(settings, api=client_address, xds_port=xds.port, metrics_port=endpoint.port)
     print(
@@ -192,12 +201,13 @@ def _renewable(provisioner: Provisioner) -> Callable[[str], bool]:
 async def serve_one(settings: Settings, role: str, registry_address: str | None) -> None:
     """One service as its own process (docker-compose runs them like this)."""
     make_home_private(settings.home)
+    metrics_socket = _metrics_socket(settings)
     if role == "registry":
         registry = await Registry.start(settings)
         server, port = bind_server(registry.authenticator, settings.api_address)
         await registry.bootstrap(settings, local_address(settings.api_host, port))
         await start_server(server, registry.registrations())
-        endpoint = await _start_metrics(settings, registry.authenticator, [])
+        endpoint = await _start_metrics(metrics_socket, registry.authenticator, [])
         print(
             f"Gatehouse registry is running on {settings.api_host}:{port}, "
             f"metrics {_metrics_url(settings, endpoint)}",
@@ -212,7 +222,7 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
         xds = _xds_app(settings, stubs, _internal_ca(settings))
-        endpoint = await _start_metrics(settings, authenticator, [xds.collector], xds)
+        endpoint = await _start_metrics(metrics_socket, authenticator, [xds.collector], xds)
         print(
             f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS), "
             f"metrics {_metrics_url(settings, endpoint)}",
@@ -237,7 +247,7 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
         collectors = [CertificateCollector(certificates.mirror)]
     server, port = bind_server(authenticator, settings.api_address)
     await start_server(server, extra)
-    endpoint = await _start_metrics(settings, authenticator, collectors)
+    endpoint = await _start_metrics(metrics_socket, authenticator, collectors)
     print(
         f"Gatehouse {role} is running on {settings.api_host}:{port}, "
         f"metrics {_metrics_url(settings, endpoint)}",

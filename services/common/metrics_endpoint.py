@@ -10,6 +10,7 @@ listens on 127.0.0.1 unless `GATEHOUSE_METRICS_HOST` says otherwise.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -50,6 +51,30 @@ DashboardView = Callable[[frozenset[str] | None], dict[str, Any]]
 class MetricsAddress:
     host: str
     port: int
+
+
+def bind_metrics_socket(address: MetricsAddress) -> socket.socket:
+    """The metrics port, listening; one line and exit when it cannot be had."""
+    try:
+        infos = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, sockaddr = infos[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise SystemExit(f"error: cannot serve metrics on {address.host}:{address.port}: {error}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(sockaddr)
+        listening.listen(128)
+    except OSError as error:
+        listening.close()
+        raise SystemExit(
+            f"error: cannot serve metrics on {address.host}:{address.port}: {error.strerror} "
+            f"(set {metrics.PORT_ENV} or --metrics-port; 0 picks a free port)"
+        ) from None
+    listening.setblocking(False)
+    return listening
 
 
 class _Filtered:
@@ -134,21 +159,13 @@ class MetricsEndpoint:
         projects = None if principal.admin or principal.system else frozenset(principal.projects)
         return web.json_response(self._dashboard(projects), headers=SECURITY_HEADERS)
 
-    async def start(self, address: MetricsAddress) -> None:
+    async def start(self, listening: socket.socket) -> None:
+        """Serve on a socket bound already (bind_metrics_socket), so that a port in use stops the
+        process before it starts anything else."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as error:
-            await self._runner.cleanup()
-            raise SystemExit(
-                f"error: cannot serve metrics on {address.host}:{address.port}: {error.strerror} "
-                f"(set {metrics.PORT_ENV} or --metrics-port; 0 picks a free port)"
-            ) from None
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else address.port
+        await web.SockSite(self._runner, listening).start()
+        self.port = listening.getsockname()[1]
 
     async def stop(self) -> None:
         if self._runner is not None:

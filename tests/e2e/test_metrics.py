@@ -200,3 +200,30 @@ def test_metrics_listen_on_loopback_only_by_default(server: ServerProcess) -> No
         probe.settimeout(1)
         # 127.0.0.2 is loopback too, but not the address bound.
         assert probe.connect_ex(("127.0.0.2", server.metrics_port)) != 0
+
+
+@pytest.mark.parametrize("role", ["server", "registry"])
+def test_a_metrics_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, role: str) -> None:
+    import socket
+    import subprocess
+
+    from tests.support.server import GATEHOUSE
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        home = tmp_path / "home"
+        env = {
+            **ServerProcess(home=home).env,
+            metrics.PORT_ENV: str(port),
+        }
+        done = subprocess.run(
+            [GATEHOUSE, role, "--port", "0"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use "
+        f"(set {metrics.PORT_ENV} or --metrics-port; 0 picks a free port)"
+    )
+    assert not (home / "server" / "data").exists()
