@@ -61,6 +61,7 @@ class Server:
             "GATEHOUSE_API_PORT": str(free_port()),
             "GATEHOUSE_XDS_PORT": str(free_port()),
             "GATEHOUSE_JOIN_PORT": "0",
+            "GATEHOUSE_METRICS_PORT": "0",
             "GATEHOUSE_LOCAL_HTTP_PORT": str(free_port()),
             "GATEHOUSE_LOCAL_HTTPS_PORT": str(free_port()),
             "GATEHOUSE_AGENT_TUNNEL_PORT": str(free_port()),

@@ -70,6 +70,7 @@ class RegistryProcess:
             GATEHOUSE_HOME=str(self.home),
             GATEHOUSE_DB_URL=self.url,
             GATEHOUSE_LOG_LEVEL="WARNING",
+            GATEHOUSE_METRICS_PORT="0",
         )
         self.process = subprocess.Popen([GATEHOUSE, "registry", "--port", str(self.port)], env=env)
         while not (self.home / "config.yml").exists() or not await tcp_open("127.0.0.1", self.port):

@@ -24,6 +24,8 @@ from gatehouse.client.defaults import ACCEPTED_METADATA
 from gatehouse.v1 import cli_pb2
 
 WATCH_SECONDS = 2.0
+# Commands that print lines and answer with a cursor (access logs) are followed at this pace.
+FOLLOW_SECONDS = 1.0
 SCALAR_TYPES: dict[int, type] = {
     FieldDescriptor.TYPE_INT32: int,
     FieldDescriptor.TYPE_INT64: int,
@@ -90,7 +92,9 @@ def _output_flags(parser: argparse.ArgumentParser, command: Command) -> None:
     if command.option.verbose_columns:
         parser.add_argument("-v", "--verbose", action="store_true", help="more columns")
     if command.option.watchable:
-        parser.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
+        parser.add_argument(
+            "-w", "--watch", "--follow", action="store_true", help="refresh until interrupted"
+        )
     if command.option.confirm:
         parser.add_argument("-y", "--yes", action="store_true", help="answer yes")
 
@@ -235,6 +239,10 @@ async def run(channel: grpc.aio.Channel, command: Command, args: argparse.Namesp
         render.print_json(response)
         return 0
     columns = _columns(command, getattr(args, "verbose", False))
+    if getattr(args, "watch", False) and option.lines and "cursor" in response.DESCRIPTOR.fields_by_name:
+        return await _follow(channel, command, request, response)
+    if getattr(args, "watch", False) and option.lines:
+        return await _watch_lines(channel, command, request, response)
     if getattr(args, "watch", False):
         return await _watch(channel, command, request, columns)
     if option.lines:
@@ -245,6 +253,36 @@ async def run(channel: grpc.aio.Channel, command: Command, args: argparse.Namesp
     if option.done:
         render.console.print(render.fill(option.done, response, request))
     return 0
+
+
+async def _follow(channel: grpc.aio.Channel, command: Command, request: Message, response: Message) -> int:
+    """Print the answer's lines, then each new answer's, asking only for what follows its cursor."""
+    try:
+        while True:
+            for line in render.lines(response, command.option.lines):
+                print(line, flush=True)
+            request.after = response.cursor  # type: ignore[attr-defined]
+            await asyncio.sleep(FOLLOW_SECONDS)
+            response = await _call(channel, command, request)
+    except asyncio.CancelledError:
+        return 0
+
+
+async def _watch_lines(
+    channel: grpc.aio.Channel, command: Command, request: Message, response: Message
+) -> int:
+    """Show the answer's lines, replaced by each new answer's."""
+
+    def text(answer: Message) -> str:
+        return "\n".join(render.lines(answer, command.option.lines))
+
+    with Live(text(response), console=render.console, auto_refresh=False) as live:
+        try:
+            while True:
+                await asyncio.sleep(WATCH_SECONDS)
+                live.update(text(await _call(channel, command, request)), refresh=True)
+        except asyncio.CancelledError:
+            return 0
 
 
 async def _watch(

@@ -17,9 +17,10 @@ from cli import generated
 from cli.agent import run_agent
 from cli.apply import apply_file, delete_file
 from cli.config import CliConfig, CliError, UsageError
+from cli.dashboard import open_dashboard
 from cli.descriptors import Command, api_files, commands
 from cli.output import error
-from gatehouse import limits
+from gatehouse import limits, metrics
 from gatehouse.client.connection import Stubs
 
 SERVICE_ROLES = ("registry", "provisioner", "certificates", "xds")
@@ -55,6 +56,12 @@ def _file_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
     flag.complete = shtab.FILE  # type: ignore[attr-defined]
 
 
+METRICS_PORT_HELP = (
+    f"Prometheus metrics port, on $GATEHOUSE_METRICS_HOST "
+    f"(default {metrics.DEFAULT_HOST}:{metrics.DEFAULT_PORT}; 0 picks a free one)"
+)
+
+
 def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="gatehouse", description="A front door for services.")
     _global_flags(parser, None)
@@ -63,10 +70,12 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
     server = top.add_parser("server", help="run registry, provisioner, certificates and xDS in one process")
     server.add_argument("--host", help="API host (default 127.0.0.1)")
     server.add_argument("--port", type=int, help="API port (default 50051; 0 picks a free one)")
+    server.add_argument("--metrics-port", type=int, help=METRICS_PORT_HELP)
     for role in SERVICE_ROLES:
         one = top.add_parser(role, help=f"run the {role} service on its own")
         one.add_argument("--host")
         one.add_argument("--port", type=int)
+        one.add_argument("--metrics-port", type=int, help=METRICS_PORT_HELP)
         one.add_argument("--registry", help="the registry's address (default $GATEHOUSE_REGISTRY)")
 
     apply = top.add_parser("apply", help="create or update what a configuration file describes")
@@ -94,6 +103,10 @@ def build_parser(files: list[Any] | None = None) -> argparse.ArgumentParser:
 
     completion = top.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
+    dashboard = top.add_parser("dashboard", help="open the web dashboard, logged in with the CLI's token")
+    dashboard.add_argument("--url", help="the dashboard's address (default: this machine's server)")
+    dashboard.add_argument("--no-open", action="store_true", help="only print the address")
 
     top.add_parser(
         "token",
@@ -143,7 +156,7 @@ def _run_server(args: argparse.Namespace) -> int:
     from services.server import configure_logging, serve_all, serve_one
 
     configure_logging()
-    settings = Settings.from_env(api_host=args.host, api_port=args.port)
+    settings = Settings.from_env(api_host=args.host, api_port=args.port, metrics_port=args.metrics_port)
     if args.top == "server":
         asyncio.run(serve_all(settings))
     else:
@@ -183,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             return _completion(parser, args.shell)
         if args.top == "token":
             return _token(args)
+        if args.top == "dashboard":
+            token = CliConfig.load(server=args.server, project=args.project).token
+            return open_dashboard(args.url, token, not args.no_open)
         if args.top not in ("apply", "run", "delete", "agent") and getattr(args, "command", None) is None:
             raise UsageError(f"`gatehouse {args.top}` needs a COMMAND (see `gatehouse {args.top} --help`)")
         if getattr(args, "command", None) is not None:

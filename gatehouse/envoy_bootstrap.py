@@ -12,6 +12,7 @@ from typing import Any
 from gatehouse.gateway_identity import node_id
 from gatehouse.gateway_resources import SERVICE_STATS_PREFIX, XDS_CLUSTER
 from gatehouse.limits import GRPC_MESSAGE_BYTES
+from gatehouse.metrics import LATENCY_BUCKETS_MS
 
 # Incremental xDS: a change sends only the resources that changed (State-of-the-World, "GRPC",
 # re-sends every cluster and listener on each change); gateway_xds serves both.
@@ -167,12 +168,14 @@ OTLP_SINK = "envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig"
 STATS_FLUSH_SECONDS = 2
 # Of the ~130 stats Envoy keeps per cluster, those a service's cluster keeps: the autoscaler's
 # demand (requests routed, requests that found no replica, requests in flight) and what an operator
-# reads first.
+# reads first (the metrics endpoint exports requests by class, latency and active connections).
 SERVICE_CLUSTER_STATS = (
     "upstream_rq_total",
     "upstream_cx_none_healthy",
     "upstream_rq_active",
     "upstream_rq_[1-5]xx",
+    "upstream_rq_time",
+    "upstream_cx_active",
     "upstream_rq_timeout",
     "upstream_rq_retry",
     "upstream_cx_connect_fail",
@@ -199,7 +202,12 @@ def _stats_config() -> dict[str, Any]:
         SERVICE_STATS_PREFIX
     )
     matchers = [{"safe_regex": {"regex": pattern}} for pattern in patterns]
-    return {"stats_matcher": {"inclusion_list": {"patterns": matchers}}}
+    latency = {"safe_regex": {"regex": cluster + "upstream_rq_time"}}
+    return {
+        "stats_matcher": {"inclusion_list": {"patterns": matchers}},
+        # A service's latency histogram keeps the buckets a p50/p95/p99 needs, not Envoy's 19.
+        "histogram_bucket_settings": [{"match": latency, "buckets": list(LATENCY_BUCKETS_MS)}],
+    }
 
 
 def _stats_sink(node: str) -> dict[str, Any]:

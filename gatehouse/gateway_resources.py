@@ -49,6 +49,15 @@ def canary_backend_name(backend: str) -> str:
     return f"{backend}_canary"
 
 
+def service_of_backend(backend: str) -> tuple[str, str] | None:
+    """(project, service) of a backend name; None for anything else."""
+    prefix, _, rest = backend.partition("_")
+    project, _, service = rest.partition("_")
+    if prefix != "svc" or not project or not service or "_" in service:
+        return None
+    return project, service
+
+
 def service_resources(service: resources_pb2.Service) -> frozenset[str]:
     """The names of the resources that are the service's own: its backend's, and a port-mapped
     service's listener (and that listener's route configuration, which has its name)."""

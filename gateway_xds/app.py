@@ -19,6 +19,11 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
 from gateway_xds.memory import freeze_long_lived
+from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service, outbox_from_env
+from gateway_xds.observe.collector import XdsCollector
+from gateway_xds.observe.envoy_stats import EnvoyStats
+from gateway_xds.observe.stats_reporter import report_stats
+from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
@@ -37,6 +42,12 @@ class XdsApp:
     reporter: RegistryReporter
     cache: SnapshotCache
     autoscaler: Autoscaler
+    # Its series for the metrics endpoint.
+    collector: XdsCollector
+    # The Envoys' access logs, on their way to the registry.
+    access_logs: AccessLogOutbox
+    envoy_stats: EnvoyStats
+    stubs: Stubs
 
     @property
     def port(self) -> int:
@@ -64,7 +75,9 @@ class XdsApp:
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
-        sync = EnvoySync(reporter)
+        observer = XdsObserver(reporter)
+        cache.on_publish = observer.published
+        sync = EnvoySync(observer)
         provider = RegistryProvider(
             stubs,
             cache,
@@ -75,12 +88,14 @@ class XdsApp:
         rates, in_flight = RequestRates(), InFlight()
         autoscaler = Autoscaler(stubs, provider.mirror, rates, in_flight)
         waker = Waker(provider.mirror, sync, autoscaler)
-        # Envoys ask here for shared rate limits and wake-ups, and push their stats (OTLP), for autoscaling.
+        envoy_stats = EnvoyStats()
+        access_logs = outbox_from_env()
+        sink = MetricsSink(rates, in_flight, envoy_stats)
+        # Envoys ask here for shared rate limits and wake-ups, push their stats (OTLP), for autoscaling
+        # and the metrics endpoint, and stream their access logs.
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
-            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-                MetricsSink(rates, in_flight), s
-            ),
+            lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, s),
         )
         try:
             authorizer: NodeAuthorizer = (
@@ -97,6 +112,7 @@ class XdsApp:
                     wake_service(waker),
                     rate_limit_service(SharedBuckets()),
                     metrics,
+                    access_log_service(access_logs),
                 ),
             )
         except RuntimeError:
@@ -104,11 +120,30 @@ class XdsApp:
                 f"error: cannot listen for Envoys on {address}: the address is in use "
                 "(set GATEHOUSE_XDS_PORT)"
             ) from None
-        return cls(server=server, provider=provider, reporter=reporter, cache=cache, autoscaler=autoscaler)
+        collector = XdsCollector(
+            provider.mirror, envoy_stats, observer, server.stats, access_logs.answered, autoscaler.decisions
+        )
+        return cls(
+            server=server,
+            provider=provider,
+            reporter=reporter,
+            cache=cache,
+            autoscaler=autoscaler,
+            collector=collector,
+            access_logs=access_logs,
+            envoy_stats=envoy_stats,
+            stubs=stubs,
+        )
 
     async def run(self) -> None:
         await self.server.start()
         try:
-            await asyncio.gather(self.provider.run(), self.reporter.run(), self.autoscaler.run())
+            await asyncio.gather(
+                self.provider.run(),
+                self.reporter.run(),
+                self.autoscaler.run(),
+                self.access_logs.run(self.stubs),
+                report_stats(self.stubs, self.provider.mirror, self.envoy_stats),
+            )
         finally:
             await self.server.stop(grace=1.0)

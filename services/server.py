@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
+from prometheus_client.registry import Collector
 
 from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
 from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
+from gateway_xds.observe.dashboard import dashboard_view
 from gateway_xds.server.health_port import start_health_port
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
+from services.certificates.metrics import CertificateCollector
 from services.common.auth import Authenticator
 from services.common.crypto import Cipher, configured_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
 from services.common.leadership import Leadership
+from services.common.metrics_endpoint import MetricsAddress, MetricsEndpoint, bind_metrics_socket
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
 from services.common.settings import Settings
@@ -87,6 +93,30 @@ async def _until_stopped(tasks: list[Coroutine[Any, Any, Any]], cleanup: list[Aw
             await item
 
 
+def _metrics_socket(settings: Settings) -> socket.socket:
+    return bind_metrics_socket(MetricsAddress(settings.metrics_host, settings.metrics_port))
+
+
+async def _start_metrics(
+    listening: socket.socket,
+    authenticator: Authenticator,
+    collectors: list[Collector],
+    xds: XdsApp | None = None,
+) -> MetricsEndpoint:
+    """The process's metrics; with `xds`, the dashboard too (it shows what gateway_xds holds)."""
+    dashboard = None
+    if xds is not None:
+        dashboard = functools.partial(dashboard_view, xds.provider.mirror, xds.envoy_stats)
+    endpoint = MetricsEndpoint(authenticator, collectors, dashboard)
+    await endpoint.start(listening)
+    return endpoint
+
+
+def _metrics_url(settings: Settings, endpoint: MetricsEndpoint) -> str:
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "::", "") else settings.metrics_host
+    return f"http://{_url_host(host)}:{endpoint.port}/metrics"
+
+
 def _write_state(settings: Settings, **state: object) -> None:
     path = settings.server_dir / "server.json"
     make_private_directory(path.parent)
@@ -96,6 +126,7 @@ def _write_state(settings: Settings, **state: object) -> None:
 async def serve_all(settings: Settings) -> None:
     """The embedded default: registry, provisioner, certificates and gateway_xds on one loop."""
     make_home_private(settings.home)
+    metrics_socket = _metrics_socket(settings)
     registry = await Registry.start(settings)
     # The internal clients need the API's port, so the server is bound before anything is served.
     server, api_port = bind_server(registry.authenticator, settings.api_address)
@@ -115,10 +146,17 @@ async def serve_all(settings: Settings) -> None:
         + certificate_registrations(certificates)
     )
     await start_server(server, registrations)
-    _write_state(settings, api=client_address, xds_port=xds.port)
+    endpoint = await _start_metrics(
+        metrics_socket,
+        registry.authenticator,
+        [xds.collector, CertificateCollector(certificates.mirror)],
+        xds,
+    )
+    _write_state(settings, api=client_address, xds_port=xds.port, metrics_port=endpoint.port)
     print(
         f"Gatehouse is running: API {settings.api_host}:{api_port}, xDS {settings.xds_host}:{xds.port}, "
-        f"home {settings.home}. The CLI config is {settings.home / 'config.yml'}.",
+        f"metrics {_metrics_url(settings, endpoint)}, home {settings.home}. "
+        f"The CLI config is {settings.home / 'config.yml'}.",
         flush=True,
     )
     await _until_stopped(
@@ -128,7 +166,7 @@ async def serve_all(settings: Settings) -> None:
             provisioner.run(Leadership(stubs, "provisioner")),
             certificates.run(Leadership(stubs, "certificates")),
         ],
-        [server.stop(1.0), join_server.stop(), stubs.close(), registry.close()],
+        [server.stop(1.0), endpoint.stop(), join_server.stop(), stubs.close(), registry.close()],
     )
 
 
@@ -187,13 +225,19 @@ def _renewable(provisioner: Provisioner) -> Callable[[str], bool]:
 async def serve_one(settings: Settings, role: str, registry_address: str | None) -> None:
     """One service as its own process (docker-compose runs them like this)."""
     make_home_private(settings.home)
+    metrics_socket = _metrics_socket(settings)
     if role == "registry":
         registry = await Registry.start(settings)
         server, port = bind_server(registry.authenticator, settings.api_address)
         await registry.bootstrap(settings, local_address(settings.api_host, port))
         await start_server(server, registry.registrations())
-        print(f"Gatehouse registry is running on {settings.api_host}:{port}", flush=True)
-        await _until_stopped([registry.run(settings)], [server.stop(1.0), registry.close()])
+        endpoint = await _start_metrics(metrics_socket, registry.authenticator, [])
+        print(
+            f"Gatehouse registry is running on {settings.api_host}:{port}, "
+            f"metrics {_metrics_url(settings, endpoint)}",
+            flush=True,
+        )
+        await _until_stopped([registry.run(settings)], [server.stop(1.0), endpoint.stop(), registry.close()])
         return
     address = registry_address or os.environ.get("GATEHOUSE_REGISTRY") or settings.api_address
     stubs = Stubs.connect(address, system_token(settings))
@@ -202,13 +246,18 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
     # over mTLS, and hosts join at the provisioner (which issues their tokens).
     if role == "xds":
         xds = _xds_app(settings, stubs, await _internal_ca(settings, stubs))
+        endpoint = await _start_metrics(metrics_socket, authenticator, [xds.collector], xds)
         health_cleanup: list[Awaitable[Any]] = []
         if settings.xds_health_port:
             health_address = f"{settings.xds_host}:{settings.xds_health_port}"
             health_server = await start_health_port(xds.server.health, health_address)
             health_cleanup.append(health_server.stop(None))
-        print(f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS)", flush=True)
-        await _until_stopped([xds.run()], [stubs.close(), *health_cleanup])
+        print(
+            f"Gatehouse xDS is running on {settings.xds_host}:{xds.port} (mTLS), "
+            f"metrics {_metrics_url(settings, endpoint)}",
+            flush=True,
+        )
+        await _until_stopped([xds.run()], [endpoint.stop(), stubs.close(), *health_cleanup])
         return
     cleanup: list[Awaitable[Any]] = []
     if role == "provisioner":
@@ -219,11 +268,18 @@ async def serve_one(settings: Settings, role: str, registry_address: str | None)
         join_server.renewable = _renewable(provisioner)
         tasks: list[Coroutine[Any, Any, Any]] = [provisioner.run(Leadership(stubs, "provisioner"))]
         extra = provisioner_registrations(provisioner, stubs, settings, ca)
+        collectors: list[Collector] = []
     else:
         certificates = build_certificates(stubs)
         tasks = [certificates.run(Leadership(stubs, "certificates"))]
         extra = certificate_registrations(certificates)
+        collectors = [CertificateCollector(certificates.mirror)]
     server, port = bind_server(authenticator, settings.api_address)
     await start_server(server, extra)
-    print(f"Gatehouse {role} is running on {settings.api_host}:{port}", flush=True)
-    await _until_stopped(tasks, [server.stop(1.0), *cleanup, stubs.close()])
+    endpoint = await _start_metrics(metrics_socket, authenticator, collectors)
+    print(
+        f"Gatehouse {role} is running on {settings.api_host}:{port}, "
+        f"metrics {_metrics_url(settings, endpoint)}",
+        flush=True,
+    )
+    await _until_stopped(tasks, [server.stop(1.0), endpoint.stop(), *cleanup, stubs.close()])

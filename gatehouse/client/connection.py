@@ -87,6 +87,7 @@ class Stubs:
     tls_certificates: registry_pb2_grpc.TlsCertificatesStub
     service_keys: registry_pb2_grpc.ServiceKeysStub
     backends: registry_pb2_grpc.BackendsStub
+    events: registry_pb2_grpc.EventsStub
     provisioner: provisioner_pb2_grpc.ProvisionerStub
     certificates: certificates_pb2_grpc.CertificatesStub
     tunnels: tunnel_pb2_grpc.TunnelsStub
@@ -109,6 +110,7 @@ class Stubs:
             tls_certificates=registry_pb2_grpc.TlsCertificatesStub(channel),
             service_keys=registry_pb2_grpc.ServiceKeysStub(channel),
             backends=registry_pb2_grpc.BackendsStub(channel),
+            events=registry_pb2_grpc.EventsStub(channel),
             provisioner=provisioner_pb2_grpc.ProvisionerStub(channel),
             certificates=certificates_pb2_grpc.CertificatesStub(channel),
             tunnels=tunnel_pb2_grpc.TunnelsStub(channel),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 import grpc
 
@@ -47,6 +48,8 @@ class Autoscaler:
         self._in_flight = in_flight or InFlight()
         self._states: dict[str, ScalingState] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
+        # (service id, "up" | "down") -> scaling decisions taken, for the metrics endpoint
+        self.decisions: Counter[tuple[str, str]] = Counter()
 
     async def run(self) -> None:
         while True:
@@ -100,6 +103,10 @@ class Autoscaler:
         task.add_done_callback(lambda _: self._waking.pop(service.id, None))
 
     async def _scale(self, service_id: str, replicas: int) -> None:
+        service = self._mirror.services.get(service_id)
+        if service is not None:
+            direction = "up" if replicas > service.status.desired_replicas else "down"
+            self.decisions[(service_id, direction)] += 1
         try:
             await self._stubs.services.Scale(
                 registry_pb2.ScaleServiceRequest(id=service_id, replicas=replicas)

@@ -1,6 +1,7 @@
 """Envoy's stats, pushed over OTLP (Envoy's OpenTelemetry stat sink) to gateway_xds: each Envoy
 reports its cumulative per-cluster request counters and its requests-in-flight gauges every flush,
-named `cluster.<name>.<stat>`.
+named `cluster.<name>.<stat>`. The autoscaler reads the demand; the metrics endpoint the requests by
+class, latency and connections.
 
 The bootstrap sends the node id as `x-gatehouse-node` metadata; reports without it are refused, and
 so are reports whose node is not of the gateway the caller's client certificate names (mTLS).
@@ -16,6 +17,15 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from gatehouse.gateway_resources import SERVICE_STATS_PREFIX
 from gateway_xds.autoscale.concurrency import InFlight
 from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.observe.envoy_stats import (
+    ACTIVE_CONNECTIONS,
+    LATENCY,
+    REQUEST_CLASSES,
+    SERVICE_STATS,
+    ClusterStats,
+    EnvoyStats,
+    Histogram,
+)
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 
@@ -37,6 +47,36 @@ def _counter_value(metric: object, kind: str = "sum") -> float | None:
     return total
 
 
+def _gauge_value(metric: object) -> float | None:
+    if not metric.HasField("gauge"):  # type: ignore[attr-defined]
+        return None
+    points = metric.gauge.data_points  # type: ignore[attr-defined]
+    return sum(p.as_int if p.HasField("as_int") else p.as_double for p in points)
+
+
+def _histogram(metric: object) -> Histogram | None:
+    if not metric.HasField("histogram"):  # type: ignore[attr-defined]
+        return None
+    points = metric.histogram.data_points  # type: ignore[attr-defined]
+    if len(points) != 1 or len(points[0].bucket_counts) != len(points[0].explicit_bounds) + 1:
+        return None
+    point = points[0]
+    return Histogram(tuple(point.explicit_bounds), tuple(point.bucket_counts), point.sum)
+
+
+def _read_stat(stats: ClusterStats, stat: str, metric: object) -> None:
+    if stat in REQUEST_CLASSES:
+        value = _counter_value(metric)
+        if value is not None:
+            stats.counters[stat] = value
+    elif stat == ACTIVE_CONNECTIONS:
+        gauge = _gauge_value(metric)
+        if gauge is not None:
+            stats.gauges[stat] = gauge
+    elif stat == LATENCY:
+        stats.latency = _histogram(metric)
+
+
 def _scopes(resource: object) -> list[object]:
     """Field 2 of ResourceMetrics: `scope_metrics` in current OTLP, `instrumentation_library_metrics`
     in the older copy xds-protos also installs at the same import path (same wire number)."""
@@ -47,9 +87,12 @@ def _scopes(resource: object) -> list[object]:
 
 
 class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, rates: RequestRates, in_flight: InFlight | None = None) -> None:
+    def __init__(
+        self, rates: RequestRates, in_flight: InFlight | None = None, stats: EnvoyStats | None = None
+    ) -> None:
         self._rates = rates
         self._in_flight = in_flight
+        self._stats = stats
 
     async def Export(
         self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
@@ -59,18 +102,20 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
         if not node:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"reports need {NODE_HEADER} metadata")
         certified = peer_gateway(context)
-        if certified is not None:
-            try:
-                reported = node_to_gateway(str(node))
-            except NodeRejectedError as error:
+        reported: str | None = None
+        try:
+            reported = node_to_gateway(str(node))
+        except NodeRejectedError as error:
+            if certified is not None:
                 await context.abort(error.code, error.message)
-            if reported != certified:
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED, f"node {node!r} is not of gateway {certified!r}"
-                )
+        if certified is not None and reported != certified:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"node {node!r} is not of gateway {certified!r}"
+            )
         now = time.monotonic()
         demand: dict[str, float] = {}
         active: dict[str, float] = {}
+        clusters: dict[str, ClusterStats] = {}
         for resource in request.resource_metrics:
             for scope in _scopes(resource):
                 for metric in scope.metrics:  # type: ignore[attr-defined]
@@ -81,15 +126,17 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                         gauge = _counter_value(metric, "gauge")
                         if gauge is not None:
                             active[cluster] = active.get(cluster, 0.0) + gauge
-                        continue
-                    if stat not in DEMAND_STATS:
-                        continue
-                    value = _counter_value(metric)
-                    if value is not None:
-                        demand[cluster] = demand.get(cluster, 0.0) + value
+                    if stat in DEMAND_STATS:
+                        value = _counter_value(metric)
+                        if value is not None:
+                            demand[cluster] = demand.get(cluster, 0.0) + value
+                    if self._stats is not None and stat in SERVICE_STATS:
+                        _read_stat(clusters.setdefault(cluster, ClusterStats()), stat, metric)
         for cluster, total in demand.items():
             self._rates.record(str(node), cluster, now, total)
         if self._in_flight is not None:
             for cluster, level in active.items():
                 self._in_flight.record(str(node), cluster, now, level)
+        if self._stats is not None and reported is not None:
+            self._stats.record(str(node), reported, clusters)
         return metrics_service_pb2.ExportMetricsServiceResponse()

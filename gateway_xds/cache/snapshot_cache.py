@@ -1,6 +1,7 @@
 """The current snapshot of every gateway, and change notification for the streams serving it."""
 
 import asyncio
+from collections.abc import Callable
 
 from gateway_xds.cache.snapshot import Snapshot
 
@@ -19,6 +20,8 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         # Set (and dropped) at the gateway's next change.
         self._changes: dict[str, asyncio.Event] = {}
+        # Told (gateway id, revision) of each snapshot published, to time the Envoys' ACKs.
+        self.on_publish: Callable[[str, int], None] | None = None
 
     def set_snapshot(self, gateway_id: str, snapshot: Snapshot) -> None:
         """Publish a snapshot; raises InconsistentSnapshotError (a ValueError) and keeps the old one if
@@ -28,6 +31,8 @@ class SnapshotCache:
             raise InconsistentSnapshotError(gateway_id, errors)
         self._snapshots[gateway_id] = snapshot
         self._wake(gateway_id)
+        if self.on_publish is not None:
+            self.on_publish(gateway_id, snapshot.revision)
 
     def get(self, gateway_id: str) -> Snapshot | None:
         return self._snapshots.get(gateway_id)

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from gatehouse import gateway_resources, rollouts, runners
+from gatehouse import access_logs, gateway_resources, rollouts, runners
 from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
@@ -177,12 +177,17 @@ def gateway_listeners(
             route_table=RouteTable.PER_HOST if per_host else RouteTable.SINGLE,
             tls=tls,
             authorization_cluster=policies.AUTHORIZATION_CLUSTER,
+            access_log_percent=access_logs.configured_percent(),
         )
     ]
     for port in sorted(set(mapped_ports) - {HTTP_PORT}):
         listeners.append(
             HTTPListener(
-                listener_name(port), address, port, authorization_cluster=policies.AUTHORIZATION_CLUSTER
+                listener_name(port),
+                address,
+                port,
+                authorization_cluster=policies.AUTHORIZATION_CLUSTER,
+                access_log_percent=access_logs.configured_percent(),
             )
         )
     return listeners

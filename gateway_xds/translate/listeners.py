@@ -16,6 +16,7 @@ from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import DEFAULT_IDLE_TIMEOUT_MS
 from gateway_xds.resources import LISTENER, Resources
+from gateway_xds.translate.access_log import access_log
 from gateway_xds.translate.config_source import ads_config_source, milliseconds, pack, socket_address
 from gateway_xds.translate.http_filters import http_filters
 from gateway_xds.translate.local_replies import local_reply_config
@@ -80,6 +81,8 @@ def _manager(li: HTTPListener, stat_prefix: str) -> hcm.HttpConnectionManager:
         normalize_path=wrappers_pb2.BoolValue(value=True),
         strip_trailing_host_dot=True,
     )
+    if li.authorization_cluster and li.access_log_percent > 0:
+        manager.access_log.append(access_log(li.authorization_cluster, li.access_log_percent))
     if li.route_table is RouteTable.PER_HOST:
         manager.scoped_routes.CopyFrom(_scoped_routes(li))
     else:

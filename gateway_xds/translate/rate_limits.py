@@ -122,6 +122,8 @@ GLOBAL_DOMAIN = "gatehouse"
 GLOBAL_CHECK_TIMEOUT_MS = 500
 # What names a rule to gateway_xds/ratelimit: entries of a shared limit's descriptors.
 RULE_KEY, RPS_KEY, BURST_KEY = "rule", "rps", "burst"
+# A rule's name: `<backend><separator><prefix>`.
+RULE_SEPARATOR = "|"
 
 
 def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
@@ -139,7 +141,7 @@ def global_rate_limit_filter(cluster: str) -> global_rate_limit_pb2.RateLimit:
 
 def rule_entries(backend: str, limit: RateLimit) -> dict[str, str]:
     return {
-        RULE_KEY: f"{backend}|{limit.prefix}",
+        RULE_KEY: f"{backend}{RULE_SEPARATOR}{limit.prefix}",
         RPS_KEY: repr(limit.requests_per_second),
         BURST_KEY: str(limit.burst),
     }

@@ -79,6 +79,9 @@ def virtual_host(vhost: VirtualHost) -> route_components_pb2.VirtualHost:
             match=route_components_pb2.RouteMatch(prefix="/"), route=_forward(vhost)
         )
         routes += _with_canary_header(vhost, forward)
+    # Every route carries its service's backend name, which access logs name it by.
+    for route in routes:
+        route.name = vhost.backend
     policies = check_config(vhost.authorization, vhost.scale_from_zero)
     if vhost.cors:
         policies[CORS_FILTER] = pack(cors_policy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from gatehouse import limits
 from services.common.auth import Authenticator, bearer_token, set_current_lease_claim, set_current_principal
 from services.common.errors import ApiError
+from services.common.process_metrics import observe_call
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,19 @@ class Registration:
     full_name: str
     servicer: Any
     add: Callable[[Any, grpc.aio.Server], None]
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    """The status the call ended with: OK unless the handler aborted or set another."""
+    code = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return _CODE_NAMES.get(code, "UNKNOWN")
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
@@ -72,6 +87,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             inner_unary = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
                 try:
                     await authenticate(context)
                     return await inner_unary(request, context)
@@ -79,6 +95,8 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(error, grpc.aio.AbortError):
                         raise
                     await _abort(context, error)
+                finally:
+                    observe_call(method, _code_name(context), time.perf_counter() - started)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
@@ -87,6 +105,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
                 try:
                     await authenticate(context)
                     async for item in inner_stream(request, context):
@@ -95,6 +114,8 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(error, grpc.aio.AbortError):
                         raise
                     await _abort(context, error)
+                finally:
+                    observe_call(method, _code_name(context), time.perf_counter() - started)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
@@ -103,6 +124,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             inner_bidi = handler.stream_stream
 
             async def bidi(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
                 try:
                     await authenticate(context)
                     async for item in inner_bidi(requests, context):
@@ -111,6 +133,8 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
                     if isinstance(error, grpc.aio.AbortError):
                         raise
                     await _abort(context, error)
+                finally:
+                    observe_call(method, _code_name(context), time.perf_counter() - started)
 
             return grpc.stream_stream_rpc_method_handler(
                 bidi, handler.request_deserializer, handler.response_serializer

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatehouse import metrics
 from gatehouse.agent_tunnels import DEFAULT_TUNNEL_PORT
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
 from services.common.addresses import Network
@@ -99,6 +100,9 @@ class Settings:
     # Seconds a replica taken out of the endpoints keeps running before it is stopped: the gateway's
     # Envoys take it out and the requests in flight to it finish.
     replica_drain: float = 5.0
+    # Prometheus metrics (and the server's dashboard), HTTP; 0 picks a free port.
+    metrics_host: str = metrics.DEFAULT_HOST
+    metrics_port: int = metrics.DEFAULT_PORT
 
     @property
     def server_dir(self) -> Path:
@@ -109,7 +113,9 @@ class Settings:
         return f"{self.api_host}:{self.api_port}"
 
     @classmethod
-    def from_env(cls, api_host: str | None = None, api_port: int | None = None) -> Settings:
+    def from_env(
+        cls, api_host: str | None = None, api_port: int | None = None, metrics_port: int | None = None
+    ) -> Settings:
         home = gatehouse_home()
         default_db = f"sqlite+aiosqlite:///{home / 'server' / 'data' / 'gatehouse.sqlite'}"
         default_host, _, default_port = DEFAULT_API_ADDRESS.partition(":")
@@ -142,4 +148,8 @@ class Settings:
             project_backend_networks=_networks_env("GATEHOUSE_PROJECT_BACKEND_NETWORKS"),
             replica_ready_timeout=float(_int_env("GATEHOUSE_REPLICA_READY_TIMEOUT", 120)),
             replica_drain=float(_int_env("GATEHOUSE_REPLICA_DRAIN", 5)),
+            metrics_host=os.environ.get(metrics.HOST_ENV) or metrics.DEFAULT_HOST,
+            metrics_port=(
+                metrics_port if metrics_port is not None else _int_env(metrics.PORT_ENV, metrics.DEFAULT_PORT)
+            ),
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from services.common.process_metrics import observe_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +73,20 @@ class WorkQueue:
             key = await self._queue.get()
             self._queued.discard(key)
             self._active.add(key)
+            started = time.perf_counter()
             try:
                 result = await self._handler(key)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                observe_reconcile(self._name, False, time.perf_counter() - started)
                 failures = self._failures.get(key, 0)
                 self._failures[key] = failures + 1
                 delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 log.exception("%s: reconciling %s failed; again in %.1fs", self._name, key, delay)
                 self.add_after(key, delay)
             else:
+                observe_reconcile(self._name, True, time.perf_counter() - started)
                 self._failures.pop(key, None)
                 if result.requeue_after is not None:
                     self.add_after(key, result.requeue_after)

@@ -18,6 +18,7 @@ from services.registry.api.certificates import TlsCertificatesServicer
 from services.registry.api.configurations import ConfigurationsServicer
 from services.registry.api.context import RegistryContext
 from services.registry.api.control_plane import ControlPlaneServicer
+from services.registry.api.events import EventsServicer
 from services.registry.api.gateways import GatewaysServicer
 from services.registry.api.identity import IdentityServicer
 from services.registry.api.projects import ProjectsServicer, UsersServicer
@@ -107,6 +108,7 @@ class Registry:
                 registry_pb2_grpc.add_ServiceKeysServicer_to_server,
             ),
             ("Backends", BackendsServicer(self.ctx), registry_pb2_grpc.add_BackendsServicer_to_server),
+            ("Events", EventsServicer(self.ctx), registry_pb2_grpc.add_EventsServicer_to_server),
             (
                 "TlsCertificates",
                 TlsCertificatesServicer(self.ctx),

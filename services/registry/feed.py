@@ -10,6 +10,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.v1 import registry_pb2, resources_pb2
+from services.common.process_metrics import REGISTRY_REVISION
+from services.registry import events
 from services.registry.models import Event, RevisionCounter
 
 KINDS: dict[type[Message], str] = {
@@ -32,7 +34,9 @@ async def next_revision(session: AsyncSession) -> int:
         .values(value=RevisionCounter.value + 1)
         .returning(RevisionCounter.value)
     )
-    return int(result.scalar_one())
+    revision = int(result.scalar_one())
+    REGISTRY_REVISION.set(revision)
+    return revision
 
 
 async def current_revision(session: AsyncSession) -> int:
@@ -56,6 +60,7 @@ def touch_identity(session: AsyncSession) -> None:
 
 def record(session: AsyncSession, revision: int, event_type: int, obj: Message) -> None:
     touch(session, getattr(obj, "project", None) or None)
+    events.of_write(session, event_type == DELETE, obj)
     session.add(
         Event(revision=revision, kind=KINDS[type(obj)], type=event_type, payload=obj.SerializeToString())
     )

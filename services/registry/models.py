@@ -241,3 +241,22 @@ class RedeemedJoinTokenRow(Base):
     __tablename__ = "redeemed_join_tokens"
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ResourceEventRow(Base):
+    """One event of a gateway, service or certificate (services/registry/events.py keeps the last
+    few per resource)."""
+
+    __tablename__ = "resource_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(40), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # For a service's events, its gateway's name (so `--gateway G` shows them too).
+    gateway: Mapped[str] = mapped_column(String(64), default="")
+    type: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    principal: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

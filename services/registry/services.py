@@ -13,7 +13,7 @@ from gatehouse import rollouts, runners
 from gatehouse.v1 import resources_pb2
 from services.common.auth import Principal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.registry import credentials, feed, gateways
+from services.registry import credentials, events, feed, gateways
 from services.registry.configurations import ServiceConfig
 from services.registry.convert import (
     gateway_config,
@@ -402,6 +402,7 @@ async def scale(session: AsyncSession, row: ServiceRow, replicas: int) -> None:
     replicas = max(low, min(high, replicas))
     if row.desired_replicas == replicas:
         return
+    events.explain(session, "Scaled", f"{row.desired_replicas} -> {replicas} replicas")
     row.desired_replicas = replicas
     row.resource_version = await feed.next_revision(session)
     feed.record(session, row.resource_version, feed.PUT, await message(session, row))

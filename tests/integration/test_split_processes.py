@@ -50,6 +50,7 @@ async def split(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
             GATEHOUSE_XDS_PORT=str(xds_port),
             GATEHOUSE_JOIN_PORT=str(join_port),
             GATEHOUSE_XDS_HEALTH_PORT=str(xds_health_port),
+            GATEHOUSE_METRICS_PORT="0",
             GATEHOUSE_LOCAL_HTTP_PORT=str(free_port()),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",

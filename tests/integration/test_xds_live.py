@@ -102,6 +102,7 @@ class XdsProcess:
             GATEHOUSE_SYSTEM_TOKEN=registry.system_token,
             GATEHOUSE_ENCRYPTION_KEY=registry.encryption_key,
             GATEHOUSE_XDS_PORT=str(self.port),
+            GATEHOUSE_METRICS_PORT="0",
         )
         self._registry = registry.address
         self._ca = registry.ca

@@ -121,6 +121,7 @@ async def replicated_plane(
             GATEHOUSE_LOCAL_HTTPS_PORT=str(free_port()),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
             GATEHOUSE_LOG_LEVEL="INFO",
+            GATEHOUSE_METRICS_PORT="0",
         )
         processes: dict[tuple[str, str], Process] = {}
         for (role, copy), port in ports.items():

@@ -49,6 +49,7 @@ class ServerProcess:
             GATEHOUSE_XDS_PORT=str(self.xds_port),
             # The join endpoint's fixed default would collide between servers side by side.
             GATEHOUSE_JOIN_PORT="0",
+            GATEHOUSE_METRICS_PORT="0",
             GATEHOUSE_LOCAL_HTTP_PORT=str(self.http_port),
             GATEHOUSE_LOCAL_HTTPS_PORT=str(self.https_port),
             GATEHOUSE_LOCAL_ENVOY_CONCURRENCY="1",
@@ -82,6 +83,10 @@ class ServerProcess:
     @property
     def api(self) -> str:
         return str(json.loads(self.state_file.read_text())["api"])
+
+    @property
+    def metrics_port(self) -> int:
+        return int(json.loads(self.state_file.read_text())["metrics_port"])
 
     @property
     def token(self) -> str:
@@ -128,7 +133,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(
-    home: Path, api_port: int = 0, extra_env: dict[str, str] | None = None
+    home: Path, extra_env: dict[str, str] | None = None, api_port: int = 0
 ) -> Iterator[ServerProcess]:
     """A started server with local Envoys (skipped where there is no Envoy), stopped after with its
     Envoys and replicas; `extra_env` on top of its environment."""

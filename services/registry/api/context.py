@@ -14,11 +14,13 @@ from services.common.auth import current_lease_claim
 from services.common.crypto import Cipher
 from services.common.db import Database
 from services.common.errors import AlreadyExists
-from services.registry import feed, leases
+from services.registry import events, feed, leases
+from services.registry.access_logs import AccessLogStore
 from services.registry.api.read_cache import ReadCache
 from services.registry.feed import Broadcaster
 from services.registry.replica_admission import ReplicaAdmission
 from services.registry.reserved_ports import ReservedPorts
+from services.registry.service_stats import ServiceStatsStore
 
 COMPACT_EVERY = 1000
 
@@ -36,6 +38,8 @@ class RegistryContext:
     # Called after writes that change who may do what (users, tokens, members, projects).
     forget_principals: Callable[[], None] = lambda: None
     reads: ReadCache = field(default_factory=ReadCache)
+    access_logs: AccessLogStore = field(default_factory=AccessLogStore)
+    service_stats: ServiceStatsStore = field(default_factory=ServiceStatsStore)
     _writes: int = 0
 
     @asynccontextmanager
@@ -47,9 +51,11 @@ class RegistryContext:
                 if claim is not None:
                     await leases.check_fence(session, claim)
                 yield session
+                await events.prune(session)
                 self._writes += 1
                 if self._writes % COMPACT_EVERY == 0:
                     await feed.compact(session, self.watch_history)
+                    await events.expire(session)
         except IntegrityError:
             # Two concurrent applies raced for the same name, port or hostname; the loser gets this.
             raise AlreadyExists(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from gatehouse.client.defaults import ACCEPTED_METADATA
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
 from services.common.auth import current_principal
 from services.common.errors import AlreadyExists, NotFound
-from services.registry import feed, gateways, refusals
+from services.registry import events, feed, gateways, refusals
 from services.registry.api.configurations import _require_admin, delete_gateway
 from services.registry.api.context import RegistryContext
 from services.registry.configurations import GatewayConfig, parse_configuration
@@ -143,6 +143,14 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
                 return registry_pb2.ReportEnvoysResponse()
             feed.touch(session, gateway.project_id)
             await gateways.touch_users(session, gateway.id)
+            before = await session.execute(
+                select(EnvoyStatusRow.node_id, EnvoyStatusRow.rejected).where(
+                    EnvoyStatusRow.gateway_id == request.gateway_id
+                )
+            )
+            events.of_report(
+                session, gateway, {node: rejected for node, rejected in before.all()}, request.envoys
+            )
             await session.execute(
                 delete(EnvoyStatusRow).where(EnvoyStatusRow.gateway_id == request.gateway_id)
             )
