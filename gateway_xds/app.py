@@ -14,7 +14,9 @@ from gateway_xds.authz.server import authorization_service
 from gateway_xds.autoscale.autoscaler import Autoscaler
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.autoscale.redis_rates import RedisRates
 from gateway_xds.autoscale.wake import Waker
+from gateway_xds.autoscale.wake_requests import LocalWakeRequests, RedisWakeRequests, WakeRequests
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.incremental import ResourceHook
@@ -22,12 +24,18 @@ from gateway_xds.memory import freeze_long_lived
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
 from gateway_xds.provider.envoy_reports import RegistryReporter
 from gateway_xds.provider.registry import RegistryProvider
-from gateway_xds.ratelimit.buckets import SharedBuckets
+from gateway_xds.ratelimit.buckets import BucketStore, LocalBuckets, SharedBuckets
+from gateway_xds.ratelimit.redis_buckets import RedisBuckets
 from gateway_xds.ratelimit.server import rate_limit_service
 from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.server import ExtraService, XdsServer, build_xds_server
 from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
 from gateway_xds.server.watcher import NodeAuthorizer, NodeIdAuthorizer
+from gateway_xds.shared.redis import SharedRedis
+from services.common.leadership import Leadership
+
+# The lease under which one copy at a time scales services.
+AUTOSCALER_ROLE = "autoscaler"
 
 
 @dataclass
@@ -37,6 +45,8 @@ class XdsApp:
     reporter: RegistryReporter
     cache: SnapshotCache
     autoscaler: Autoscaler
+    stubs: Stubs
+    shared: SharedRedis | None = None
 
     @property
     def port(self) -> int:
@@ -53,6 +63,7 @@ class XdsApp:
         credentials: grpc.ServerCredentials | None = None,
         own_process: bool = False,
         tunnels: TunnelIdentity | None = None,
+        shared: SharedRedis | None = None,
     ) -> XdsApp:
         """`hook` rewrites every translated resource: tests use it to make Envoy reject one.
 
@@ -61,6 +72,8 @@ class XdsApp:
         `own_process`: the process is a server's, so its memory may be managed for the long run
         (memory.freeze_long_lived after each resync), which an embedding test process would not want.
         With `tunnels`, every gateway takes the reverse tunnels of its services' agents.
+        With `shared` (Redis), what copies must agree on lives there: the shared rate limits, the
+        Envoys' request counters and requests to wake a service (gateway_xds/shared/redis.py).
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
@@ -75,8 +88,10 @@ class XdsApp:
             after_resync=freeze_long_lived if own_process else None,
             tunnels=tunnels,
         )
-        rates = RequestRates()
-        autoscaler = Autoscaler(stubs, provider.mirror, rates)
+        rates = RequestRates() if shared is None else RedisRates(shared)
+        wakes: WakeRequests = LocalWakeRequests() if shared is None else RedisWakeRequests(shared)
+        buckets: BucketStore = LocalBuckets(SharedBuckets()) if shared is None else RedisBuckets(shared)
+        autoscaler = Autoscaler(stubs, provider.mirror, rates, wakes)
         waker = Waker(provider.mirror, sync, autoscaler)
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
@@ -95,7 +110,7 @@ class XdsApp:
                 push_window=push_window,
                 services=(
                     authorization_service(credentials_index, waker),
-                    rate_limit_service(SharedBuckets()),
+                    rate_limit_service(buckets),
                     metrics,
                 ),
             )
@@ -104,11 +119,24 @@ class XdsApp:
                 f"error: cannot listen for Envoys on {address}: the address is in use "
                 "(set GATEHOUSE_XDS_PORT)"
             ) from None
-        return cls(server=server, provider=provider, reporter=reporter, cache=cache, autoscaler=autoscaler)
+        return cls(
+            server=server,
+            provider=provider,
+            reporter=reporter,
+            cache=cache,
+            autoscaler=autoscaler,
+            stubs=stubs,
+            shared=shared,
+        )
 
     async def run(self) -> None:
         await self.server.start()
+        leadership = Leadership(self.stubs, AUTOSCALER_ROLE)
         try:
-            await asyncio.gather(self.provider.run(), self.reporter.run(), self.autoscaler.run())
+            await asyncio.gather(
+                self.provider.run(), self.reporter.run(), leadership.run(self.autoscaler.run)
+            )
         finally:
             await self.server.stop(grace=1.0)
+            if self.shared is not None:
+                await self.shared.close()

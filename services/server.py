@@ -18,6 +18,7 @@ from gatehouse.private_files import make_private_directory
 from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.server.health_port import start_health_port
+from gateway_xds.shared import redis as shared_redis
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.common.auth import Authenticator
@@ -165,6 +166,7 @@ def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
         credentials=credentials,
         own_process=True,
         tunnels=GatewayTunnelIdentities(ca, settings.agent_tunnel_port),
+        shared=shared_redis.from_env(),
     )
 
 

@@ -1,8 +1,12 @@
-"""Sets each scaling service's replica count in the registry from its request rate."""
+"""Sets each scaling service's replica count in the registry from its request rate.
+
+`run` is the leader's work (one copy at a time, under the "autoscaler" lease, see app.py): it alone
+scales. Any copy that holds a request for a service with no replica asks it to wake the service."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -13,7 +17,9 @@ from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.autoscale.decision import ScalingPolicy, ScalingState, decide, wake
 from gateway_xds.autoscale.rates import RequestRates
+from gateway_xds.autoscale.wake_requests import LocalWakeRequests, WakeRequests
 from gateway_xds.provider.build import backend_name
+from gateway_xds.shared.redis import SharedStateUnavailable
 
 LOOK_EVERY_SECONDS = 1.0
 
@@ -34,20 +40,50 @@ def policy_of(service: resources_pb2.Service) -> ScalingPolicy | None:
 
 
 class Autoscaler:
-    def __init__(self, stubs: Stubs, mirror: RegistryMirror, rates: RequestRates) -> None:
+    def __init__(
+        self,
+        stubs: Stubs,
+        mirror: RegistryMirror,
+        rates: RequestRates,
+        wakes: WakeRequests | None = None,
+    ) -> None:
         self._stubs = stubs
         self._mirror = mirror
         self._rates = rates
+        self._wakes: WakeRequests = wakes if wakes is not None else LocalWakeRequests()
         self._states: dict[str, ScalingState] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
+        self._asking: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
+        """Scales while it runs: from the rates each second, and at once for wake requests. Starts
+        afresh (a predecessor's timers are not known here)."""
+        self._states.clear()
+        self._rates.reset()
+        await asyncio.gather(self._look_each_second(), self._answer_wakes())
+
+    async def _look_each_second(self) -> None:
         while True:
             await asyncio.sleep(LOOK_EVERY_SECONDS)
             try:
+                await self._rates.refresh()
                 await self.look(time.monotonic())
             except grpc.aio.AioRpcError as error:
                 log.warning("autoscaler: %s", error.details())
+            except SharedStateUnavailable:
+                pass  # without the rates nothing is decided (warned already)
+
+    async def _answer_wakes(self) -> None:
+        while True:
+            try:
+                await self._wakes.listen()
+                while True:
+                    for service_id in await self._wakes.asked():
+                        service = self._mirror.services.get(service_id)
+                        if service is not None:
+                            self._wake_now(service)
+            except SharedStateUnavailable:
+                await asyncio.sleep(LOOK_EVERY_SECONDS)
 
     async def look(self, now: float) -> None:
         seen = set()
@@ -66,8 +102,21 @@ class Autoscaler:
             del self._states[gone]
 
     def wake(self, service: resources_pb2.Service) -> None:
-        """Requests wait for `service`, which has no replica: scale it to one now, without waiting
-        for its stats; once per service however many requests wait."""
+        """Requests wait on this copy for `service`, which has no replica: asks the leader to scale
+        it to one (a holder asks again while it waits: a request lost with a leader is asked anew)."""
+        if policy_of(service) is None or service.status.desired_replicas > 0:
+            return
+        task = asyncio.get_running_loop().create_task(self._ask(service.id))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
+    async def _ask(self, service_id: str) -> None:
+        with contextlib.suppress(SharedStateUnavailable):  # warned already; the holder asks again
+            await self._wakes.ask(service_id)
+
+    def _wake_now(self, service: resources_pb2.Service) -> None:
+        """The leader: scale `service` to one now, without waiting for its stats; once per service
+        however many requests wait."""
         policy = policy_of(service)
         if policy is None or service.status.desired_replicas > 0 or service.id in self._waking:
             return

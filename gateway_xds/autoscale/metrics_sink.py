@@ -7,14 +7,13 @@ so are reports whose node is not of the gateway the caller's client certificate 
 
 from __future__ import annotations
 
-import time
-
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from gateway_xds.autoscale.rates import RequestRates
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
+from gateway_xds.shared.redis import SharedStateUnavailable
 
 NODE_HEADER = "x-gatehouse-node"
 CLUSTER_PREFIX = "cluster.svc_"
@@ -62,7 +61,6 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, f"node {node!r} is not of gateway {certified!r}"
                 )
-        now = time.monotonic()
         demand: dict[str, float] = {}
         for resource in request.resource_metrics:
             for scope in _scopes(resource):
@@ -75,6 +73,8 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                     value = _counter_value(metric)
                     if value is not None:
                         demand[cluster] = demand.get(cluster, 0.0) + value
-        for cluster, total in demand.items():
-            self._rates.record(str(node), cluster, now, total)
+        try:
+            await self._rates.report(str(node), demand)
+        except SharedStateUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the shared request counters are unavailable")
         return metrics_service_pb2.ExportMetricsServiceResponse()

@@ -5,6 +5,7 @@ go once every connected Envoy of the gateway routes to it, or when the hold runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from gatehouse.client.mirror import RegistryMirror
@@ -13,6 +14,10 @@ from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.ir.policies import WAKE_HOLD_SECONDS
 
 log = logging.getLogger(__name__)
+
+# A holder asks the autoscaler again this often until the service is scaled (a request may be lost
+# when the leading copy changes).
+ASK_AGAIN_SECONDS = 1.0
 
 
 class Waker:
@@ -44,7 +49,10 @@ class Waker:
                     revision = self._first_ready_revision(service_id)
                     if revision is not None and self._sync.all_acked(gateway_id, revision):
                         return True
-                    await self._sync.changed()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._sync.changed(), ASK_AGAIN_SECONDS)
+                    if revision is None and (current := self._mirror.services.get(service_id)):
+                        self._autoscaler.wake(current)
         except TimeoutError:
             log.warning(
                 "service %s/%s: no replica within %.0f s", service.project, service.name, self._hold_seconds
