@@ -45,7 +45,8 @@ class XdsApp:
     reporter: RegistryReporter
     cache: SnapshotCache
     autoscaler: Autoscaler
-    stubs: Stubs
+    # Whether this copy's autoscaler is the one that scales (the "autoscaler" lease).
+    leadership: Leadership
     shared: SharedRedis | None = None
 
     @property
@@ -125,16 +126,15 @@ class XdsApp:
             reporter=reporter,
             cache=cache,
             autoscaler=autoscaler,
-            stubs=stubs,
+            leadership=Leadership(stubs, AUTOSCALER_ROLE),
             shared=shared,
         )
 
     async def run(self) -> None:
         await self.server.start()
-        leadership = Leadership(self.stubs, AUTOSCALER_ROLE)
         try:
             await asyncio.gather(
-                self.provider.run(), self.reporter.run(), leadership.run(self.autoscaler.run)
+                self.provider.run(), self.reporter.run(), self.leadership.run(self.autoscaler.run)
             )
         finally:
             await self.server.stop(grace=1.0)

@@ -62,8 +62,12 @@ class RedisWakeRequests:
         except RedisUnavailable as error:
             raise self._shared.unavailable("wake from zero", error) from None
 
-    def listen(self) -> None:
-        self._last_id = "0"
+    async def listen(self) -> None:
+        try:
+            seconds, micros = await self._shared.client.time()
+        except RedisUnavailable as error:
+            raise self._shared.unavailable("wake from zero", error) from None
+        self._last_id = f"{seconds * 1000 + micros // 1000}-0"
 
     async def asked(self) -> set[str]:
         block_ms = int(WAIT_SECONDS * 1000)

@@ -91,8 +91,7 @@ class Leadership:
             while not task.done():
                 margin = self._renew_seconds / 2
                 wait = max(0.0, min(self._renew_seconds, valid_until - time.monotonic() - margin))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), wait)
+                await asyncio.wait([task], timeout=wait)  # the work's own end (or error) is seen below
                 if task.done():
                     break
                 asked = time.monotonic()
