@@ -31,6 +31,7 @@ from gateway_xds.server.peer import PeerCertificateAuthorizer
 from gateway_xds.server.server import ExtraService, XdsServer, build_xds_server
 from gateway_xds.server.throttle import DEFAULT_WINDOW_SECONDS
 from gateway_xds.server.watcher import NodeAuthorizer, NodeIdAuthorizer
+from gateway_xds.shared.acks import SharedAcks
 from gateway_xds.shared.redis import SharedRedis
 from services.common.leadership import Leadership
 
@@ -48,6 +49,7 @@ class XdsApp:
     # Whether this copy's autoscaler is the one that scales (the "autoscaler" lease).
     leadership: Leadership
     shared: SharedRedis | None = None
+    acks: SharedAcks | None = None
 
     @property
     def port(self) -> int:
@@ -78,7 +80,8 @@ class XdsApp:
         """
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
-        sync = EnvoySync(reporter)
+        acks = SharedAcks(shared, reporter) if shared is not None else None
+        sync = EnvoySync(acks if acks is not None else reporter)
         # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()
         provider = RegistryProvider(
@@ -93,7 +96,7 @@ class XdsApp:
         wakes: WakeRequests = LocalWakeRequests() if shared is None else RedisWakeRequests(shared)
         buckets: BucketStore = LocalBuckets(SharedBuckets()) if shared is None else RedisBuckets(shared)
         autoscaler = Autoscaler(stubs, provider.mirror, rates, wakes)
-        waker = Waker(provider.mirror, sync, autoscaler)
+        waker = Waker(provider.mirror, sync, autoscaler, fleet=acks)
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
             lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsSink(rates), s),
@@ -128,15 +131,19 @@ class XdsApp:
             autoscaler=autoscaler,
             leadership=Leadership(stubs, AUTOSCALER_ROLE),
             shared=shared,
+            acks=acks,
         )
 
     async def run(self) -> None:
         await self.server.start()
+        tasks = [self.provider.run(), self.reporter.run(), self.leadership.run(self.autoscaler.run)]
+        if self.acks is not None:
+            tasks.append(self.acks.run())
         try:
-            await asyncio.gather(
-                self.provider.run(), self.reporter.run(), self.leadership.run(self.autoscaler.run)
-            )
+            await asyncio.gather(*tasks)
         finally:
             await self.server.stop(grace=1.0)
+            if self.acks is not None:
+                await self.acks.close()
             if self.shared is not None:
                 await self.shared.close()

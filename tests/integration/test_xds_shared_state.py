@@ -1,7 +1,8 @@
 """What copies of gateway_xds share through one real Redis: the shared rate limits' buckets (two
 rate limit services, as two copies, admit burst + 1 between them, then the rate), the Envoys'
 request counters (pushed to different copies, summed for the autoscaler), and what a copy does when
-Redis is gone (rate limit checks answer UNAVAILABLE at once, which Envoy lets through)."""
+Redis is gone (rate limit checks answer UNAVAILABLE at once, which Envoy lets through); and a
+request held on one copy waits for the Envoys that stream from the other."""
 
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
+from gatehouse.client.mirror import RegistryMirror
+from gatehouse.v1 import resources_pb2
 from gateway_xds.autoscale.metrics_sink import NODE_HEADER, MetricsSink
 from gateway_xds.autoscale.redis_rates import RedisRates
+from gateway_xds.autoscale.wake import Waker
+from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ratelimit.buckets import Take
 from gateway_xds.ratelimit.redis_buckets import RedisBuckets
 from gateway_xds.ratelimit.server import RateLimitServicer
+from gateway_xds.server.reporter import RecordingReporter
+from gateway_xds.shared.acks import SharedAcks
 from gateway_xds.shared.redis import SharedRedis, SharedStateUnavailable, connect
 from gateway_xds.translate.rate_limits import ADDRESS_KEY, rule_entries
 from tests.support.redis import redis_copies
@@ -201,3 +208,54 @@ async def test_counters_pushed_to_two_copies_make_one_rate(copies: Callable[[], 
     finally:
         for copy in sinks:
             await copy.stop()
+
+
+class _AskNobody:
+    """The autoscaler's side of a wake is tested in test_xds_copies.py; here the replica is given."""
+
+    def wake(self, service: resources_pb2.Service) -> None:
+        pass
+
+
+async def test_a_hold_on_one_copy_waits_for_the_envoys_of_the_other(
+    copies: Callable[[], SharedRedis],
+) -> None:
+    """Envoy's checks go to any copy: a copy with no Envoy of its own still waits for the Envoy that
+    streams its configuration from the other copy, and not for one whose copy is gone."""
+    a, b = SharedAcks(copies(), RecordingReporter()), SharedAcks(copies(), RecordingReporter())
+    running = [asyncio.create_task(acks.run()) for acks in (a, b)]
+    mirror = RegistryMirror()
+    service = resources_pb2.Service(id="svc-1", project="main", name="sleepy")
+    service.spec.gateway_id = "gw-1"
+    mirror.services[service.id] = service
+    sync_a = EnvoySync(a)
+    sync_b = EnvoySync(b)
+    waker = Waker(mirror, sync_a, _AskNobody(), hold_seconds=10, fleet=a)  # type: ignore[arg-type]
+    try:
+        sync_b.connected("gateway/gw-1/0", "gw-1")
+        sync_b.connected("gateway/gw-2/0", "gw-2")  # another gateway's, never waited for by gw-1's
+        async with asyncio.timeout(10):
+            while await a.all_acked("gw-1", 7):  # until copy B's Envoy is known to A
+                await asyncio.sleep(0.01)
+        assert await a.all_acked("gw-2", 7) is False
+        held = asyncio.create_task(waker.hold("svc-1"))
+        mirror.replicas["r-1"] = resources_pb2.Replica(
+            id="r-1", service_id="svc-1", ready=True, resource_version=7
+        )
+        await asyncio.sleep(0.3)
+        assert not held.done()  # the Envoy on B does not route to the replica yet
+        sync_b.acked("gateway/gw-1/0", "gw-1", 7)
+        assert await asyncio.wait_for(held, 5) is True
+        # One that has not acked holds the next request, until it disconnects or its copy is gone.
+        for event in ("connected", "disconnected", "connected"):
+            getattr(sync_b, event)("gateway/gw-1/1", "gw-1")
+            async with asyncio.timeout(10):
+                while await a.all_acked("gw-1", 7) is (event == "connected"):
+                    await asyncio.sleep(0.01)
+        running[1].cancel()
+        await b.close()
+        assert await a.all_acked("gw-1", 7)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
