@@ -22,6 +22,8 @@ from gateway_xds.provider.build import backend_name
 from gateway_xds.shared.redis import SharedStateUnavailable
 
 LOOK_EVERY_SECONDS = 1.0
+# However many requests wait for a service on this copy, it asks the leader at most this often.
+ASK_EVERY_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Autoscaler:
         self._states: dict[str, ScalingState] = {}
         self._waking: dict[str, asyncio.Task[None]] = {}
         self._asking: set[asyncio.Task[None]] = set()
+        self._asked_at: dict[str, float] = {}
 
     async def run(self) -> None:
         """Scales while it runs: from the rates each second, and at once for wake requests. Starts
@@ -106,6 +109,11 @@ class Autoscaler:
         it to one (a holder asks again while it waits: a request lost with a leader is asked anew)."""
         if policy_of(service) is None or service.status.desired_replicas > 0:
             return
+        now = time.monotonic()
+        if now - self._asked_at.get(service.id, -ASK_EVERY_SECONDS) < ASK_EVERY_SECONDS:
+            return
+        self._asked_at = {key: at for key, at in self._asked_at.items() if now - at < ASK_EVERY_SECONDS}
+        self._asked_at[service.id] = now
         task = asyncio.get_running_loop().create_task(self._ask(service.id))
         self._asking.add(task)
         task.add_done_callback(self._asking.discard)
