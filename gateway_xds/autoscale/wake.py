@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 # A holder asks the autoscaler again this often until the service is scaled (a request may be lost
 # when the leading copy changes).
 ASK_AGAIN_SECONDS = 1.0
-# How often a holder looks at other copies' Envoys once the replica is ready (they report elsewhere).
+# With other copies, how often a holder looks for the replica and at their Envoys: neither is
+# reported to this copy (its own Envoys' reports wake it at once).
 FLEET_LOOK_SECONDS = 0.05
 
 
@@ -56,8 +57,7 @@ class Waker:
                     revision = self._first_ready_revision(service_id)
                     if revision is not None and await self._all_acked(gateway_id, revision):
                         return True
-                    others = revision is not None and self._fleet is not None
-                    wait = FLEET_LOOK_SECONDS if others else ASK_AGAIN_SECONDS
+                    wait = ASK_AGAIN_SECONDS if self._fleet is None else FLEET_LOOK_SECONDS
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._sync.changed(), wait)
                     if revision is None and (current := self._mirror.services.get(service_id)):
