@@ -25,7 +25,7 @@ from gateway_xds.autoscale.metrics_sink import NODE_HEADER
 from gateway_xds.provider.build import backend_name
 from gateway_xds.shared.redis import SharedRedis
 from tests.integration.registry.conftest import RegistryServer, registry_server  # noqa: F401
-from tests.integration.test_xds_shared_state import _push
+from tests.support.otlp import envoy_push
 from tests.support.redis import redis_copies
 
 pytestmark = [pytest.mark.real, pytest.mark.parametrize("registry_server", ["postgresql"], indirect=True)]
@@ -131,7 +131,7 @@ async def test_one_autoscaler_scales_from_every_copys_envoys_and_hands_over(
         for _ in range(round(seconds / 0.2)):
             for envoy in (0, 1):
                 totals[envoy] += rps_per_envoy * 0.2
-                request = _push({cluster: round(totals[envoy])})
+                request = envoy_push({cluster: round(totals[envoy])})
                 await pushes[envoy](request, metadata=((NODE_HEADER, f"gateway/gw/{envoy}"),))
             await asyncio.sleep(0.2)
 

@@ -17,8 +17,7 @@ import grpc
 import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import resources_pb2
@@ -34,6 +33,7 @@ from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.shared.acks import SharedAcks
 from gateway_xds.shared.redis import SharedRedis, SharedStateUnavailable, connect
 from gateway_xds.translate.rate_limits import ADDRESS_KEY, rule_entries
+from tests.support.otlp import envoy_push
 from tests.support.redis import redis_copies
 
 pytestmark = pytest.mark.real
@@ -164,19 +164,6 @@ async def _sink_copy(rates: RedisRates) -> Copy:
     return await Copy.start(lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, s))
 
 
-def _push(cluster_totals: dict[str, int]) -> metrics_service_pb2.ExportMetricsServiceRequest:
-    """An Envoy's OTLP push of cumulative `upstream_rq_total` per cluster."""
-    request = metrics_service_pb2.ExportMetricsServiceRequest()
-    resource = request.resource_metrics.add()
-    # The same field under its older name in the OTLP copy xds-protos installs (see metrics_sink.py).
-    current = "scope_metrics" in resource.DESCRIPTOR.fields_by_name
-    scope = (resource.scope_metrics if current else resource.instrumentation_library_metrics).add()
-    for cluster, total in cluster_totals.items():
-        metric = scope.metrics.add(name=f"cluster.{cluster}.upstream_rq_total")
-        metric.sum.CopyFrom(metrics_pb2.Sum(data_points=[metrics_pb2.NumberDataPoint(as_int=total)]))
-    return request
-
-
 async def test_counters_pushed_to_two_copies_make_one_rate(copies: Callable[[], SharedRedis]) -> None:
     sinks = [await _sink_copy(RedisRates(copies())) for _ in range(2)]
     push = [metrics_service_pb2_grpc.MetricsServiceStub(copy.channel).Export for copy in sinks]
@@ -185,8 +172,10 @@ async def test_counters_pushed_to_two_copies_make_one_rate(copies: Callable[[], 
         # Node 0 pushes to copy A, then B, then A (Envoy spreads its pushes over the copies); node 1
         # to B only. Service svc_b is another service's counter.
         for step in range(3):
-            await push[step % 2](_push({"svc_a": 100 * step, "svc_b": 7}), metadata=((NODE_HEADER, "n0"),))
-            await push[1](_push({"svc_a": 1000 + 50 * step}), metadata=((NODE_HEADER, "n1"),))
+            await push[step % 2](
+                envoy_push({"svc_a": 100 * step, "svc_b": 7}), metadata=((NODE_HEADER, "n0"),)
+            )
+            await push[1](envoy_push({"svc_a": 1000 + 50 * step}), metadata=((NODE_HEADER, "n1"),))
             await asyncio.sleep(0.2)
         await leader.refresh()
         rate = leader.rate("svc_a", time.monotonic(), 30)
