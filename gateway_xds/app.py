@@ -81,6 +81,7 @@ class XdsApp:
         cache = SnapshotCache()
         reporter = RegistryReporter(stubs)
         acks = SharedAcks(shared, reporter) if shared is not None else None
+        reporter.others = acks
         sync = EnvoySync(acks if acks is not None else reporter)
         # Envoys check credentials and shared rate limits here and push their stats (OTLP), for autoscaling.
         credentials_index = CredentialIndex()

@@ -1,7 +1,7 @@
 """Two copies of gateway_xds on one registry (PostgreSQL) and one Redis: one autoscaler scales at a
 time, from the requests of Envoys whichever copy they push to, and hands over when its copy stops; a
 request held on one copy for a service scaled to zero is let go once the replica the other copy's
-autoscaler asked for is ready."""
+autoscaler asked for is ready; the gateway's status shows the Envoys of both copies."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.authz.credentials import PROJECT, WAKE_SERVICE_ID
 from gateway_xds.autoscale.metrics_sink import NODE_HEADER
+from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.provider.build import backend_name
+from gateway_xds.provider.envoy_reports import RegistryReporter
+from gateway_xds.shared.acks import SharedAcks
 from gateway_xds.shared.redis import SharedRedis
 from tests.integration.registry.conftest import RegistryServer, registry_server  # noqa: F401
 from tests.support.otlp import envoy_push
@@ -191,3 +194,53 @@ async def test_a_request_held_on_one_copy_is_woken_by_the_other_copys_autoscaler
 
 async def _sees(copy: XdsCopy, service_id: str) -> bool:
     return service_id in copy.app.provider.mirror.services
+
+
+async def test_the_gateway_shows_the_envoys_of_every_copy(
+    tenant: Tenant,
+    registry_server: RegistryServer,  # noqa: F811
+) -> None:
+    """Each copy reports the gateway's whole list: a copy's report never hides the other's Envoys,
+    and an Envoy that moved to another copy stays shown as that copy has it, whatever the copy it
+    left reports late."""
+    gateway = await tenant.admin.gateways.Get(registry_pb2.GetRequest(project=tenant.project, name="gw"))
+    nodes = [f"gateway/{gateway.id}/{index}" for index in range(3)]
+    stubs = [registry_server.stubs(registry_server.system_token) for _ in range(2)]
+    async with redis_copies() as shared:
+        reporters = [RegistryReporter(copy_stubs) for copy_stubs in stubs]
+        acks = [SharedAcks(shared(), reporter) for reporter in reporters]
+        for reporter, copy_acks in zip(reporters, acks, strict=True):
+            reporter.others = copy_acks
+        running = [asyncio.create_task(task.run()) for task in (*reporters, *acks)]
+        a, b = (EnvoySync(copy_acks) for copy_acks in acks)
+
+        async def shown() -> dict[str, tuple[bool, int]]:
+            got = await tenant.admin.gateways.Get(registry_pb2.GetRequest(project=tenant.project, name="gw"))
+            return {envoy.node_id: (envoy.connected, envoy.acked_revision) for envoy in got.status.envoys}
+
+        async def until(expected: dict[str, tuple[bool, int]]) -> None:
+            async with asyncio.timeout(10):
+                while await shown() != expected:
+                    await asyncio.sleep(0.05)
+
+        try:
+            for sync, node, revision in ((a, nodes[0], 5), (b, nodes[1], 6)):
+                sync.connected(node, gateway.id)
+                sync.acked(node, gateway.id, revision)
+            await until({nodes[0]: (True, 5), nodes[1]: (True, 6)})
+            # Node 1's stream to B broke and it streams from A; B has not noticed yet.
+            a.connected(nodes[1], gateway.id)
+            a.acked(nodes[1], gateway.id, 7)
+            await until({nodes[0]: (True, 5), nodes[1]: (True, 7)})
+            # B reports (a new Envoy of its own), still taking node 1 for its own, then notices it gone.
+            b.connected(nodes[2], gateway.id)
+            await until({nodes[0]: (True, 5), nodes[1]: (True, 7), nodes[2]: (True, 0)})
+            b.disconnected(nodes[1], gateway.id)
+            b.acked(nodes[2], gateway.id, 7)
+            await until({nodes[0]: (True, 5), nodes[1]: (True, 7), nodes[2]: (True, 7)})
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            for copy_stubs in stubs:
+                await copy_stubs.close()
