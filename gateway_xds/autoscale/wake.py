@@ -59,7 +59,8 @@ class Waker:
                         return True
                     wait = ASK_AGAIN_SECONDS if self._fleet is None else FLEET_LOOK_SECONDS
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._sync.changed(), wait)
+                        async with asyncio.timeout(wait):
+                            await self._sync.changed()
                     if revision is None and (current := self._mirror.services.get(service_id)):
                         self._autoscaler.wake(current)
         except TimeoutError:

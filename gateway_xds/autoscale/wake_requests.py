@@ -40,7 +40,8 @@ class LocalWakeRequests:
 
     async def asked(self) -> set[str]:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), WAIT_SECONDS)
+            async with asyncio.timeout(WAIT_SECONDS):
+                await self._arrived.wait()
         self._arrived.clear()
         asked, self._asked = self._asked, set()
         return asked

@@ -198,11 +198,10 @@ class SharedAcks:
         rewrite_at = loop.time()
         while True:
             timeout = max(0.0, rewrite_at - loop.time())
-            try:
-                await asyncio.wait_for(self._flush.wait(), timeout)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._flush.wait()
                 await asyncio.sleep(FLUSH_SECONDS)
-            except TimeoutError:
-                pass
             self._flush.clear()
             everything = loop.time() >= rewrite_at
             dirty, self._dirty = self._dirty, set()
@@ -210,8 +209,7 @@ class SharedAcks:
                 await self._write(dirty, everything)
             except RedisUnavailable as error:
                 self._shared.unavailable("Envoys' acknowledgements", error)
-                self._dirty |= dirty
-                continue
+                self._dirty |= dirty  # and everything again in a second
             if everything:
                 rewrite_at = loop.time() + REWRITE_SECONDS
 
