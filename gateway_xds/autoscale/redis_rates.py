@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 
 from gateway_xds.autoscale.rates import KEEP_SECONDS, RequestRates
-from gateway_xds.shared.redis import RedisUnavailable, SharedRedis
+from gateway_xds.shared.redis import SharedRedis
 
 READ_BATCH = 5_000
 
@@ -41,31 +41,25 @@ class RedisRates(RequestRates):
         if not totals:
             return
         arguments = [node, json.dumps(dict(totals)), int(KEEP_SECONDS * 1000)]
-        try:
-            await self._append(keys=[self._stream], args=arguments)
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("request counters", error) from None
+        await self._shared.call("request counters", self._append(keys=[self._stream], args=arguments))
 
     async def refresh(self) -> None:
         """Records every push since the last refresh, at its time on this process's clock."""
-        try:
-            while True:
-                pipeline = self._shared.client.pipeline(transaction=False)
-                pipeline.time()
-                pipeline.xread({self._stream: self._last_id}, count=READ_BATCH)
-                (seconds, micros), streams = await pipeline.execute()
-                # How far this process's clock is ahead of Redis's (to within the round trip).
-                offset = time.monotonic() - (seconds + micros / 1_000_000)
-                entries = streams[0][1] if streams else []
-                for entry_id, fields in entries:
-                    at = _entry_seconds(entry_id) + offset
-                    for service, total in json.loads(fields["totals"]).items():
-                        self.record(fields["node"], service, at, float(total))
-                    self._last_id = entry_id
-                if len(entries) < READ_BATCH:
-                    return
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("request counters", error) from None
+        while True:
+            pipeline = self._shared.client.pipeline(transaction=False)
+            pipeline.time()
+            pipeline.xread({self._stream: self._last_id}, count=READ_BATCH)
+            (seconds, micros), streams = await self._shared.call("request counters", pipeline.execute())
+            # How far this process's clock is ahead of Redis's (to within the round trip).
+            offset = time.monotonic() - (seconds + micros / 1_000_000)
+            entries = streams[0][1] if streams else []
+            for entry_id, fields in entries:
+                at = _entry_seconds(entry_id) + offset
+                for service, total in json.loads(fields["totals"]).items():
+                    self.record(fields["node"], service, at, float(total))
+                self._last_id = entry_id
+            if len(entries) < READ_BATCH:
+                return
 
     def reset(self) -> None:
         self._series.clear()

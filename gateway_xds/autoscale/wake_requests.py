@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-from gateway_xds.shared.redis import RedisUnavailable, SharedRedis
+from gateway_xds.shared.redis import SharedRedis
 
 # How long a leader waits for requests per call; Redis's own timeout is longer (shared/redis.py).
 WAIT_SECONDS = 0.1
@@ -54,28 +54,19 @@ class RedisWakeRequests:
         self._last_id = "0"
 
     async def ask(self, service_id: str) -> None:
-        client = self._shared.client
-        try:
-            async with client.pipeline(transaction=False) as pipeline:
-                pipeline.xadd(self._stream, {"service": service_id}, maxlen=1000, approximate=True)
-                pipeline.pexpire(self._stream, KEEP_MS)
-                await pipeline.execute()
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("wake from zero", error) from None
+        async with self._shared.client.pipeline(transaction=False) as pipeline:
+            pipeline.xadd(self._stream, {"service": service_id}, maxlen=1000, approximate=True)
+            pipeline.pexpire(self._stream, KEEP_MS)
+            await self._shared.call("wake from zero", pipeline.execute())
 
     async def listen(self) -> None:
-        try:
-            seconds, micros = await self._shared.client.time()
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("wake from zero", error) from None
+        seconds, micros = await self._shared.call("wake from zero", self._shared.client.time())
         self._last_id = f"{seconds * 1000 + micros // 1000}-0"
 
     async def asked(self) -> set[str]:
         block_ms = int(WAIT_SECONDS * 1000)
-        try:
-            streams = await self._shared.client.xread({self._stream: self._last_id}, block=block_ms)
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("wake from zero", error) from None
+        read = self._shared.client.xread({self._stream: self._last_id}, block=block_ms)
+        streams = await self._shared.call("wake from zero", read)
         asked = set()
         for entry_id, fields in streams[0][1] if streams else []:
             asked.add(fields["service"])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 from gateway_xds.ratelimit.buckets import Take
-from gateway_xds.shared.redis import RedisUnavailable, SharedRedis
+from gateway_xds.shared.redis import SharedRedis
 
 # KEYS: the buckets; ARGV: hits, then rps and capacity per bucket. Returns each wait, as text (Lua
 # numbers come back to Redis as integers).
@@ -60,8 +60,6 @@ class RedisBuckets:
         arguments: list[float] = [hits]
         for take in takes:
             arguments += [take.rps, take.burst + 1]
-        try:
-            waits = await self._script(keys=[self._key(take) for take in takes], args=arguments)
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("shared rate limits", error) from None
+        keys = [self._key(take) for take in takes]
+        waits = await self._shared.call("shared rate limits", self._script(keys=keys, args=arguments))
         return [float(wait) for wait in waits]

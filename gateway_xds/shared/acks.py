@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from gatehouse.v1 import resources_pb2
 from gateway_xds.server.reporter import Rejection, SyncReporter
-from gateway_xds.shared.redis import RedisUnavailable, SharedRedis
+from gateway_xds.shared.redis import RedisUnavailable, SharedRedis, SharedStateUnavailable
 
 REWRITE_SECONDS = 1.0
 # A copy that has not written for this long is gone; its nodes are not waited for.
@@ -131,12 +131,11 @@ class SharedAcks:
             stamp = self._stamps.get((gateway_id, envoy.node_id), "0") if envoy.connected else "0"
             encoded = base64.b64encode(envoy.SerializeToString()).decode()
             arguments += [envoy.node_id, int(envoy.connected), stamp, encoded]
-        try:
-            # This copy is live before its Envoys are shown (its key is also rewritten every second).
-            await self._shared.client.set(self._copy_key(self._copy), "1", px=COPY_TTL_MS)
-            version, count, *rest = await self._merge(keys=self._statuses(gateway_id), args=arguments)
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("Envoys' status", error) from None
+        # This copy is live before its Envoys are shown (its key is also rewritten every second).
+        alive = self._shared.client.set(self._copy_key(self._copy), "1", px=COPY_TTL_MS)
+        await self._shared.call("Envoys' status", alive)
+        merge = self._merge(keys=self._statuses(gateway_id), args=arguments)
+        version, count, *rest = await self._shared.call("Envoys' status", merge)
         stamps, statuses = rest[: int(count)], rest[int(count) :]
         for envoy, stamp in zip(own, stamps, strict=True):
             if envoy.connected:
@@ -145,10 +144,8 @@ class SharedAcks:
         return sorted(envoys, key=lambda envoy: envoy.node_id), int(version)
 
     async def version(self, gateway_id: str) -> int:
-        try:
-            return int(await self._shared.client.get(self._statuses(gateway_id)[1]) or 0)
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("Envoys' status", error) from None
+        read = self._shared.client.get(self._statuses(gateway_id)[1])
+        return int(await self._shared.call("Envoys' status", read) or 0)
 
     def _copy_key(self, copy: str) -> str:
         return self._shared.key("copy", copy)
@@ -185,12 +182,8 @@ class SharedAcks:
 
     async def all_acked(self, gateway_id: str, revision: int) -> bool:
         """Whether every connected Envoy of the gateway, on any live copy, has applied `revision`."""
-        try:
-            return bool(
-                await self._all_acked(keys=[self._hash(gateway_id)], args=[revision, self._copy_key("")])
-            )
-        except RedisUnavailable as error:
-            raise self._shared.unavailable("Envoys' acknowledgements", error) from None
+        check = self._all_acked(keys=[self._hash(gateway_id)], args=[revision, self._copy_key("")])
+        return bool(await self._shared.call("Envoys' acknowledgements", check))
 
     async def run(self) -> None:
         """Writes what changed as it changes, and everything (and this copy's key) every second."""
@@ -207,8 +200,7 @@ class SharedAcks:
             dirty, self._dirty = self._dirty, set()
             try:
                 await self._write(dirty, everything)
-            except RedisUnavailable as error:
-                self._shared.unavailable("Envoys' acknowledgements", error)
+            except SharedStateUnavailable:
                 self._dirty |= dirty  # and everything again in a second
             if everything:
                 rewrite_at = loop.time() + REWRITE_SECONDS
@@ -230,7 +222,7 @@ class SharedAcks:
                 else:
                     pipeline.hset(self._hash(gateway_id), node_id, f"{self._copy} {revision}")
                     pipeline.pexpire(self._hash(gateway_id), HASH_TTL_MS)
-            await pipeline.execute()
+            await self._shared.call("Envoys' acknowledgements", pipeline.execute())
 
     async def close(self) -> None:
         """A clean stop: this copy's nodes are not waited for from now on."""

@@ -9,10 +9,13 @@ rate limit service fails (translate/rate_limits.py: failure_mode_deny is off).""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import redis.asyncio
 import redis.exceptions
@@ -20,6 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REDIS_URL_ENV = "GATEHOUSE_REDIS_URL"
 KEY_PREFIX = "gatehouse:xds:"
@@ -45,6 +50,18 @@ class SharedRedis:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    async def call(self, what: str, command: Awaitable[T]) -> T:
+        """Runs a Redis command (`what` names it in warnings); SharedStateUnavailable when Redis does
+        not answer. A cancellation that arrives mid-command, which redis-py can swallow (the command
+        then ends as if nothing happened, or as a connection error), is raised again here."""
+        try:
+            result = await command
+        except RedisUnavailable as error:
+            _raise_if_cancelled()
+            raise self.unavailable(what, error) from None
+        _raise_if_cancelled()
+        return result
+
     def unavailable(self, what: str, error: Exception) -> SharedStateUnavailable:
         """The error to raise; logs one warning per `what` every WARN_EVERY_SECONDS, however many
         requests fail."""
@@ -56,6 +73,12 @@ class SharedRedis:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _raise_if_cancelled() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def connect(url: str, prefix: str = KEY_PREFIX) -> SharedRedis:

@@ -248,3 +248,20 @@ async def test_a_hold_on_one_copy_waits_for_the_envoys_of_the_other(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+
+
+async def test_a_copy_stops_when_cancelled_mid_command(copies: Callable[[], SharedRedis]) -> None:
+    """redis-py can swallow a cancellation that arrives while a command runs: the loops of a copy
+    (here the rate limit store's) must still end when it stops."""
+    buckets = RedisBuckets(copies())
+
+    async def forever() -> None:
+        while True:
+            await buckets.take_all([Take(("gw", "r", "c"), 1000, 1000)], hits=1)
+
+    for attempt in range(60):
+        task = asyncio.create_task(forever())
+        await asyncio.sleep(0.0005 * (attempt % 10))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert task in done and task.cancelled(), f"attempt {attempt}: the task went on"
