@@ -8,7 +8,8 @@ this entry point keeps the control plane's process to what it runs. Plain-text x
 
 The registry's address defaults to $GATEHOUSE_REGISTRY (else 127.0.0.1:50051), the token to
 $GATEHOUSE_SYSTEM_TOKEN (else $GATEHOUSE_HOME/server/system-token), the xDS address to
-$GATEHOUSE_XDS_HOST:$GATEHOUSE_XDS_PORT (else 127.0.0.1:50052).
+$GATEHOUSE_XDS_HOST:$GATEHOUSE_XDS_PORT (else 127.0.0.1:50052). With $GATEHOUSE_REDIS_URL, copies
+share their rate limits, request counters and wake requests there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import signal
 from gatehouse.client.connection import Stubs
 from gatehouse.client.defaults import DEFAULT_API_ADDRESS, DEFAULT_XDS_PORT, gatehouse_home
 from gateway_xds.app import XdsApp
+from gateway_xds.shared import redis as shared_redis
 
 
 def _token() -> str:
@@ -39,7 +41,7 @@ def _token() -> str:
 
 async def _serve(registry: str, address: str) -> None:
     stubs = Stubs.connect(registry, _token())
-    app = XdsApp.build(stubs, address, own_process=True)
+    app = XdsApp.build(stubs, address, own_process=True, shared=shared_redis.from_env())
     print(f"gateway_xds is running on {address.rsplit(':', 1)[0]}:{app.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

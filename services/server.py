@@ -17,11 +17,13 @@ import grpc
 from prometheus_client.registry import Collector
 
 from gatehouse.client.connection import Stubs
+from gatehouse.leadership import Leadership
 from gatehouse.private_files import make_private_directory
 from gatehouse.v1 import registry_pb2
 from gateway_xds.app import XdsApp
 from gateway_xds.observe.dashboard import dashboard_view
 from gateway_xds.server.health_port import start_health_port
+from gateway_xds.shared import redis as shared_redis
 from services.certificates.api import registrations as certificate_registrations
 from services.certificates.app import build_certificates
 from services.certificates.metrics import CertificateCollector
@@ -29,7 +31,6 @@ from services.common.auth import Authenticator
 from services.common.crypto import Cipher, configured_key
 from services.common.grpc_server import bind_server, start_server
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA, xds_server_credentials
-from services.common.leadership import Leadership
 from services.common.metrics_endpoint import MetricsAddress, MetricsEndpoint, bind_metrics_socket
 from services.common.private_home import make_home_private
 from services.common.remote_auth import RegistryAuthenticator
@@ -203,6 +204,7 @@ def _xds_app(settings: Settings, stubs: Stubs, ca: InternalCA) -> XdsApp:
         credentials=credentials,
         own_process=True,
         tunnels=GatewayTunnelIdentities(ca, settings.agent_tunnel_port),
+        shared=shared_redis.from_env(),
     )
 
 

@@ -28,6 +28,7 @@ from gateway_xds.observe.envoy_stats import (
 )
 from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
+from gateway_xds.shared.redis import SharedStateUnavailable
 
 NODE_HEADER = "x-gatehouse-node"
 # Requests routed to the cluster, and those that found no replica to go to (scale from zero).
@@ -132,11 +133,13 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
                             demand[cluster] = demand.get(cluster, 0.0) + value
                     if self._stats is not None and stat in SERVICE_STATS:
                         _read_stat(clusters.setdefault(cluster, ClusterStats()), stat, metric)
-        for cluster, total in demand.items():
-            self._rates.record(str(node), cluster, now, total)
         if self._in_flight is not None:
             for cluster, level in active.items():
                 self._in_flight.record(str(node), cluster, now, level)
         if self._stats is not None and reported is not None:
             self._stats.record(str(node), reported, clusters)
+        try:
+            await self._rates.report(str(node), demand)
+        except SharedStateUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the shared request counters are unavailable")
         return metrics_service_pb2.ExportMetricsServiceResponse()

@@ -6,7 +6,9 @@ drops out. A counter that goes down means that Envoy restarted: its history star
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 WINDOWS = (30, 60, 300)
@@ -36,10 +38,26 @@ class _Series:
 
 
 class RequestRates:
+    """The rates of the Envoys that report to this process. RedisRates (redis_rates.py) is the same
+    over the reports of every copy's Envoys."""
+
     def __init__(self) -> None:
         # (service key, Envoy node id) → its counter history
         self._series: dict[tuple[str, str], _Series] = {}
         self._last_rate: dict[tuple[str, str], tuple[float, float]] = {}
+
+    async def report(self, node: str, totals: Mapping[str, float]) -> None:
+        """An Envoy's counters, per service, as it pushes them."""
+        now = time.monotonic()
+        for service, total in totals.items():
+            self.record(node, service, now, total)
+
+    async def refresh(self) -> None:
+        """Takes in what was reported elsewhere since the last refresh (nothing here)."""
+
+    def reset(self) -> None:
+        """Reads what was reported elsewhere afresh from the start (nothing here: what this process
+        records is all there is)."""
 
     def record(self, node: str, service: str, now: float, total: float) -> None:
         self._series.setdefault((service, node), _Series()).add(now, total)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
 
@@ -11,6 +13,7 @@ from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.resources import short_name
 from gateway_xds.server.reporter import Rejection
+from gateway_xds.shared.redis import SharedStateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +23,24 @@ REPORTED_REJECTIONS = 100
 SHOWN_MESSAGES = 3
 
 
+class OtherCopies(Protocol):
+    """The Envoys that stream from other copies of gateway_xds (gateway_xds/shared/acks.py)."""
+
+    async def merged(
+        self, gateway_id: str, own: Sequence[resources_pb2.EnvoyStatus]
+    ) -> tuple[list[resources_pb2.EnvoyStatus], int]: ...
+
+    async def version(self, gateway_id: str) -> int: ...
+
+
 class RegistryReporter:
-    """A SyncReporter whose state the registry shows on the gateway's status."""
+    """A SyncReporter whose state the registry shows on the gateway's status.
+
+    With `others` (copies of gateway_xds), a report is every copy's Envoys of the gateway; it is made
+    again when another copy changed them meanwhile, so the last report has them all."""
 
     def __init__(self, stubs: Stubs) -> None:
+        self.others: OtherCopies | None = None
         self._stubs = stubs
         self._envoys: dict[str, dict[str, resources_pb2.EnvoyStatus]] = {}
         self._dirty: set[str] = set()
@@ -66,15 +83,35 @@ class RegistryReporter:
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
             for gateway_id in dirty:
-                request = registry_pb2.ReportEnvoysRequest(
-                    gateway_id=gateway_id, envoys=list(self._envoys.get(gateway_id, {}).values())
-                )
+                envoys, version = await self._everyones(gateway_id)
+                request = registry_pb2.ReportEnvoysRequest(gateway_id=gateway_id, envoys=envoys)
                 try:
                     await self._stubs.gateways.ReportEnvoys(request, timeout=10)
                 except grpc.aio.AioRpcError as error:
                     log.warning("could not report Envoy status of %s: %s", gateway_id, error.details())
                     self._dirty.add(gateway_id)
                     self._wake.set()
+                    continue
+                if version is not None and await self._changed_since(gateway_id, version):
+                    self._dirty.add(gateway_id)
+                    self._wake.set()
+
+    async def _everyones(self, gateway_id: str) -> tuple[list[resources_pb2.EnvoyStatus], int | None]:
+        """The gateway's Envoys to report, and the version of the other copies' view they include."""
+        own = list(self._envoys.get(gateway_id, {}).values())
+        if self.others is not None:
+            try:
+                return await self.others.merged(gateway_id, own)
+            except SharedStateUnavailable:
+                pass  # this copy's own (warned already)
+        return own, None
+
+    async def _changed_since(self, gateway_id: str, version: int) -> bool:
+        assert self.others is not None
+        try:
+            return await self.others.version(gateway_id) != version
+        except SharedStateUnavailable:
+            return False
 
 
 def rejected_text(rejected: tuple[Rejection, ...]) -> str:

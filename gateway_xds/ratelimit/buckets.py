@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # Buckets kept at most; the least recently used go first (a full bucket is the same as a new one).
 MAX_BUCKETS = 200_000
+
+
+@dataclass(frozen=True)
+class Take:
+    """Spend from `key`'s bucket: `burst + 1` tokens, refilled at `rps`."""
+
+    key: tuple[str, ...]
+    rps: float
+    burst: int
+
+
+class BucketStore(Protocol):
+    async def take_all(self, takes: Sequence[Take], hits: int) -> list[float]:
+        """Spend `hits` tokens of each bucket: 0 for each allowed, else the seconds until it would be
+        (nothing is spent from that one then)."""
+        ...
 
 
 @dataclass
@@ -41,6 +60,18 @@ class SharedBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class LocalBuckets:
+    """The BucketStore of one process (no Redis): its buckets, on its clock."""
+
+    def __init__(self, buckets: SharedBuckets, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = buckets
+        self._clock = clock
+
+    async def take_all(self, takes: Sequence[Take], hits: int) -> list[float]:
+        now = self._clock()
+        return [self._buckets.take(take.key, take.rps, take.burst, hits, now) for take in takes]
 
 
 def retry_after_seconds(wait: float) -> int:

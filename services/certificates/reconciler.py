@@ -12,6 +12,7 @@ import logging
 
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
+from gatehouse.leadership import Leadership
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.certificates.issuers.acm import AcmChecker
 from services.certificates.issuers.acme import AcmeIssuer
@@ -19,8 +20,7 @@ from services.certificates.issuers.base import IssuedCertificate, IssueError
 from services.certificates.resolve import NotPointingAtGateway, check_points_at
 from services.certificates.settings import CertificateSettings
 from services.certificates.wanted import WantedCertificate, certificate_key, wanted_certificates
-from services.common.leadership import Leadership, run_queues
-from services.common.workqueue import Result, WorkQueue
+from services.common.workqueue import Result, WorkQueue, run_queues
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from gatehouse.leadership import Leadership
 from services.common.process_metrics import observe_reconcile
 
 log = logging.getLogger(__name__)
@@ -101,3 +102,31 @@ class WorkQueue:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise asyncio.CancelledError
+
+
+async def run_queues(
+    queues: Sequence[WorkQueue],
+    resync: Callable[[], Awaitable[None]],
+    leadership: Leadership | None,
+    stopped: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """A reconciler's work queues run only while this copy leads (always, without `leadership`);
+    each time it starts leading, everything is looked at afresh (a predecessor may have stopped
+    half-way, and timers set by it are gone). `stopped` ends what the work started besides."""
+
+    async def lead() -> None:
+        for queue in queues:
+            queue.start()
+        try:
+            await resync()
+            await asyncio.Event().wait()
+        finally:
+            for queue in queues:
+                await queue.stop()
+            if stopped is not None:
+                await stopped()
+
+    if leadership is None:
+        await lead()
+    else:
+        await leadership.run(lead)

@@ -16,9 +16,9 @@ import grpc
 
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
+from gatehouse.leadership import Leadership
 from gatehouse.v1 import registry_pb2, resources_pb2
-from services.common.leadership import Leadership, run_queues
-from services.common.workqueue import Result, WorkQueue
+from services.common.workqueue import Result, WorkQueue, run_queues
 from services.provisioner.backends.base import (
     BackendError,
     GatewayBackend,

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from gatehouse.leadership import Leadership
 from gatehouse.leases import LeaseClaim, held_claim
 from gatehouse.v1 import registry_pb2
-from services.common.leadership import Leadership
 from tests.integration.registry.conftest import RegistryServer
 
 pytestmark = pytest.mark.real
@@ -148,3 +148,25 @@ async def test_lease_calls_are_for_gatehouse_own_services_only(registry_server: 
         await admin.control_plane.GetInternalCA(registry_pb2.GetInternalCARequest())
     assert no_ca.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await admin.close()
+
+
+async def test_work_that_fails_stands_by_and_leads_again(registry_server: RegistryServer) -> None:
+    stubs = registry_server.stubs(registry_server.system_token)
+    leadership = Leadership(stubs, f"role-{secrets.token_hex(3)}", lease_seconds=LEASE, renew_seconds=RENEW)
+    attempts: list[int | None] = []
+    again = asyncio.Event()
+
+    async def work() -> None:
+        attempts.append(leadership.fence)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails")
+        again.set()
+        await asyncio.Event().wait()
+
+    running = asyncio.create_task(leadership.run(work))
+    async with asyncio.timeout(LEASE * 5):
+        await again.wait()
+    assert not running.done() and attempts[0] is not None and len(attempts) == 2
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    await stubs.close()

@@ -12,14 +12,13 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import grpc
 
 from gatehouse.client.connection import Stubs
 from gatehouse.leases import LEASE_SECONDS, RENEW_SECONDS, LeaseClaim, held_claim
 from gatehouse.v1 import registry_pb2
-from services.common.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +90,7 @@ class Leadership:
             while not task.done():
                 margin = self._renew_seconds / 2
                 wait = max(0.0, min(self._renew_seconds, valid_until - time.monotonic() - margin))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), wait)
+                await asyncio.wait([task], timeout=wait)  # the work's own end (or error) is seen below
                 if task.done():
                     break
                 asked = time.monotonic()
@@ -108,31 +106,3 @@ class Leadership:
             await asyncio.gather(task, return_exceptions=True)
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("%s: the work stopped: %r; standing by", self.role, task.exception())
-
-
-async def run_queues(
-    queues: Sequence[WorkQueue],
-    resync: Callable[[], Awaitable[None]],
-    leadership: Leadership | None,
-    stopped: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """A reconciler's work queues run only while this copy leads (always, without `leadership`);
-    each time it starts leading, everything is looked at afresh (a predecessor may have stopped
-    half-way, and timers set by it are gone). `stopped` ends what the work started besides."""
-
-    async def lead() -> None:
-        for queue in queues:
-            queue.start()
-        try:
-            await resync()
-            await asyncio.Event().wait()
-        finally:
-            for queue in queues:
-                await queue.stop()
-            if stopped is not None:
-                await stopped()
-
-    if leadership is None:
-        await lead()
-    else:
-        await leadership.run(lead)
