@@ -292,7 +292,7 @@ async def test_health_reports_ads_serving(channel: grpc.aio.Channel) -> None:
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_an_address_in_use_is_refused(
+async def test_an_address_in_use_is_refused(
     cache: SnapshotCache, reporter: RecordingReporter, xds_server: XdsServer
 ) -> None:
     with pytest.raises(RuntimeError, match="Failed to bind"):
