@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.crypto import Cipher
 from services.common.internal_ca import InternalCA
+from services.registry import feed
 from services.registry.models import ControlPlaneSecretRow, RedeemedJoinTokenRow
 
 INTERNAL_CA = "internal-ca"
@@ -40,6 +41,7 @@ async def join_token_used(session: AsyncSession, digest: str) -> bool:
 async def redeem_join_token(session: AsyncSession, digest: str, expires_at: float) -> bool:
     """Remembers a join token as used until it expires; whether it had been used before (two copies
     redeeming one token at once: one of them is told so, by the primary key)."""
+    feed.touch_nothing_read(session)
     await session.execute(delete(RedeemedJoinTokenRow).where(RedeemedJoinTokenRow.expires_at < time.time()))
     if await join_token_used(session, digest):
         return True

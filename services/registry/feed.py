@@ -53,6 +53,12 @@ def touch(session: AsyncSession, project: str | None) -> None:
     session.info.setdefault(PROJECTS_TOUCHED, set()).add(project)
 
 
+def touch_nothing_read(session: AsyncSession) -> None:
+    """Notes that a write changes nothing a cached read shows (a heartbeat, a lease): no copy's cached
+    answers are forgotten for it (a record() in the same write still names its project)."""
+    session.info.setdefault(PROJECTS_TOUCHED, set())
+
+
 def touch_identity(session: AsyncSession) -> None:
     """Notes that a write changed who may do what (users, tokens, members, projects)."""
     session.info[IDENTITY_CHANGED] = True

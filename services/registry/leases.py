@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.leases import LeaseClaim
 from services.common.errors import FailedPrecondition
+from services.registry import feed
 from services.registry.models import LeaseRow
 
 _NOW = {
@@ -31,6 +32,7 @@ class LeaseState:
 
 async def acquire(session: AsyncSession, name: str, holder: str, ttl: float) -> LeaseState:
     """Renews the holder's lease, or takes a lapsed one (the fence grows), or says who holds it."""
+    feed.touch_nothing_read(session)
     now = await database_now(session)
     row = await session.get(LeaseRow, name, with_for_update=True)
     if row is None:
@@ -46,6 +48,7 @@ async def acquire(session: AsyncSession, name: str, holder: str, ttl: float) -> 
 
 async def release(session: AsyncSession, name: str, holder: str) -> LeaseState | None:
     """Lapses the holder's lease now; the row (and its fence) stays, so the next holder's is larger."""
+    feed.touch_nothing_read(session)
     row = await session.get(LeaseRow, name, with_for_update=True)
     if row is None:
         return None

@@ -95,6 +95,7 @@ async def get(session: AsyncSession, replica_id: str) -> ReplicaRow:
 
 
 async def heartbeat(session: AsyncSession, row: ReplicaRow, ready: bool) -> None:
+    feed.touch_nothing_read(session)
     row.heartbeat_at = utcnow()
     await set_ready(session, row, ready)
 

@@ -577,8 +577,8 @@ class FakeAzure:
             )
             return Response(201 if existing is None else 200, body, headers)
 
-        @r.route("GET", resource_path + "/instanceView")
-        def get_instance_view(request: Request) -> Response:
+        def virtual_machine(request: Request) -> dict[str, Any]:
+            """The VM the path names; ARM's 404 when there is none."""
             group_of(request)
             rid, _ = resource_id(request)
             found = self.resources.get(self._key(rid))
@@ -588,19 +588,16 @@ class FakeAzure:
                     "ResourceNotFound",
                     f"The Resource 'Microsoft.Compute/virtualMachines/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
                 )
+            return found
+
+        @r.route("GET", resource_path + "/instanceView")
+        def get_instance_view(request: Request) -> Response:
+            found = virtual_machine(request)
             return Response(200, self.instance_view(found))
 
         @r.route("POST", resource_path + "/retrieveBootDiagnosticsData")
         def retrieve_boot_diagnostics_data(request: Request) -> Response:
-            group_of(request)
-            rid, _ = resource_id(request)
-            found = self.resources.get(self._key(rid))
-            if found is None or found["type"] != "Microsoft.Compute/virtualMachines":
-                raise arm_error(
-                    404,
-                    "ResourceNotFound",
-                    f"The Resource 'Microsoft.Compute/virtualMachines/{request.params['name']}' under resource group '{request.params['group']}' was not found.",
-                )
+            found = virtual_machine(request)
             diagnostics = found["properties"].get("diagnosticsProfile", {}).get("bootDiagnostics", {})
             if not diagnostics.get("enabled"):
                 # Azure refuses it for a VM without boot diagnostics (the code here is not documented).

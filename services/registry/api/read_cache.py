@@ -43,6 +43,9 @@ class ReadCache:
             self._projects[project] = self._projects.get(project, 0) + 1  # type: ignore[index]
         self._entries = {key: value for key, value in self._entries.items() if key[1] not in wanted}
 
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
     def after_write(self, info: dict[str, Any]) -> None:
         self.invalidate(info.get(PROJECTS_TOUCHED))
 

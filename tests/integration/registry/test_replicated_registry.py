@@ -170,3 +170,26 @@ async def test_membership_removed_on_one_copy_is_refused_at_once_on_the_other(
     assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
     for stubs in (a, b, carol_on_b):
         await stubs.close()
+
+
+async def test_lease_renewals_and_heartbeats_forget_no_cached_read(copies: tuple[Copy, Copy]) -> None:
+    first, second = copies
+    a, b = first.stubs(), second.stubs()
+    system_a = Stubs.connect(first.address, first.system_token)
+    project = f"keep-{secrets.token_hex(3)}"
+    await a.projects.Create(registry_pb2.CreateProjectRequest(name=project))
+    await b.services.List(registry_pb2.ListServicesRequest(project=project))
+    key = ("services", project)
+    assert key in second.registry.ctx.reads
+    for _ in range(5):
+        renew = registry_pb2.AcquireLeaseRequest(name=f"role-{project}", holder="me", ttl_seconds=5)
+        await system_a.control_plane.AcquireLease(renew)
+    await _listening(second)  # B has heard every write taken so far
+    assert key in second.registry.ctx.reads
+    # A write that does change the project is still heard.
+    gateway = {"type": "gateway", "name": "gw", "backend": "local", "region": "local"}
+    await a.configurations.Apply(_apply(project, **gateway))
+    await _listening(second)
+    assert key not in second.registry.ctx.reads
+    for stubs in (a, b, system_a):
+        await stubs.close()
