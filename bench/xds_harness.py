@@ -340,9 +340,10 @@ class Stack:
                 for index in range(start, min(self.services, start + 500)):
                     name = f"seed-{index}"
                     config = ServiceConfig(name=name, gateway=GATEWAY, port=8000, https=False, auth=False)
-                    row = await services.apply(
+                    await services.apply(
                         session, principal, "main", config, "", 0, False, registry.ctx.reserved_ports
                     )
+                    row = await services.get(session, "main", name)
                     address = f"127.0.0.1:{self.upstream_port}"
                     await replicas.register(session, row, f"{name}-0", address, True, "bench")
         await registry.close()

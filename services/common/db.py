@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gatehouse.private_files import make_private_directory
 from services.common.private_home import tighten_and_warn
+from services.common.sqlite_inline import inline_connector
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -45,7 +46,10 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 _private_sqlite_files(Path(path))
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite and not url.endswith(":memory:"):
+            self.engine: AsyncEngine = create_async_engine(url, async_creator=inline_connector(url))
+        else:
+            self.engine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -125,21 +125,23 @@ def of_write(session: AsyncSession, deleted: bool, obj: Message) -> None:
 
 async def prune(session: AsyncSession) -> None:
     """Keep the last MAX_PER_RESOURCE events of each resource this transaction added events to."""
-    for resource_id in session.info.pop(_TOUCHED, set()):
+    touched = session.info.pop(_TOUCHED, set())
+    if touched:
         await session.flush()
-        keep = (
+    for resource_id in touched:
+        oldest_kept = (
             select(ResourceEventRow.id)
             .where(ResourceEventRow.resource_id == resource_id)
             .order_by(ResourceEventRow.id.desc())
-            .limit(MAX_PER_RESOURCE)
+            .offset(MAX_PER_RESOURCE - 1)
+            .limit(1)
+            .scalar_subquery()
         )
-        kept = [row for (row,) in (await session.execute(keep)).all()]
-        if len(kept) == MAX_PER_RESOURCE:
-            await session.execute(
-                delete(ResourceEventRow).where(
-                    ResourceEventRow.resource_id == resource_id, ResourceEventRow.id < min(kept)
-                )
+        await session.execute(
+            delete(ResourceEventRow).where(
+                ResourceEventRow.resource_id == resource_id, ResourceEventRow.id < oldest_kept
             )
+        )
 
 
 async def expire(session: AsyncSession) -> None:

@@ -31,7 +31,7 @@ async def _settle(session: AsyncSession, service_id: str) -> None:
     service = await session.get(ServiceRow, service_id)
     if service is None or service_config(service).commands:
         return
-    ready = (await services.ready_counts(session, [service_id])).get(service_id, 0)
+    ready = (await services.ready_counts(session, [service])).get(service_id, 0)
     if ready:
         status = resources_pb2.ServiceStatus(state=RUNNING)
     elif service_status(service).state == RUNNING:
@@ -40,7 +40,7 @@ async def _settle(session: AsyncSession, service_id: str) -> None:
         )
     else:
         return
-    await services.set_status(session, service, status)
+    await services.set_status(session, service, status, ready)
 
 
 async def register(

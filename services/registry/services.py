@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,36 +56,32 @@ async def list_rows(session: AsyncSession, project: str | None = None) -> Sequen
     return (await session.execute(query)).scalars().all()
 
 
-async def ready_counts(session: AsyncSession, service_ids: Sequence[str]) -> dict[str, int]:
-    if not service_ids:
+async def ready_counts(session: AsyncSession, rows: Sequence[ServiceRow]) -> dict[str, int]:
+    if not rows:
         return {}
+    by_id = {row.id: row for row in rows}
     result = await session.execute(
         select(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed, func.count())
-        .where(ReplicaRow.service_id.in_(service_ids), ReplicaRow.ready.is_(True))
+        .where(ReplicaRow.service_id.in_(by_id), ReplicaRow.ready.is_(True))
         .group_by(ReplicaRow.service_id, ReplicaRow.runner, ReplicaRow.probed)
     )
-    counted = result.all()
-    # Replicas others run, of services with probes, count once the probes pass against them.
-    unprobed = {service_id for service_id, runner, probed, _ in counted if not probed}
-    probing = set()
-    if unprobed:
-        rows = await session.execute(select(ServiceRow).where(ServiceRow.id.in_(unprobed)))
-        probing = {row.id for row in rows.scalars() if service_config(row).probes}
     counts: dict[str, int] = {}
-    for service_id, runner, probed, count in counted:
-        if service_id in probing and runners.probed_by_provisioner(runner) and not probed:
+    for service_id, runner, probed, count in result.all():
+        # Replicas others run, of services with probes, count once the probes pass against them.
+        unproven = not probed and runners.probed_by_provisioner(runner)
+        if unproven and service_config(by_id[service_id]).probes:
             continue
         counts[service_id] = counts.get(service_id, 0) + count
     return counts
 
 
-async def messages(session: AsyncSession, rows: Sequence[ServiceRow]) -> list[resources_pb2.Service]:
+async def messages(
+    session: AsyncSession, rows: Sequence[ServiceRow], ready: Mapping[str, int] | None = None
+) -> list[resources_pb2.Service]:
+    """`ready`: the rows' ready replica counts, where the caller has just counted them."""
     gateway_ids = {row.gateway_id for row in rows if row.gateway_id}
-    by_id: dict[str, GatewayRow] = {}
-    if gateway_ids:
-        result = await session.execute(select(GatewayRow).where(GatewayRow.id.in_(gateway_ids)))
-        by_id = {gw.id: gw for gw in result.scalars()}
-    counts = await ready_counts(session, [row.id for row in rows])
+    by_id = await _gateways(session, gateway_ids)
+    counts = await ready_counts(session, rows) if ready is None else ready
     certificates = await _certificates(session, gateway_ids)
     result = []
     for row in rows:
@@ -96,6 +92,18 @@ async def messages(session: AsyncSession, rows: Sequence[ServiceRow]) -> list[re
             )
         result.append(message)
     return result
+
+
+async def _gateways(session: AsyncSession, gateway_ids: set[str]) -> dict[str, GatewayRow]:
+    if len(gateway_ids) == 1:
+        # The write that made the message has usually loaded it already: then no query.
+        (gateway_id,) = gateway_ids
+        gateway = await session.get(GatewayRow, gateway_id)
+        return {gateway_id: gateway} if gateway is not None else {}
+    if not gateway_ids:
+        return {}
+    result = await session.execute(select(GatewayRow).where(GatewayRow.id.in_(gateway_ids)))
+    return {gateway.id: gateway for gateway in result.scalars()}
 
 
 async def _certificates(session: AsyncSession, gateway_ids: set[str]) -> dict[str, list[TlsCertificateRow]]:
@@ -119,8 +127,8 @@ def _certificate_state(certificates: list[TlsCertificateRow], hostname: str) -> 
     return ""
 
 
-async def message(session: AsyncSession, row: ServiceRow) -> resources_pb2.Service:
-    return (await messages(session, [row]))[0]
+async def message(session: AsyncSession, row: ServiceRow, ready: int | None = None) -> resources_pb2.Service:
+    return (await messages(session, [row], None if ready is None else {row.id: ready}))[0]
 
 
 def _is_address(value: str) -> bool:
@@ -306,7 +314,8 @@ async def apply(
     expected_version: int,
     force: bool,
     reserved: ReservedPorts,
-) -> ServiceRow:
+) -> resources_pb2.Service:
+    """Returns the service as written (or as it was, when nothing changed)."""
     row = await resolve_target(session, project, config, source)
     if row is not None and expected_version and expected_version != row.resource_version and not force:
         raise FailedPrecondition(
@@ -316,8 +325,9 @@ async def apply(
     spec = config.model_copy(update={"name": name}).model_dump_json()
     unchanged = row is not None and row.spec == spec and row.gateway_id == (gateway.id if gateway else None)
     if unchanged and row is not None and (row.gateway_port, row.hostname) == (port, hostname):
-        return row
+        return await message(session, row)
     revision = await feed.next_revision(session)
+    created = row is None
     if row is None:
         row = ServiceRow(
             id=new_id("svc"),
@@ -336,8 +346,9 @@ async def apply(
     row.hostname = hostname
     row.resource_version = revision
     await session.flush()
-    feed.record(session, revision, feed.PUT, await message(session, row))
-    return row
+    written = await message(session, row, ready=0 if created else None)
+    feed.record(session, revision, feed.PUT, written)
+    return written
 
 
 async def remove(session: AsyncSession, row: ServiceRow) -> resources_pb2.Service:
@@ -356,7 +367,10 @@ async def remove(session: AsyncSession, row: ServiceRow) -> resources_pb2.Servic
     return last
 
 
-async def set_status(session: AsyncSession, row: ServiceRow, status: resources_pb2.ServiceStatus) -> None:
+async def set_status(
+    session: AsyncSession, row: ServiceRow, status: resources_pb2.ServiceStatus, ready: int | None = None
+) -> None:
+    """`ready`: the service's ready replicas, where the caller has just counted them."""
     del status.urls[:]
     status.ready_replicas = 0
     status.gateway_name = ""
@@ -368,7 +382,7 @@ async def set_status(session: AsyncSession, row: ServiceRow, status: resources_p
     revision = await feed.next_revision(session)
     row.status = encoded
     row.resource_version = revision
-    feed.record(session, revision, feed.PUT, await message(session, row))
+    feed.record(session, revision, feed.PUT, await message(session, row, ready))
 
 
 async def decide_rollout(session: AsyncSession, row: ServiceRow, promote: bool) -> None:

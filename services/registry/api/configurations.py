@@ -96,7 +96,7 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
                 )
                 await services.replace_on_gateway(session, row)
                 return registry_pb2.ApplyResponse(gateway=await gateways.message(session, row))
-            service_row = await services.apply(
+            service = await services.apply(
                 session,
                 current_principal(),
                 request.project,
@@ -106,7 +106,7 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
                 request.force,
                 self._ctx.reserved_ports,
             )
-            return registry_pb2.ApplyResponse(service=await services.message(session, service_row))
+            return registry_pb2.ApplyResponse(service=service)
 
     async def Delete(
         self, request: registry_pb2.DeleteConfigurationRequest, context: grpc.aio.ServicerContext
