@@ -1,6 +1,6 @@
-"""Registry latency through the real gRPC API, with the registry in its own process:
-Apply / Get / List p50 and p99 at 50 concurrent clients, and List of 10,000 services, on SQLite
-and PostgreSQL.
+"""Registry latency through the real gRPC API, with the registry in its own process: Apply / Get /
+List p50 and p99 at 50 concurrent clients (in processes of their own), and List of 10,000 services,
+on SQLite and PostgreSQL.
 
     .venv/bin/python -m bench.registry_bench [--clients 50] [--services 10000] [--db sqlite,postgresql]
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 from google.protobuf import struct_pb2
 
+from bench.xds_harness import process_cpu_seconds
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2
 from services.common.auth import Principal
@@ -46,16 +48,75 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def timed(clients: int, per_client: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+# -- clients, in processes of their own so that the client side is not the bottleneck ------------
+
+CLIENT_PROCESSES = 5
+
+
+async def _client_process(
+    address: str, token: str, operation: str, first: int, clients: int, calls: int
+) -> None:
+    """One client process: `clients` concurrent clients, each making `calls` calls one after another;
+    prints the latencies (ms) as JSON."""
+    stubs = Stubs.connect(address, token)
+    await stubs.services.List(registry_pb2.ListServicesRequest(project="main"))  # connected
+    call = _OPERATIONS[operation](stubs)
     samples: list[float] = []
 
     async def client(index: int) -> None:
-        for step in range(per_client):
+        for step in range(calls):
             started = time.perf_counter()
-            await call(index * per_client + step)
+            await call(index * calls + step)
             samples.append((time.perf_counter() - started) * 1000)
 
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    await asyncio.gather(*(client(first + i) for i in range(clients)))
+    await stubs.close()
+    print(json.dumps(samples), flush=True)
+
+
+def _apply(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+    async def call(i: int) -> object:
+        config = {"type": "service", "name": f"svc-{i}", "gateway": "bench-gw", "port": f"{10000 + i}:8000"}
+        request = registry_pb2.ApplyRequest(project="main", configuration=_struct(config))
+        return await stubs.configurations.Apply(request)
+
+    return call
+
+
+def _get(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+    async def call(i: int) -> object:
+        return await stubs.services.Get(registry_pb2.GetRequest(project="main", name=f"svc-{i % 500}"))
+
+    return call
+
+
+def _list_gateways(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+    async def call(i: int) -> object:
+        return await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project="main"))
+
+    return call
+
+
+_OPERATIONS = {"apply": _apply, "get": _get, "list-gateways": _list_gateways}
+
+
+async def timed(address: str, token: str, operation: str, clients: int, calls: int) -> list[float]:
+    """`clients` concurrent clients spread over CLIENT_PROCESSES processes, started together."""
+    processes = min(CLIENT_PROCESSES, clients)
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    firsts = [sum(shares[:i]) for i in range(processes)]
+    argv = [sys.executable, "-m", "bench.registry_bench", "--client", address, token, operation]
+    running = [
+        await asyncio.create_subprocess_exec(
+            *argv, str(first), str(share), str(calls), stdout=asyncio.subprocess.PIPE
+        )
+        for first, share in zip(firsts, shares, strict=True)
+    ]
+    samples: list[float] = []
+    for process in running:
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"a client process of {operation} failed"
+        samples += json.loads(output)
     return samples
 
 
@@ -64,7 +125,11 @@ class RegistryProcess:
         self.home, self.url, self.port = home, url, free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
-    async def __aenter__(self) -> Stubs:
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> RegistryProcess:
         env = dict(
             os.environ,
             GATEHOUSE_HOME=str(self.home),
@@ -75,9 +140,9 @@ class RegistryProcess:
         self.process = subprocess.Popen([GATEHOUSE, "registry", "--port", str(self.port)], env=env)
         while not (self.home / "config.yml").exists() or not await tcp_open("127.0.0.1", self.port):
             await asyncio.sleep(0.05)
-        token = yaml.safe_load((self.home / "config.yml").read_text())["token"]
-        self.stubs = Stubs.connect(f"127.0.0.1:{self.port}", token)
-        return self.stubs
+        self.token = yaml.safe_load((self.home / "config.yml").read_text())["token"]
+        self.stubs = Stubs.connect(self.address, self.token)
+        return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.stubs.close()
@@ -109,36 +174,26 @@ async def run_one(kind: str, clients: int, total_services: int) -> dict[str, str
     results: dict[str, str] = {}
     async with database_url(kind, home) as url:
         settings = replace(Settings.from_env(), home=home, db_url=url)
-        async with RegistryProcess(home, url) as stubs:
+        async with RegistryProcess(home, url) as registry:
             gateway = {"type": "gateway", "name": "bench-gw", "backend": "local", "region": "local"}
-            await stubs.configurations.Apply(
+            await registry.stubs.configurations.Apply(
                 registry_pb2.ApplyRequest(project="main", configuration=_struct(gateway))
             )
-
-            async def apply(i: int) -> object:
-                config = {
-                    "type": "service",
-                    "name": f"svc-{i}",
-                    "gateway": "bench-gw",
-                    "port": f"{10000 + i}:8000",
-                }
-                request = registry_pb2.ApplyRequest(project="main", configuration=_struct(config))
-                return await stubs.configurations.Apply(request)
-
-            async def get(i: int) -> object:
-                return await stubs.services.Get(
-                    registry_pb2.GetRequest(project="main", name=f"svc-{i % 500}")
-                )
-
-            async def list_gateways(i: int) -> object:
-                return await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project="main"))
-
-            results["Apply p50/p99 ms"] = fmt(await timed(clients, 10, apply))
-            results["Get, first read of each p50/p99 ms"] = fmt(await timed(clients, 10, get))
-            results["Get p50/p99 ms"] = fmt(await timed(clients, 40, get))
-            results["List gateways p50/p99 ms"] = fmt(await timed(clients, 20, list_gateways))
+            for label, operation, calls in (
+                ("Apply", "apply", 10),
+                ("Get, first read of each", "get", 10),
+                ("Get", "get", 40),
+                ("List gateways", "list-gateways", 20),
+            ):
+                assert registry.process is not None
+                cpu = process_cpu_seconds(registry.process.pid)
+                samples = await timed(registry.address, registry.token, operation, clients, calls)
+                cpu = process_cpu_seconds(registry.process.pid) - cpu
+                results[f"{label} p50/p99 ms"] = fmt(samples)
+                results[f"{label}: registry CPU ms per call"] = f"{cpu * 1000 / len(samples):7.2f}"
         await seed_services(settings, total_services - clients * 10)
-        async with RegistryProcess(home, url) as stubs:
+        async with RegistryProcess(home, url) as registry:
+            stubs = registry.stubs
             await stubs.projects.Create(registry_pb2.CreateProjectRequest(name="elsewhere"))
             timings = []
             for _ in range(5):
@@ -167,8 +222,8 @@ async def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql")
     args = parser.parse_args()
     print(
-        f"registry benchmark: {args.clients} concurrent clients, {os.cpu_count()} cores, "
-        "the registry in its own process"
+        f"registry benchmark: {args.clients} concurrent clients in {CLIENT_PROCESSES} processes, "
+        f"{os.cpu_count()} cores, the registry in its own process"
     )
     for kind in args.db.split(","):
         results = await run_one(kind, args.clients, args.services)
@@ -178,4 +233,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 8 and sys.argv[1] == "--client":
+        address, token, operation, first, clients, calls = sys.argv[2:]
+        asyncio.run(_client_process(address, token, operation, int(first), int(clients), int(calls)))
+    else:
+        asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -32,9 +33,14 @@ class DatabaseAuthenticator:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: dict[str, tuple[float, Principal]] = {}
+        # Concurrent calls with one token wait for one load (50 clients of one token, once a second).
+        self._loading: dict[str, asyncio.Future[Principal]] = {}
+        self._generation = 0
 
     def forget(self) -> None:
         self._cache.clear()
+        self._loading.clear()
+        self._generation += 1
 
     async def authenticate(self, token: str) -> Principal:
         token_hash = hash_token(token)
@@ -42,10 +48,24 @@ class DatabaseAuthenticator:
         cached = self._cache.get(token_hash)
         if cached is not None and now - cached[0] < self.CACHE_SECONDS:
             return cached[1]
-        principal = await self._load(token_hash)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[token_hash] = (now, principal)
+        loading = self._loading.get(token_hash)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load_and_remember(token_hash, now))
+            self._loading[token_hash] = loading
+        return await asyncio.shield(loading)
+
+    async def _load_and_remember(self, token_hash: str, now: float) -> Principal:
+        generation = self._generation
+        try:
+            principal = await self._load(token_hash)
+        finally:
+            if self._generation == generation:
+                self._loading.pop(token_hash, None)
+        # What a forget() during the load made stale is not remembered.
+        if self._generation == generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token_hash] = (now, principal)
         return principal
 
     async def _load(self, token_hash: str) -> Principal:
