@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -16,11 +16,9 @@ from cli.config import CliError
 from cli.loader import load_configuration
 from cli.output import console, gateways_table, services_table
 from cli.prompt import confirm
-from gatehouse import gateway_resources, rollouts
+from gatehouse import rollouts
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
-
-POLL_SECONDS = 0.1
 
 
 def _timeout() -> float:
@@ -118,28 +116,37 @@ def _status(text: str) -> Iterator[None]:
         yield
 
 
-async def _deadline_loop() -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _timeout()
-    while loop.time() < deadline:
-        yield
-        await asyncio.sleep(POLL_SECONDS)
-    raise CliError(
-        f"gave up waiting after {_timeout():.0f}s (GATEHOUSE_APPLY_TIMEOUT); see `gatehouse gateway list -v`"
-    )
+_GAVE_UP = "gave up waiting after {:.0f}s (GATEHOUSE_APPLY_TIMEOUT); see `gatehouse {} list -v`"
+
+
+async def _until(
+    follow: Any, request: registry_pb2.GetRequest, kind: str, done: Callable[[Any], bool]
+) -> Any:
+    """The first state of the resource `done` accepts, as the registry tells each change (no
+    polling), within the apply timeout."""
+    call = follow(request, timeout=_timeout())
+    try:
+        async for resource in call:
+            if done(resource):
+                return resource
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise CliError(_GAVE_UP.format(_timeout(), kind)) from None
+        raise
+    finally:
+        call.cancel()
+    raise CliError(f"the registry stopped telling the {kind}'s changes: see `gatehouse {kind} list -v`")
+
+
+def _settled(gateway: resources_pb2.Gateway) -> bool:
+    return gateway.status.state in (resources_pb2.GATEWAY_STATE_RUNNING, resources_pb2.GATEWAY_STATE_FAILED)
 
 
 async def _follow_gateway(stubs: Stubs, gateway: resources_pb2.Gateway, detach: bool) -> int:
     get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
     if not detach:
         with _status("Provisioning..."):
-            async for _ in _deadline_loop():
-                gateway = await stubs.gateways.Get(get)
-                if gateway.status.state in (
-                    resources_pb2.GATEWAY_STATE_RUNNING,
-                    resources_pb2.GATEWAY_STATE_FAILED,
-                ):
-                    break
+            gateway = await _until(stubs.gateways.Follow, get, "gateway", _settled)
     gateways_table([gateway])
     if gateway.status.state == resources_pb2.GATEWAY_STATE_FAILED:
         raise CliError(f'gateway "{gateway.name}" failed: {gateway.status.message}')
@@ -164,25 +171,6 @@ def _print_dns_record(gateway: resources_pb2.Gateway) -> None:
     )
 
 
-async def _on_gateway(stubs: Stubs, service: resources_pb2.Service) -> tuple[bool, str]:
-    """Whether every connected Envoy of the service's gateway has the service's current routes, and
-    what those that answered them refuse of the service's own resources (with Envoy's reason)."""
-    replicas = await stubs.replicas.List(
-        registry_pb2.ListReplicasRequest(project=service.project, service=service.name)
-    )
-    needed = max([service.resource_version, *(replica.resource_version for replica in replicas.replicas)])
-    owner = service.spec.gateway.rpartition("/")[0] or service.project
-    gateways = await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project=owner))
-    gateway = next((gw for gw in gateways.gateways if gw.id == service.spec.gateway_id), None)
-    if gateway is None:
-        return True, ""
-    connected = [envoy for envoy in gateway.status.envoys if envoy.connected]
-    refused = gateway_resources.refused(service, connected, needed)
-    if refused:
-        return False, gateway_resources.refusal_message(gateway.name, refused)
-    return bool(connected) and all(envoy.acked_revision >= needed for envoy in connected), ""
-
-
 async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: bool) -> int:
     get = registry_pb2.GetRequest(project=service.project, name=service.name)
     applied = service.generation
@@ -193,31 +181,24 @@ async def _follow_service(stubs: Stubs, service: resources_pb2.Service, detach: 
         _how_to_call(service)
         return 0
     shown = ""
+
+    def done(service: resources_pb2.Service) -> bool:
+        nonlocal shown
+        # Runners report on the generation they looked at: an older one's failure is not this one's.
+        seen = not service.spec.commands or service.status.observed_generation >= applied
+        if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
+            return True
+        rollout = service.status.rollout
+        settled = (rollouts.COMPLETE, rollouts.CANARY)
+        if seen and rollout.generation == applied and rollout.state not in settled:
+            if rollout.message != shown and rollout.state != rollouts.FAILED:
+                shown = rollout.message
+                console.print(f"Rolling out: {shown}")
+            return rollout.state == rollouts.FAILED
+        return seen and _ready(service) and service.status.live.live
+
     with _status("Starting..."):
-        async for _ in _deadline_loop():
-            service = await stubs.services.Get(get)
-            # Runners report on the generation they looked at: an older one's failure is not this one's.
-            seen = not service.spec.commands or service.status.observed_generation >= applied
-            if seen and service.status.state == resources_pb2.SERVICE_STATE_FAILED:
-                break
-            rollout = service.status.rollout
-            settled = (rollouts.COMPLETE, rollouts.CANARY)
-            if seen and rollout.generation == applied and rollout.state not in settled:
-                if rollout.state == rollouts.FAILED:
-                    break
-                if rollout.message != shown:
-                    shown = rollout.message
-                    console.print(f"Rolling out: {shown}")
-                continue
-            if seen and _ready(service):
-                live, refusal = await _on_gateway(stubs, service)
-                if refusal:
-                    # What the registry says of the service once it reads the same report.
-                    service.status.state = resources_pb2.SERVICE_STATE_FAILED
-                    service.status.message = refusal
-                    break
-                if live:
-                    break
+        service = await _until(stubs.services.Follow, get, "service", done)
     services_table([service])
     if service.status.state == resources_pb2.SERVICE_STATE_FAILED:
         raise CliError(f'service "{service.name}" failed: {service.status.message}')
@@ -278,9 +259,8 @@ async def delete_file(stubs: Stubs, project: str, path: str, yes: bool, force: b
 async def _wait_gone(stubs: Stubs, gateway: resources_pb2.Gateway) -> None:
     get = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
     with _status("Deleting..."):
-        async for _ in _deadline_loop():
-            try:
-                await stubs.gateways.Get(get)
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    return
+        try:
+            await _until(stubs.gateways.Follow, get, "gateway", lambda _: False)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise

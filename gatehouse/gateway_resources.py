@@ -88,3 +88,16 @@ def refusal_message(gateway_name: str, refused: Iterable[resources_pb2.RejectedR
     """`gateway "gw" refused listener port-5001: cannot bind '127.0.0.2:5001': Address already in use`"""
     parts = [f"{_KINDS.get(r.type, r.type.lower())} {r.name}: {r.reason}" for r in refused]
     return f'gateway "{gateway_name}" refused ' + "; ".join(parts)
+
+
+def liveness(envoys: Iterable[resources_pb2.EnvoyStatus], revision: int) -> resources_pb2.Liveness:
+    """Whether the gateway's Envoys serve `revision`: every connected one has applied it, and one at
+    least is connected (a gateway no Envoy streams from serves nothing)."""
+    connected = [envoy for envoy in envoys if envoy.connected]
+    applied = sum(1 for envoy in connected if envoy.acked_revision >= revision)
+    return resources_pb2.Liveness(
+        live=bool(connected) and applied == len(connected),
+        revision=revision,
+        envoys=len(connected),
+        applied=applied,
+    )

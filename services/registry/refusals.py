@@ -1,5 +1,6 @@
-"""What a gateway's Envoys refuse, shown where users read: on the gateway (its ERROR column) and on
-each service whose own resources are refused (failed, with Envoy's reason).
+"""What a gateway's Envoys report, shown where users read: what they refuse, on the gateway (its ERROR
+column) and on each service whose own resources are refused (failed, with Envoy's reason); and
+whether each service is live (its latest change applied by every connected Envoy).
 
 Derived when a gateway or service is read, from what gateway_xds reports of each Envoy; never stored
 in a status, so the watch feed and the controllers that write statuses do not see it.
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse import gateway_resources
 from gatehouse.v1 import registry_pb2, resources_pb2
-from services.registry import gateways
+from services.registry import gateways, replicas
 from services.registry.convert import envoy_status
 
 FAILED = resources_pb2.SERVICE_STATE_FAILED
@@ -44,12 +45,21 @@ def show_on_gateways(response: registry_pb2.ListGatewaysResponse) -> registry_pb
 async def show_on_services(
     session: AsyncSession, services: Sequence[resources_pb2.Service]
 ) -> Sequence[resources_pb2.Service]:
-    """Each service whose own resources an Envoy of its gateway refuses is failed, saying so first."""
+    """Each service whose own resources an Envoy of its gateway refuses is failed, saying so first;
+    each says whether it is live."""
     gateway_ids = sorted({service.spec.gateway_id for service in services if service.spec.gateway_id})
     rows = await gateways.envoys_of(session, gateway_ids)
     envoys = {gateway_id: [envoy_status(row) for row in found] for gateway_id, found in rows.items()}
+    newest_replicas = await replicas.newest_revisions(session, [service.id for service in services])
     for service in services:
         _show(service, envoys.get(service.spec.gateway_id, ()))
+        revision = max(service.resource_version, newest_replicas.get(service.id, 0))
+        if service.spec.gateway_id:
+            service.status.live.CopyFrom(
+                gateway_resources.liveness(envoys.get(service.spec.gateway_id, ()), revision)
+            )
+        else:
+            service.status.live.CopyFrom(resources_pb2.Liveness(live=True, revision=revision))
     return services
 
 

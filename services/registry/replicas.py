@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse import runners
@@ -122,6 +122,18 @@ async def unregister(session: AsyncSession, row: ReplicaRow) -> None:
     feed.record(session, revision, feed.DELETE, replica_message(row))
     await session.delete(row)
     await _settle(session, row.service_id)
+
+
+async def newest_revisions(session: AsyncSession, service_ids: Sequence[str]) -> dict[str, int]:
+    """Per service, the revision of its replicas' latest change."""
+    if not service_ids:
+        return {}
+    result = await session.execute(
+        select(ReplicaRow.service_id, func.max(ReplicaRow.resource_version))
+        .where(ReplicaRow.service_id.in_(service_ids))
+        .group_by(ReplicaRow.service_id)
+    )
+    return {service_id: int(revision) for service_id, revision in result.all()}
 
 
 async def list_rows(session: AsyncSession, service_id: str | None = None) -> Sequence[ReplicaRow]:

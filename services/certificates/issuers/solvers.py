@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
+import grpc
+
+from gatehouse import gateway_resources
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.certificates.issuers.base import IssueError
@@ -45,15 +47,19 @@ class Http01Solver:
             )
 
     async def _until_acked(self, gateway: resources_pb2.Gateway, revision: int) -> None:
+        """Until every connected Envoy of the gateway has applied `revision`, as the registry tells
+        each report of theirs (no polling)."""
         request = registry_pb2.GetRequest(project=gateway.project, name=gateway.name)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_TIMEOUT_SECONDS
-        while loop.time() < deadline:
-            current = await self._stubs.gateways.Get(request)
-            connected = [envoy for envoy in current.status.envoys if envoy.connected]
-            if connected and all(envoy.acked_revision >= revision for envoy in connected):
-                return
-            await asyncio.sleep(0.05)
+        updates = self._stubs.gateways.Follow(request, timeout=PUBLISH_TIMEOUT_SECONDS)
+        try:
+            async for current in updates:
+                if gateway_resources.liveness(current.status.envoys, revision).live:
+                    return
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+        finally:
+            updates.cancel()
         raise IssueError(f"gateway {gateway.name}'s Envoy did not take the ACME challenge route in time")
 
     async def cleanup(self, gateway: resources_pb2.Gateway, hostname: str, token: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 from sqlalchemy import delete, select
@@ -14,6 +15,7 @@ from services.common.errors import AlreadyExists, NotFound
 from services.registry import events, feed, gateways, refusals
 from services.registry.api.configurations import _require_admin, delete_gateway
 from services.registry.api.context import RegistryContext
+from services.registry.api.follow import follow
 from services.registry.configurations import GatewayConfig, parse_configuration
 from services.registry.convert import gateway_message
 from services.registry.models import EnvoyStatusRow, GatewayRow, utcnow
@@ -47,16 +49,22 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> resources_pb2.Gateway:
         current_principal().require_project(request.project)
+        return await self._read(request.project, request.name)
 
+    async def Follow(
+        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[resources_pb2.Gateway]:
+        current_principal().require_project(request.project)
+        async for gateway in follow(self._ctx.broadcaster, lambda: self._read(request.project, request.name)):
+            yield gateway
+
+    async def _read(self, project: str, name: str) -> resources_pb2.Gateway:
         async def load() -> resources_pb2.Gateway:
             async with self._ctx.read() as session:
-                return refusals.show_on_gateway(
-                    await gateways.message(
-                        session, await gateways.get(session, request.project, request.name)
-                    )
-                )
+                row = await gateways.get(session, project, name)
+                return refusals.show_on_gateway(await gateways.message(session, row))
 
-        return await self._ctx.reads.get(("gateway", request.project, request.name), load)
+        return await self._ctx.reads.get(("gateway", project, name), load)
 
     async def Create(
         self, request: registry_pb2.CreateGatewayRequest, context: grpc.aio.ServicerContext

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 from sqlalchemy import select
 
@@ -12,6 +14,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.registry import refusals, service_stats, services
 from services.registry.access_logs import line
 from services.registry.api.context import RegistryContext
+from services.registry.api.follow import follow
 from services.registry.models import ServiceRow
 
 
@@ -36,15 +39,22 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> resources_pb2.Service:
         current_principal().require_project(request.project)
+        return await self._read(request.project, request.name)
 
+    async def Follow(
+        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[resources_pb2.Service]:
+        current_principal().require_project(request.project)
+        async for service in follow(self._ctx.broadcaster, lambda: self._read(request.project, request.name)):
+            yield service
+
+    async def _read(self, project: str, name: str) -> resources_pb2.Service:
         async def load() -> resources_pb2.Service:
             async with self._ctx.read() as session:
-                found = await services.message(
-                    session, await services.get(session, request.project, request.name)
-                )
+                found = await services.message(session, await services.get(session, project, name))
                 return (await refusals.show_on_services(session, [found]))[0]
 
-        return await self._ctx.reads.get(("service", request.project, request.name), load)
+        return await self._ctx.reads.get(("service", project, name), load)
 
     async def Delete(
         self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
