@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from gatehouse.client.defaults import ACCEPTED_METADATA
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
@@ -151,27 +151,23 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
                 return registry_pb2.ReportEnvoysResponse()
             feed.touch(session, gateway.project_id)
             await gateways.touch_users(session, gateway.id)
-            before = await session.execute(
-                select(EnvoyStatusRow.node_id, EnvoyStatusRow.rejected).where(
-                    EnvoyStatusRow.gateway_id == request.gateway_id
-                )
+            found = await session.execute(
+                select(EnvoyStatusRow).where(EnvoyStatusRow.gateway_id == request.gateway_id)
             )
-            events.of_report(
-                session, gateway, {node: rejected for node, rejected in before.all()}, request.envoys
-            )
-            await session.execute(
-                delete(EnvoyStatusRow).where(EnvoyStatusRow.gateway_id == request.gateway_id)
-            )
+            rows = {row.node_id: row for row in found.scalars()}
+            before = {node: row.rejected for node, row in rows.items()}
+            events.of_report(session, gateway, before, request.envoys)
+            # Only what changed is written: a report comes after every push an Envoy answers.
             for envoy in request.envoys:
-                session.add(
-                    EnvoyStatusRow(
-                        gateway_id=request.gateway_id,
-                        node_id=envoy.node_id,
-                        connected=envoy.connected,
-                        acked_revision=envoy.acked_revision,
-                        rejected=envoy.rejected,
-                        rejected_resources=refusals.stored(envoy),
-                        updated_at=utcnow(),
-                    )
-                )
+                reported = (envoy.connected, envoy.acked_revision, envoy.rejected, refusals.stored(envoy))
+                row = rows.pop(envoy.node_id, None)
+                if row is None:
+                    row = EnvoyStatusRow(gateway_id=request.gateway_id, node_id=envoy.node_id)
+                    session.add(row)
+                elif (row.connected, row.acked_revision, row.rejected, row.rejected_resources) == reported:
+                    continue
+                row.connected, row.acked_revision, row.rejected, row.rejected_resources = reported
+                row.updated_at = utcnow()
+            for gone in rows.values():
+                await session.delete(gone)
         return registry_pb2.ReportEnvoysResponse()
