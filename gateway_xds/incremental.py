@@ -1,11 +1,10 @@
 """One gateway's snapshot, kept current one listener, service or certificate at a time.
 
-`translate(ir)` builds a whole gateway; a gateway with 10,000 services cannot afford that on every
-change. IncrementalGateway holds the same IR as pieces (listeners without their virtual hosts, one
-ServiceRoute per service, one TLSSecret per certificate), re-translates only the pieces that changed
-with the very functions `translate` uses, and derives the next snapshot from the last one with
-Snapshot.evolve. `ir()` gives the equivalent whole GatewayIR; the tests check that both paths give
-the same resources.
+A gateway with 10,000 services cannot afford translating all of it on every change. IncrementalGateway
+holds the gateway's IR as pieces (listeners without their virtual hosts, one ServiceRoute per service,
+one TLSSecret per certificate), translates only the pieces that changed, and derives the next snapshot
+from the last one with Snapshot.evolve. A whole gateway is translated the same way, from nothing
+(`IncrementalGateway.of(ir)`, what `translate` and the golden tests run): there is one path.
 """
 
 from __future__ import annotations
@@ -83,6 +82,23 @@ class IncrementalGateway:
         self._dirty: set[tuple[str, str]] = set()
         self._snapshot: Snapshot | None = None
         self.errors: dict[str, list[str]] = {}  # service key -> why it is not published
+
+    @classmethod
+    def of(cls, ir: GatewayIR, hook: ResourceHook | None = None) -> IncrementalGateway:
+        """A whole gateway given at once, as the pieces the provider puts: its listeners, one service
+        per virtual host with the backends it names, its certificates and agent tunnels."""
+        gateway = cls(ir.gateway_id, hook)
+        gateway.set_listeners(ir.listeners)
+        gateway.set_agent_tunnels(ir.agent_tunnels)
+        backends = {backend.name: backend for backend in ir.backends}
+        for listener in ir.listeners:
+            for vhost in listener.virtual_hosts:
+                canary = backends[vhost.canary.backend] if vhost.canary is not None else None
+                route = ServiceRoute(listener.name, vhost, backends[vhost.backend], canary)
+                gateway.put_service(f"{listener.name}/{vhost.name}", route)
+        for secret in ir.secrets:
+            gateway.put_secret(secret)
+        return gateway
 
     # -- changes -----------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
+from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.translate.translator import translate
 
 
 class InvalidGatewayError(ValueError):
@@ -18,7 +18,7 @@ def snapshot_from_ir(ir: GatewayIR, revision: int) -> Snapshot:
     errors = ir.validate()
     if errors:
         raise InvalidGatewayError(ir.gateway_id, errors)
-    return Snapshot(revision=revision, resources=translate(ir))
+    return IncrementalGateway.of(ir).commit(revision)
 
 
 def publish(cache: SnapshotCache, ir: GatewayIR, revision: int) -> Snapshot:

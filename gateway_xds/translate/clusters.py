@@ -10,18 +10,12 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from google.protobuf import wrappers_pb2
 
 from gateway_xds.ir.backends import Backend
-from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.resources import CLUSTER, Resources
 from gateway_xds.translate.agent_tunnels import agent_tunnel_cluster
 from gateway_xds.translate.config_source import ads_config_source, milliseconds
 
 # Envoy's default circuit breakers (1,024 connections/requests per cluster) would turn a popular
 # service's long-lived streams into 503s; a gateway relies on the replicas' own limits instead.
 CIRCUIT_LIMIT = 100_000
-
-
-def translate_clusters(ir: GatewayIR) -> Resources:
-    return {CLUSTER: {b.name: cluster(b) for b in ir.backends}}
 
 
 def cluster(backend: Backend) -> cluster_pb2.Cluster:

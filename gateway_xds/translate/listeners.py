@@ -12,10 +12,8 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import wrappers_pb2
 
-from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import DEFAULT_IDLE_TIMEOUT_MS
-from gateway_xds.resources import LISTENER, Resources
 from gateway_xds.translate.access_log import access_log
 from gateway_xds.translate.config_source import ads_config_source, milliseconds, pack, socket_address
 from gateway_xds.translate.http_filters import http_filters
@@ -31,10 +29,6 @@ REQUEST_HEADERS_TIMEOUT_MS = 60_000
 EXCLUSIVE_BIND = wrappers_pb2.BoolValue(value=False)
 
 _Extractor = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor
-
-
-def translate_listeners(ir: GatewayIR) -> Resources:
-    return {LISTENER: {resource.name: resource for li in ir.listeners for resource in listener_resources(li)}}
 
 
 def listener_resources(li: HTTPListener) -> list[listener_pb2.Listener]:

@@ -16,11 +16,8 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import wrappers_pb2
 
-from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import RouteTable
 from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ir.routes import VirtualHost
-from gateway_xds.resources import ROUTE, Resources
 from gateway_xds.translate.acme import CHALLENGE_PREFIX, challenge_route
 from gateway_xds.translate.authz import check_config, without_checks
 from gateway_xds.translate.config_source import milliseconds, pack
@@ -34,16 +31,6 @@ BODY_TOO_LARGE_BODY = "request body too large\n"
 RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 _INT64_MAX = (1 << 63) - 1
 HTTPS_PORT = 443
-
-
-def translate_routes(ir: GatewayIR) -> Resources:
-    return {
-        ROUTE: {
-            li.name: route_configuration(li.name, li.virtual_hosts)
-            for li in ir.listeners
-            if li.route_table is RouteTable.SINGLE
-        }
-    }
 
 
 def route_configuration(name: str, vhosts: Iterable[VirtualHost]) -> route_pb2.RouteConfiguration:

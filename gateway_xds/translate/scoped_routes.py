@@ -9,24 +9,10 @@ small resource whatever the number of services.
 
 from envoy.config.route.v3 import scoped_route_pb2
 
-from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import RouteTable
 from gateway_xds.ir.routes import VirtualHost
-from gateway_xds.resources import SCOPED_ROUTE, Resources
 from gateway_xds.translate.routes import route_configuration
 
 _Key = scoped_route_pb2.ScopedRouteConfiguration.Key
-
-
-def translate_scoped_routes(ir: GatewayIR) -> Resources:
-    return {
-        SCOPED_ROUTE: {
-            vhost.name: scope(vhost)
-            for li in ir.listeners
-            if li.route_table is RouteTable.PER_HOST
-            for vhost in li.virtual_hosts
-        }
-    }
 
 
 def scope(vhost: VirtualHost) -> scoped_route_pb2.ScopedRouteConfiguration:

@@ -3,13 +3,7 @@
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.tls import TLSSecret
-from gateway_xds.resources import SECRET, Resources
-
-
-def translate_secrets(ir: GatewayIR) -> Resources:
-    return {SECRET: {s.name: tls_secret(s) for s in ir.secrets}}
 
 
 def tls_secret(secret: TLSSecret) -> secret_pb2.Secret:
