@@ -53,14 +53,6 @@ async def publish_user(session: AsyncSession, user: User) -> None:
         feed.record(session, revision, feed.PUT, credential)
 
 
-async def publish_members(session: AsyncSession, project_id: str) -> None:
-    members = await session.execute(
-        select(User).join(Member, Member.user_id == User.id).where(Member.project_id == project_id)
-    )
-    for user in members.scalars().all():
-        await publish_user(session, user)
-
-
 async def withdraw_tokens(session: AsyncSession, tokens: Sequence[Token]) -> None:
     for token in tokens:
         revision = await feed.next_revision(session)

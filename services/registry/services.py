@@ -420,7 +420,3 @@ async def scale(session: AsyncSession, row: ServiceRow, replicas: int) -> None:
     row.desired_replicas = replicas
     row.resource_version = await feed.next_revision(session)
     feed.record(session, row.resource_version, feed.PUT, await message(session, row))
-
-
-def config_of(row: ServiceRow) -> ServiceConfig:
-    return service_config(row)
