@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -19,7 +19,6 @@ from google.protobuf.message import Message
 from gateway_xds.cache.resource import Resource, make_resource
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.ir.agent_tunnels import AgentTunnels, validate_agent_tunnels
-from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import (
     GatewayIR,
     validate_backend,
@@ -27,7 +26,7 @@ from gateway_xds.ir.gateway import (
     validate_virtual_host,
 )
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
-from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import TLSSecret, validate_secret
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from gateway_xds.translate.agent_tunnels import translate_agent_tunnels
@@ -49,21 +48,6 @@ K = TypeVar("K", bound=Hashable)
 _Updates = dict[str, dict[str, Resource | None]]
 # What a piece put in the snapshot last: (type URL, name) -> resource.
 _Emitted = dict[tuple[str, str], Resource]
-
-
-@dataclass(frozen=True)
-class ServiceRoute:
-    """One service's share of a gateway: a virtual host on a listener, and its backend."""
-
-    listener: str
-    virtual_host: VirtualHost
-    backend: Backend
-    # A rollout's canary: the new version's replicas, apart (the virtual host's `canary` names it).
-    canary: Backend | None = None
-
-    @property
-    def backends(self) -> tuple[Backend, ...]:
-        return (self.backend,) if self.canary is None else (self.backend, self.canary)
 
 
 class IncrementalGateway:

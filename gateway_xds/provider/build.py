@@ -11,12 +11,12 @@ from gatehouse.agent_tunnels import agent_name, tunnel_node
 from gatehouse.gateway_resources import HTTP_LISTENER, HTTP_PORT, listener_name
 from gatehouse.v1 import resources_pb2
 from gateway_xds.authz.credentials import CredentialTables
-from gateway_xds.incremental import ServiceRoute
 from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import Canary, VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import AcmeChallenge, TLSPort
 from gateway_xds.provider import policies
 from gateway_xds.provider.tls import ServedCertificate, covered, tls_port

@@ -3,7 +3,8 @@
 Work per change is proportional to what changed, not to the registry's size: the provider keeps its
 own indexes (services by gateway and by name, replicas by service, mapped ports by gateway,
 certificates and ACME challenges by gateway) instead of scanning the mirror, and each gateway's
-snapshot is updated one service or certificate at a time (IncrementalGateway).
+snapshot is updated one service or certificate at a time: the provider hands each gateway's change
+(typed IR, ir/changes.py) to the translator and cache (publish.Publisher).
 Events that arrive while a batch is being applied are applied together as the next batch.
 """
 
@@ -20,13 +21,16 @@ from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.v1 import resources_pb2
 from gateway_xds.authz.credentials import CredentialsChanged, CredentialTables
 from gateway_xds.cache.snapshot_cache import SnapshotCache
-from gateway_xds.incremental import IncrementalGateway, ResourceHook
+from gateway_xds.incremental import ResourceHook
+from gateway_xds.ir.changes import GatewayChange
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import TLSSecret
 from gateway_xds.provider.agent_tunnels import TunnelIdentity, agent_tunnels
 from gateway_xds.provider.build import HTTP_PORT, gateway_listeners, is_catch_all, logical_port, service_route
 from gateway_xds.provider.certificates import GatewayCertificates, KeySource, RegistryKeys
 from gateway_xds.provider.challenges import ChallengeIndex
 from gateway_xds.provider.tls import terminates_tls
+from gateway_xds.publish import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +53,10 @@ class RegistryProvider:
         self._stubs = stubs
         self._tunnels = tunnels
         self._after_resync = after_resync
-        self._cache = cache
+        self._publisher = Publisher(cache, hook)
         # The credential hashes each service's virtual host carries, which its Envoys check.
         self.credentials = CredentialTables()
-        self._hook = hook
         self.mirror = RegistryMirror()
-        self._gateways: dict[str, IncrementalGateway] = {}
         # Where each service is placed, so a moved or removed service leaves its old gateway.
         self._service_gateway: dict[str, str] = {}
         self._services_of: dict[str, set[str]] = {}
@@ -258,7 +260,7 @@ class RegistryProvider:
             self._index_replica(replica_id)
         for service_id in self.mirror.services:
             self._place_service(service_id)
-        gateways = set(self.mirror.gateways) | set(self._gateways) | set(self._cache.gateway_ids())
+        gateways = set(self.mirror.gateways) | self._publisher.gateway_ids()
         self._tls_of = {gateway_id: self._tls_port_of(gateway_id) for gateway_id in gateways}
         secrets = self._follow_certificates(
             set(self.mirror.certificates) | self._certificates.known_ids(), {}
@@ -266,9 +268,7 @@ class RegistryProvider:
         self._challenges.clear()
         self._challenges.update(self.mirror, self.mirror.challenges)
         for gateway_id in gateways:
-            incremental = self._gateways.get(gateway_id)
-            known = incremental.service_keys() if incremental is not None else set()
-            services = known | self._services_of.get(gateway_id, set())
+            services = self._publisher.service_keys(gateway_id) | self._services_of.get(gateway_id, set())
             self._publish(gateway_id, services, secrets.get(gateway_id, {}))
         return gateways
 
@@ -277,54 +277,40 @@ class RegistryProvider:
     def _publish(
         self, gateway_id: str, service_ids: set[str], secrets: Mapping[str, TLSSecret | None]
     ) -> None:
-        """Re-derive the listeners, the given services and secrets of the gateway, and publish its
-        snapshot."""
+        """Re-derive the listeners, the given services and secrets of the gateway, and hand them to
+        the translator."""
         gateway = self.mirror.gateways.get(gateway_id)
         if gateway is None:
-            self._gateways.pop(gateway_id, None)
-            self._cache.clear(gateway_id)
+            self._publisher.remove(gateway_id)
             return
-        incremental = self._gateways.get(gateway_id)
-        if incremental is None:
-            incremental = self._gateways[gateway_id] = IncrementalGateway(gateway_id, self._hook)
+        if not self._publisher.has(gateway_id):
             service_ids = service_ids | self._services_of.get(gateway_id, set())
             secrets = {c.secret.name: c.secret for c in self._certificates.served(gateway_id).values()}
-        for name, secret in secrets.items():
-            if secret is None:
-                incremental.remove_secret(name)
-            else:
-                for error in incremental.put_secret(secret):
-                    log.error("gateway %s: %s", gateway.name, error)
         ports = self._mapped_ports.get(gateway_id, Counter())
         tls = self._certificates.tls_port(gateway)
-        for error in incremental.set_listeners(gateway_listeners(gateway, ports, ports[HTTP_PORT] > 0, tls)):
-            log.error("gateway %s: %s", gateway.name, error)
         tunnels = agent_tunnels(gateway, self._tunnels)
-        tunnel_errors = incremental.set_agent_tunnels(tunnels)
-        for error in tunnel_errors:
-            log.error("gateway %s: %s", gateway.name, error)
-        takes_tunnels = tunnels is not None and not tunnel_errors
+        routes: dict[str, ServiceRoute | None] = {}
         for service_id in service_ids:
             service = self.mirror.services.get(service_id)
             route = None
             if service is not None and service.spec.gateway_id == gateway_id:
-                replicas = self._replicas_of.get(service_id, {}).values()
                 hostname = service.spec.hostname
                 route = service_route(
                     gateway,
                     service,
-                    replicas,
+                    self._replicas_of.get(service_id, {}).values(),
                     tls_ready=self._certificates.covers(gateway_id, hostname),
                     challenges=self._challenges.answers(gateway_id, hostname),
-                    takes_tunnels=takes_tunnels,
+                    takes_tunnels=tunnels is not None,
                     credentials=self.credentials,
                 )
-            if route is None:
-                incremental.remove_service(service_id)
-            else:
-                incremental.put_service(service_id, route)
-        try:
-            snapshot = incremental.commit(self._revision)
-            self._cache.set_snapshot(gateway_id, snapshot)
-        except ValueError as error:
-            log.error("gateway %s: configuration not published: %s", gateway.name, error)
+            routes[service_id] = route
+        change = GatewayChange(
+            gateway_id,
+            gateway.name,
+            listeners=tuple(gateway_listeners(gateway, ports, ports[HTTP_PORT] > 0, tls)),
+            agent_tunnels=tunnels,
+            services=routes,
+            secrets=secrets,
+        )
+        self._publisher.apply(change, self._revision)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway_xds.incremental import ServiceRoute
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 
 DOMAIN = "example.test"
 

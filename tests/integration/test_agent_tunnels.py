@@ -23,11 +23,12 @@ from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gatehouse.v1 import tunnel_pb2
 from gateway_xds.cache.snapshot_cache import SnapshotCache
-from gateway_xds.incremental import IncrementalGateway, ServiceRoute
+from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.listeners import HTTPListener
 from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer

@@ -16,10 +16,11 @@ import pytest
 from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gateway_xds.cache.snapshot_cache import SnapshotCache
-from gateway_xds.incremental import IncrementalGateway, ServiceRoute
+from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret
 from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server

@@ -157,17 +157,20 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             rows = {row.node_id: row for row in found.scalars()}
             before = {node: row.rejected for node, row in rows.items()}
             events.of_report(session, gateway, before, request.envoys)
-            # Only what changed is written: a report comes after every push an Envoy answers.
+            # Rows are updated in place (the time of the report, and what changed), not replaced.
+            now = utcnow()
             for envoy in request.envoys:
-                reported = (envoy.connected, envoy.acked_revision, envoy.rejected, refusals.stored(envoy))
                 row = rows.pop(envoy.node_id, None)
                 if row is None:
                     row = EnvoyStatusRow(gateway_id=request.gateway_id, node_id=envoy.node_id)
                     session.add(row)
-                elif (row.connected, row.acked_revision, row.rejected, row.rejected_resources) == reported:
-                    continue
-                row.connected, row.acked_revision, row.rejected, row.rejected_resources = reported
-                row.updated_at = utcnow()
+                row.connected, row.acked_revision, row.rejected = (
+                    envoy.connected,
+                    envoy.acked_revision,
+                    envoy.rejected,
+                )
+                row.rejected_resources = refusals.stored(envoy)
+                row.updated_at = now
             for gone in rows.values():
                 await session.delete(gone)
         return registry_pb2.ReportEnvoysResponse()

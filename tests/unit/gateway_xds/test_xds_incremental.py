@@ -5,10 +5,11 @@ import random
 import pytest
 
 from gateway_xds.cache.snapshot import Snapshot
-from gateway_xds.incremental import IncrementalGateway, ServiceRoute
+from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import VirtualHost
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from gateway_xds.testing.builders import domain_gateway, domain_route, http_listener, service_name

@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 from gateway_xds.cache.snapshot import Snapshot, diff_names
-from gateway_xds.incremental import IncrementalGateway, ServiceRoute
+from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret, covers
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import LISTENER, PUSH_ORDER, SCOPED_ROUTE, SECRET
