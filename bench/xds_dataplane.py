@@ -48,11 +48,11 @@ from gateway_xds.observe.envoy_stats import EnvoyStats
 from gateway_xds.provider.policies import AUTHORIZATION_CLUSTER
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
-from gateway_xds.server.reporter import NullReporter
 from gateway_xds.server.server import ExtraService, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.builders import DOMAIN, domain_gateway, service_name
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.reporters import NullReporter
 from gateway_xds.testing.static import static_bootstrap
 
 BARE_GATEWAY = "gw-bare"

@@ -141,16 +141,6 @@ class ServerConfigFile:
         return None
 
 
-class StaticCredentials:
-    """Credentials given in code (tests, embedding)."""
-
-    def __init__(self, configs: dict[tuple[str, str], BackendConfig]) -> None:
-        self._configs = configs
-
-    def backend_config(self, project: str, backend: str) -> BackendConfig | None:
-        return self._configs.get((project, backend))
-
-
 class RegistryCredentials:
     """Credentials added with `gatehouse backend add`, kept encrypted by the registry. `refresh`
     asks the registry right before a backend is used, so a just-added backend is found at once.

@@ -24,9 +24,9 @@ from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import LISTENER
-from gateway_xds.server.reporter import RecordingReporter, Report
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
+from gateway_xds.testing.reporters import RecordingReporter, Report
 from gateway_xds.translate.local_replies import NO_READY_REPLICAS_BODY
 from gateway_xds.translate.translator import translate
 from tests.support.real import require_real

@@ -22,11 +22,11 @@ import pytest
 from gatehouse.envoy_bootstrap import HTTP_PROTOCOL_OPTIONS, BootstrapParams, render_bootstrap
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.publish import publish
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.builders import domain_gateway
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.reporters import RecordingReporter
 from tests.support.real import require_real
 
 pytestmark = pytest.mark.real

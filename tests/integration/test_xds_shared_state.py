@@ -29,9 +29,9 @@ from gateway_xds.ir.policies import RateLimit
 from gateway_xds.ratelimit.buckets import Take
 from gateway_xds.ratelimit.redis_buckets import RedisBuckets
 from gateway_xds.ratelimit.server import RateLimitServicer
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.shared.acks import SharedAcks
 from gateway_xds.shared.redis import SharedRedis, SharedStateUnavailable, connect
+from gateway_xds.testing.reporters import RecordingReporter
 from gateway_xds.translate.rate_limits import ADDRESS_KEY, rule_entries
 from tests.support.otlp import envoy_push
 from tests.support.redis import redis_copies

@@ -22,10 +22,10 @@ from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.service_route import ServiceRoute
 from gateway_xds.ir.tls import AcmeChallenge, ServerCertificate, TLSPort, TLSSecret
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
+from gateway_xds.testing.reporters import RecordingReporter
 from gateway_xds.testing.upstream import Upstream
 from tests.support.certs import self_signed
 from tests.support.https import SniConnection, TlsAnswer, fetch_tls

@@ -37,7 +37,7 @@ from services.provisioner.backends.base import HostInfo
 from services.provisioner.backends.cloud import CloudGatewayBackend, CloudHost
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
-from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
+from services.provisioner.credentials import AWSBackendConfig
 from services.provisioner.hosts.identity import JoinEndpoint
 from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import UNIT_NAME, UNIT_PATH, envoy_args
@@ -47,6 +47,7 @@ from services.provisioner.runner import LocalRunner
 from tests.integration.provisioner.hostsim import AdsEnvoy, HostEnvoy, in_root, relocate, run_startup_data
 from tests.support.join_tokens import local_join_tokens
 from tests.support.registry import live_registry
+from tests.support.static_credentials import StaticCredentials
 
 PULL_REFUSED = (
     "docker: Error response from daemon: toomanyrequests: You have reached your unauthenticated pull "

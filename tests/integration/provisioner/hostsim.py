@@ -37,9 +37,9 @@ from gateway_xds.ir.listeners import HTTPListener, VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from gateway_xds.server.peer import PeerCertificateAuthorizer
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.testing.ads_client import DeltaAdsClient
+from gateway_xds.testing.reporters import RecordingReporter
 from services.common.internal_ca import XDS_SERVER_NAME, InternalCA, xds_server_credentials
 from services.common.probes import free_port, unix_http_get
 from services.provisioner.backends.base import BackendError

@@ -12,7 +12,7 @@ from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import resources_pb2
 from gateway_xds.autoscale.wake import Waker
 from gateway_xds.envoy_sync import EnvoySync
-from gateway_xds.server.reporter import RecordingReporter
+from gateway_xds.testing.reporters import RecordingReporter
 
 
 class _Autoscaler:

@@ -10,10 +10,10 @@ import grpc
 import pytest
 
 from gateway_xds.cache.snapshot_cache import SnapshotCache
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.ads_client import AdsClient, DeltaAdsClient
+from gateway_xds.testing.reporters import RecordingReporter
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import XdsServer
 from gateway_xds.testing.ads_client import DeltaAdsClient
 from gateway_xds.testing.builders import domain_gateway, service_name
+from gateway_xds.testing.reporters import RecordingReporter
 
 NODE = "gateway/gw-1/0"
 _probes = itertools.count()

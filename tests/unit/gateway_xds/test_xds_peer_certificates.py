@@ -12,9 +12,9 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER
 from gateway_xds.server.peer import PeerCertificateAuthorizer
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import ExtraService, XdsServer, build_xds_server
 from gateway_xds.testing.ads_client import AdsClient
+from gateway_xds.testing.reporters import RecordingReporter
 from services.common.internal_ca import (
     XDS_SERVER_NAME,
     InternalCA,

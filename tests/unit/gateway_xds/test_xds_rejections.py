@@ -25,8 +25,9 @@ from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from gateway_xds.server.delta_state import DeltaStreamState
 from gateway_xds.server.protocol import StreamProtocol
 from gateway_xds.server.rejections import refused
-from gateway_xds.server.reporter import RecordingReporter, Rejection
+from gateway_xds.server.reporter import Rejection
 from gateway_xds.server.sotw_state import SotwStreamState
+from gateway_xds.testing.reporters import RecordingReporter
 
 NODE, GATEWAY = "gateway/gw-1/0", "gw-1"
 BOUND_ELSEWHERE = "127.0.0.2"

@@ -19,10 +19,10 @@ from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.ir.listeners import HTTPListener, VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import ADS_SERVICE, XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.ads_client import AdsClient
+from gateway_xds.testing.reporters import RecordingReporter
 
 _MESSAGES = {
     CLUSTER: cluster_pb2.Cluster,

@@ -10,12 +10,12 @@ from gateway_xds.incremental import IncrementalGateway
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE
-from gateway_xds.server.reporter import RecordingReporter
 from gateway_xds.server.server import build_xds_server
 from gateway_xds.server.throttle import DEFAULT_BURST, PushThrottle
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.ads_client import DeltaAdsClient
 from gateway_xds.testing.builders import domain_gateway, domain_route, http_listener, service_name
+from gateway_xds.testing.reporters import RecordingReporter
 
 
 def test_a_lone_change_goes_out_at_once() -> None:

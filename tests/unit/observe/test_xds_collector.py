@@ -16,8 +16,8 @@ from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import ClusterStats, EnvoyStats, Histogram
 from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.observe.xds import XdsObserver
-from gateway_xds.server.reporter import NullReporter
 from gateway_xds.server.stats import ServerStats
+from gateway_xds.testing.reporters import NullReporter
 from services.certificates.metrics import CertificateCollector
 
 

@@ -15,8 +15,8 @@ from services.provisioner.credentials import (
     BackendConfig,
     LayeredCredentials,
     RegistryCredentials,
-    StaticCredentials,
 )
+from tests.support.static_credentials import StaticCredentials
 
 
 class Named:

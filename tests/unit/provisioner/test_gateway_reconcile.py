@@ -14,7 +14,7 @@ from gatehouse.v1 import registry_pb2, resources_pb2
 from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
 from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
-from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
+from services.provisioner.credentials import AWSBackendConfig
 from services.provisioner.reconciler import (
     HOST_CONNECT_DEADLINE_SECONDS,
     Provisioner,
@@ -22,6 +22,7 @@ from services.provisioner.reconciler import (
     mapped_ports,
 )
 from services.provisioner.runner import LocalRunner
+from tests.support.static_credentials import StaticCredentials
 
 S = resources_pb2
 GATEWAY_ID = "gw-0123456789ab"
