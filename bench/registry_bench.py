@@ -51,16 +51,17 @@ def percentile(samples: list[float], fraction: float) -> float:
 # -- clients, in processes of their own so that the client side is not the bottleneck ------------
 
 CLIENT_PROCESSES = 5
+APPLIES_PER_CLIENT = 10
 
 
 async def _client_process(
-    address: str, token: str, operation: str, first: int, clients: int, calls: int
+    address: str, token: str, operation: str, first: int, clients: int, calls: int, names: int
 ) -> None:
     """One client process: `clients` concurrent clients, each making `calls` calls one after another;
     prints the latencies (ms) as JSON."""
     stubs = Stubs.connect(address, token)
     await stubs.services.List(registry_pb2.ListServicesRequest(project="main"))  # connected
-    call = _OPERATIONS[operation](stubs)
+    call = _OPERATIONS[operation](stubs, names)
     samples: list[float] = []
 
     async def client(index: int) -> None:
@@ -74,7 +75,7 @@ async def _client_process(
     print(json.dumps(samples), flush=True)
 
 
-def _apply(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+def _apply(stubs: Stubs, names: int) -> Callable[[int], Awaitable[object]]:
     async def call(i: int) -> object:
         config = {"type": "service", "name": f"svc-{i}", "gateway": "bench-gw", "port": f"{10000 + i}:8000"}
         request = registry_pb2.ApplyRequest(project="main", configuration=_struct(config))
@@ -83,14 +84,15 @@ def _apply(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
     return call
 
 
-def _get(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+def _get(stubs: Stubs, names: int) -> Callable[[int], Awaitable[object]]:
     async def call(i: int) -> object:
-        return await stubs.services.Get(registry_pb2.GetRequest(project="main", name=f"svc-{i % 500}"))
+        # The names the apply phase made: APPLIES_PER_CLIENT for each client.
+        return await stubs.services.Get(registry_pb2.GetRequest(project="main", name=f"svc-{i % names}"))
 
     return call
 
 
-def _list_gateways(stubs: Stubs) -> Callable[[int], Awaitable[object]]:
+def _list_gateways(stubs: Stubs, names: int) -> Callable[[int], Awaitable[object]]:
     async def call(i: int) -> object:
         return await stubs.gateways.List(registry_pb2.ListGatewaysRequest(project="main"))
 
@@ -105,7 +107,8 @@ async def timed(address: str, token: str, operation: str, clients: int, calls: i
     processes = min(CLIENT_PROCESSES, clients)
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     firsts = [sum(shares[:i]) for i in range(processes)]
-    argv = [sys.executable, "-m", "bench.registry_bench", "--client", address, token, operation]
+    names = clients * APPLIES_PER_CLIENT
+    argv = [sys.executable, "-m", "bench.registry_bench", "--client", address, token, operation, str(names)]
     running = [
         await asyncio.create_subprocess_exec(
             *argv, str(first), str(share), str(calls), stdout=asyncio.subprocess.PIPE
@@ -180,7 +183,7 @@ async def run_one(kind: str, clients: int, total_services: int) -> dict[str, str
                 registry_pb2.ApplyRequest(project="main", configuration=_struct(gateway))
             )
             for label, operation, calls in (
-                ("Apply", "apply", 10),
+                ("Apply", "apply", APPLIES_PER_CLIENT),
                 ("Get, first read of each", "get", 10),
                 ("Get", "get", 40),
                 ("List gateways", "list-gateways", 20),
@@ -191,7 +194,7 @@ async def run_one(kind: str, clients: int, total_services: int) -> dict[str, str
                 cpu = process_cpu_seconds(registry.process.pid) - cpu
                 results[f"{label} p50/p99 ms"] = fmt(samples)
                 results[f"{label}: registry CPU ms per call"] = f"{cpu * 1000 / len(samples):7.2f}"
-        await seed_services(settings, total_services - clients * 10)
+        await seed_services(settings, total_services - clients * APPLIES_PER_CLIENT)
         async with RegistryProcess(home, url) as registry:
             stubs = registry.stubs
             await stubs.projects.Create(registry_pb2.CreateProjectRequest(name="elsewhere"))
@@ -233,8 +236,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 8 and sys.argv[1] == "--client":
-        address, token, operation, first, clients, calls = sys.argv[2:]
-        asyncio.run(_client_process(address, token, operation, int(first), int(clients), int(calls)))
+    if len(sys.argv) == 9 and sys.argv[1] == "--client":
+        address, token, operation, names, first, clients, calls = sys.argv[2:]
+        asyncio.run(
+            _client_process(address, token, operation, int(first), int(clients), int(calls), int(names))
+        )
     else:
         asyncio.run(main())
