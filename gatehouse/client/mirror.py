@@ -133,7 +133,7 @@ class RegistryMirror:
 
 
 async def follow(
-    watch: registry_pb2_grpc.WatchStub,
+    watch: registry_pb2_grpc.WatchAsyncStub,
     mirror: RegistryMirror,
     on_change: Callable[[Change], Awaitable[None]],
     batch_window: float = 0.0,
@@ -163,7 +163,7 @@ async def follow(
 
 
 async def _consume(
-    stream: grpc.aio.UnaryStreamCall,
+    stream: grpc.aio.UnaryStreamCall[registry_pb2.WatchRequest, registry_pb2.WatchEvent],
     mirror: RegistryMirror,
     on_change: Callable[[Change], Awaitable[None]],
     batch_window: float,
