@@ -58,7 +58,7 @@ class LocalServices:
     async def _service_status(
         self,
         service: resources_pb2.Service,
-        state: int,
+        state: resources_pb2.ServiceState,
         message: str = "",
         rollout: resources_pb2.Rollout | None = None,
     ) -> None:
@@ -416,10 +416,12 @@ class LocalServices:
         outcomes = await asyncio.gather(
             *(self._start_one(service, run, replica) for replica in replicas), return_exceptions=True
         )
+        started: list[str | None] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return next((outcome for outcome in outcomes if outcome is not None), None)
+            started.append(outcome)
+        return next((outcome for outcome in started if outcome is not None), None)
 
     async def _start_one(
         self, service: resources_pb2.Service, run: resources_pb2.Service, replica: LocalReplica

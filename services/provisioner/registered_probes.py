@@ -6,6 +6,7 @@ requests in flight finish, as the local runner's replicas do."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import grpc
@@ -63,7 +64,7 @@ class RegisteredProbes:
                 port,
                 service.spec.probes,
                 Streaks(ready=replica.probed),
-                alive=lambda replica_id=replica.id: replica_id in self._watched,
+                alive=functools.partial(self._watched.__contains__, replica.id),
                 at_once=True,
             )
         for gone in self._watched.keys() - wanted.keys():

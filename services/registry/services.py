@@ -83,8 +83,8 @@ async def messages(session: AsyncSession, rows: Sequence[ServiceRow]) -> list[re
     gateway_ids = {row.gateway_id for row in rows if row.gateway_id}
     by_id: dict[str, GatewayRow] = {}
     if gateway_ids:
-        result = await session.execute(select(GatewayRow).where(GatewayRow.id.in_(gateway_ids)))
-        by_id = {gw.id: gw for gw in result.scalars()}
+        found = await session.execute(select(GatewayRow).where(GatewayRow.id.in_(gateway_ids)))
+        by_id = {gw.id: gw for gw in found.scalars()}
     counts = await ready_counts(session, [row.id for row in rows])
     certificates = await _certificates(session, gateway_ids)
     result = []

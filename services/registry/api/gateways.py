@@ -27,7 +27,11 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         self._ctx = ctx
 
     async def List(
-        self, request: registry_pb2.ListGatewaysRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListGatewaysRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListGatewaysRequest, registry_pb2.ListGatewaysResponse
+        ],
     ) -> registry_pb2.ListGatewaysResponse:
         current_principal().require_project(request.project)
 
@@ -44,7 +48,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return await self._ctx.reads.get(("gateways", request.project), load)
 
     async def Get(
-        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         current_principal().require_project(request.project)
 
@@ -59,7 +65,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return await self._ctx.reads.get(("gateway", request.project, request.name), load)
 
     async def Create(
-        self, request: registry_pb2.CreateGatewayRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateGatewayRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateGatewayRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         """Creates a gateway, then answers once the provisioner says it runs or failed. The local
         backend (region `local`) is the default, as `gatehouse server` embeds it. Headers go out
@@ -90,7 +98,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             await self._ctx.broadcaster.wait(waiter, min(remaining, 1.0))
 
     async def Update(
-        self, request: registry_pb2.UpdateGatewayRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateGatewayRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateGatewayRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         _require_admin(request.project)
         async with self._ctx.write() as session:
@@ -100,7 +110,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             return await gateways.message(session, row)
 
     async def Delete(
-        self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.DeleteRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         _require_admin(request.project)
         async with self._ctx.write() as session:
@@ -115,7 +127,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return row  # type: ignore[no-any-return]
 
     async def UpdateStatus(
-        self, request: registry_pb2.UpdateGatewayStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateGatewayStatusRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateGatewayStatusRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -124,7 +138,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             return await gateways.message(session, row)
 
     async def FinalizeDelete(
-        self, request: registry_pb2.FinalizeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.FinalizeRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.FinalizeRequest, registry_pb2.FinalizeResponse],
     ) -> registry_pb2.FinalizeResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -134,7 +150,11 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return registry_pb2.FinalizeResponse()
 
     async def ReportEnvoys(
-        self, request: registry_pb2.ReportEnvoysRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReportEnvoysRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ReportEnvoysRequest, registry_pb2.ReportEnvoysResponse
+        ],
     ) -> registry_pb2.ReportEnvoysResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:
