@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -48,7 +49,7 @@ class FloorServer:
         self.acks = 0
         self.done = asyncio.Event()
 
-    async def stream(self, requests: object, context: grpc.aio.ServicerContext) -> object:
+    async def stream(self, requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> object:
         seen = self.generation
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 

@@ -56,7 +56,7 @@ def _encode_resources(type_url: str, resources: Iterable[Resource], parts: list[
     type_url_bytes = type_url.encode()
     # Any's type_url field and the key of its value field: the same for every resource of the type.
     any_head = _ANY_TYPE_URL + _varint(len(type_url_bytes)) + type_url_bytes + _ANY_VALUE
-    names = []
+    names: list[str] = []
     append, extend, varint = names.append, parts.extend, _varint
     for resource in resources:
         value, version, name = resource.value, resource.version.encode(), resource.name.encode()
