@@ -96,7 +96,7 @@ class FloorServer:
 async def serve(port: int, streams: int, changes: int) -> None:
     floor = FloorServer(streams)
     server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(floor.stream)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_stream_rpc_method_handler(floor.stream)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Floor", {"Stream": handler}),)
     )
@@ -119,7 +119,7 @@ async def serve(port: int, streams: int, changes: int) -> None:
 
 
 async def client(channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
-    call = channel.stream_stream(_METHOD)()
+    call: grpc.aio.StreamStreamCall[bytes, bytes] = channel.stream_stream(_METHOD)()
     await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url="t0").SerializeToString())
     ready.set()
     async for raw in call:

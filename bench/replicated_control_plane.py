@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -37,7 +38,7 @@ from tests.support.replicated_plane import Plane, replicated_plane
 DOMAIN = "bench.test"
 
 
-def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(data)
     return struct
