@@ -12,6 +12,7 @@ intermediate messages.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -138,7 +139,7 @@ class EncodedDeltaResponse:
             self._parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(self.SerializeToString())
         return self._parsed
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         # Only reached for what the slots do not hold: the parsed message's other fields.
         return getattr(self.message, name)
 

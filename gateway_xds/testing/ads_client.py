@@ -1,7 +1,7 @@
 """Minimal ADS clients (State-of-the-World and Delta), to drive the xDS server in tests and benchmarks."""
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -132,3 +132,8 @@ class DeltaAdsClient:
     async def close(self) -> None:
         await self._call.done_writing()
         self._call.cancel()
+
+
+# Opens a stream as the given node id (the tests' `ads` and `delta` fixtures).
+AdsConnect = Callable[[str], Awaitable[AdsClient]]
+DeltaConnect = Callable[[str], Awaitable[DeltaAdsClient]]

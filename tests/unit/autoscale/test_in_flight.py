@@ -57,7 +57,7 @@ def _report(active: int, total: int) -> metrics_service_pb2.ExportMetricsService
     # Field 2: `scope_metrics`, or `instrumentation_library_metrics` in the older copy of OTLP.
     groups = getattr(resource, "scope_metrics", None)
     if groups is None:
-        groups = resource.instrumentation_library_metrics
+        groups = resource.instrumentation_library_metrics  # type: ignore[attr-defined]  # xds-protos' OTLP
     groups.add().metrics.extend([gauge, canary, counter])
     return metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[resource])
 

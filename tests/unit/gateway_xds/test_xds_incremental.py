@@ -128,9 +128,9 @@ def test_evolve_keeps_versions_equal_to_a_whole_build() -> None:
         SCOPED_ROUTE: frozenset({service_name(3)}),
     }
     assert small.changed_since(evolved) is None and large.changed_since(small) is None
-    back = evolved.evolve(
-        3, {t: {n: None for n in names} for t, names in evolved.changed_since(small).items()}
-    )
+    changed = evolved.changed_since(small)
+    assert changed is not None
+    back = evolved.evolve(3, {t: {n: None for n in names} for t, names in changed.items()})
     assert versions(back) == versions(small) and back.version(CLUSTER) == small.version(CLUSTER)
 
 

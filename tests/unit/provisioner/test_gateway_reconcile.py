@@ -116,7 +116,9 @@ class Clock:
         return self.now
 
 
-def put(p: Provisioner, state: int, replicas: int = 1, stubs: Stubs | None = None) -> resources_pb2.Gateway:
+def put(
+    p: Provisioner, state: resources_pb2.GatewayState, replicas: int = 1, stubs: Stubs | None = None
+) -> resources_pb2.Gateway:
     spec = S.GatewaySpec(backend="aws", region="eu-west-1", public_ip=True, replicas=replicas)
     gw = S.Gateway(id=GATEWAY_ID, project="main", name="edge", spec=spec, resource_version=10)
     gw.status.state = state
