@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,9 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.real
 
 
-def _service(server: ServerProcess, name: str = "scaler") -> dict[str, object]:
-    return json.loads(server.cli("service", "get", name, "--json").stdout)  # type: ignore[no-any-return]
+def _service(server: ServerProcess, name: str = "scaler") -> dict[str, Any]:
+    shown: dict[str, Any] = json.loads(server.cli("service", "get", name, "--json").stdout)
+    return shown
 
 
 def _until(check: object, within: float) -> bool:
@@ -210,5 +212,6 @@ commands: ["python {app}"]
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
 
 
-def _status(server: ServerProcess, name: str) -> dict[str, object]:
-    return _service(server, name)["status"]  # type: ignore[return-value]
+def _status(server: ServerProcess, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = _service(server, name)["status"]
+    return status

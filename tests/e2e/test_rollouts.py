@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     gateway: str,
     tmp_path: Path,
     case: str,
-    broken: dict[str, str],
+    broken: dict[str, Any],
     reason: str,
 ) -> None:
     name = f"broken-{case}"
@@ -159,7 +160,7 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
             "apply",
             "-f",
             str(service_file(tmp_path, name, port, "v2", env=env, **broken)),
-            "-y",  # type: ignore[arg-type]
+            "-y",
         )
         after = len(load.answers)
         time.sleep(1)

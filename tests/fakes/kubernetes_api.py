@@ -271,7 +271,7 @@ class FakeKubernetes:
             self.add_namespace(name, labels)
 
     def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
-        body = {"metadata": {"name": name, "labels": dict(labels or {})}}
+        body: dict[str, Any] = {"metadata": {"name": name, "labels": dict(labels or {})}}
         body["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
         body.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
         self.objects[("namespaces", "", name)] = self._meta("namespaces", "", body, None)

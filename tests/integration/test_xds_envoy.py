@@ -21,7 +21,8 @@ from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import LISTENER
 from gateway_xds.server.reporter import RecordingReporter, Report

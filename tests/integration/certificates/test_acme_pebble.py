@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,7 +26,7 @@ from tests.support.pebble import ChallTestSrvDns, Pebble
 pytestmark = pytest.mark.real
 
 
-def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(data)
     return result
