@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import pytest
@@ -181,7 +182,8 @@ async def test_counters_pushed_to_two_copies_make_one_rate(copies: Callable[[], 
         rate = leader.rate("svc_a", time.monotonic(), 30)
         # The expected sum, from the stream's own entries: each node's growth over its time.
         shared = copies()
-        entries = await shared.client.xrange(shared.key("demand"))
+        # XRANGE's entries (responses decoded): ids and fields.
+        entries = cast(list[tuple[str, dict[str, str]]], await shared.client.xrange(shared.key("demand")))
         per_node: dict[str, list[tuple[float, float]]] = {}
         for entry_id, fields in entries:
             totals = json.loads(fields["totals"])

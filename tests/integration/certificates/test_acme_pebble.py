@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.certificates.issuers.acme import AcmeIssuer
-from services.certificates.issuers.base import IssueError
+from services.certificates.issuers.base import ChallengeSolver, IssueError
 from services.certificates.issuers.solvers import Dns01Solver
 from services.certificates.reconciler import CertificatesReconciler
 from services.certificates.resolve import NotPointingAtGateway, check_points_at
@@ -139,7 +139,7 @@ async def test_the_reconciler_issues_stores_encrypted_and_renews(
             registry_pb2.ApplyRequest(project="main", configuration=_struct(service))
         )
         settings = settings_for(short_lived, dns_provider="challtestsrv")
-        solvers = {"dns-01": Dns01Solver(ChallTestSrvDns(short_lived))}
+        solvers: dict[str, ChallengeSolver] = {"dns-01": Dns01Solver(ChallTestSrvDns(short_lived))}
         reconciler = CertificatesReconciler(
             registry.system, settings, AcmeIssuer(settings, registry.system, solvers)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import grpc
 import pytest
@@ -22,7 +23,7 @@ async def _code(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _apply(project: str, **config: object) -> registry_pb2.ApplyRequest:
+def _apply(project: str, **config: Any) -> registry_pb2.ApplyRequest:
     struct = struct_pb2.Struct()
     struct.update(config)
     return registry_pb2.ApplyRequest(project=project, configuration=struct)
