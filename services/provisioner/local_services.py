@@ -14,12 +14,12 @@ from collections.abc import Callable
 import grpc
 
 from gatehouse import rollouts, runners
-from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.workqueue import Result
 from services.provisioner.probing import ReplicaProbes
 from services.provisioner.readiness import Streaks, interval, probe_round
+from services.provisioner.registry_calls import ServiceStubs
 from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone, spec_hash
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ DRAIN_SECONDS = 5.0
 class LocalServices:
     def __init__(
         self,
-        stubs: Stubs,
+        stubs: ServiceStubs,
         mirror: RegistryMirror,
         runner: LocalRunner,
         requeue: Callable[[str], None],

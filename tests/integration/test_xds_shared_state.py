@@ -221,7 +221,7 @@ async def test_a_hold_on_one_copy_waits_for_the_envoys_of_the_other(
     mirror.services[service.id] = service
     sync_a = EnvoySync(a)
     sync_b = EnvoySync(b)
-    waker = Waker(mirror, sync_a, _AskNobody(), hold_seconds=10, fleet=a)  # type: ignore[arg-type]
+    waker = Waker(mirror, sync_a, _AskNobody(), hold_seconds=10, fleet=a)
     try:
         sync_b.connected("gateway/gw-1/0", "gw-1")
         sync_b.connected("gateway/gw-2/0", "gw-2")  # another gateway's, never waited for by gw-1's

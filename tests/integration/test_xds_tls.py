@@ -10,6 +10,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,8 +120,8 @@ class TlsGateway:
             connection.close()
 
 
-def service(name: str, host: str, upstream: Upstream, **vhost: object) -> ServiceRoute:
-    virtual_host = dataclasses.replace(VirtualHost(name, (host,), name), **vhost)  # type: ignore[arg-type]
+def service(name: str, host: str, upstream: Upstream, **vhost: Any) -> ServiceRoute:
+    virtual_host = dataclasses.replace(VirtualHost(name, (host,), name), **vhost)
     return ServiceRoute("http", virtual_host, Backend(name, (Endpoint("127.0.0.1", upstream.port),)))
 
 

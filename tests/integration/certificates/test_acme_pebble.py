@@ -49,12 +49,12 @@ async def running_gateway(registry: RegistryHandle, domain: str) -> resources_pb
     )
 
 
-def settings_for(pebble: Pebble, **extra: object) -> CertificateSettings:
+def settings_for(pebble: Pebble, **extra: Any) -> CertificateSettings:
     return CertificateSettings(
         directory_url=pebble.directory_url,
         ca_bundle=str(pebble.ca_bundle),
         dns_server=pebble.dns_server,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -196,10 +196,10 @@ async def test_a_crash_after_creating_a_host_and_a_restart_leave_one_deployment(
     ],
 )
 async def test_what_kubernetes_cannot_do_is_refused(
-    cluster: FakeKubernetes, spec: dict[str, object], message: str
+    cluster: FakeKubernetes, spec: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(BackendError, match=message):
-        await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID, **spec))  # type: ignore[arg-type]
+        await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID, **spec))
     assert cluster.of("services") == cluster.of("deployments") == []
 
 

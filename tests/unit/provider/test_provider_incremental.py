@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 
 from gatehouse.v1 import registry_pb2, resources_pb2
@@ -24,12 +26,12 @@ def gateway(domain: str = "example.test") -> resources_pb2.Gateway:
     )
 
 
-def service(name: str, **spec: object) -> resources_pb2.Service:
+def service(name: str, **spec: Any) -> resources_pb2.Service:
     return resources_pb2.Service(
         id=f"svc-{name}",
         project="main",
         name=name,
-        spec=resources_pb2.ServiceSpec(gateway_id="gw-1", **spec),  # type: ignore[arg-type]
+        spec=resources_pb2.ServiceSpec(gateway_id="gw-1", **spec),
     )
 
 

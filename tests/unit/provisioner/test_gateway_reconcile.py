@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
-from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
-from services.provisioner.backends.factory import BackendFactory
+from services.provisioner.backends.base import BackendError, GatewayBackend, GatewayHost, HostInfo, NotReady
+from services.provisioner.backends.factory import BackendFactory, CloudBuilder
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
-from services.provisioner.credentials import AWSBackendConfig, StaticCredentials
+from services.provisioner.credentials import AWSBackendConfig, BackendConfig, StaticCredentials
 from services.provisioner.reconciler import (
     HOST_CONNECT_DEADLINE_SECONDS,
     Provisioner,
@@ -65,9 +66,38 @@ class RecordingGateways:
         )
 
 
+class NotCalled:
+    """The registry calls these tests never make."""
+
+    def Snapshot(self, request: registry_pb2.SnapshotRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Watch(self, request: registry_pb2.WatchRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def UpdateStatus(self, request: registry_pb2.UpdateServiceStatusRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Register(self, request: registry_pb2.RegisterReplicaRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Unregister(self, request: registry_pb2.UnregisterReplicaRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def SetProbed(self, request: registry_pb2.SetProbedRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def ResolveRun(self, request: registry_pb2.ResolveRunRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+
 @dataclass
 class Stubs:
     gateways: RecordingGateways = field(default_factory=RecordingGateways)
+    watch: NotCalled = field(default_factory=NotCalled)
+    services: NotCalled = field(default_factory=NotCalled)
+    replicas: NotCalled = field(default_factory=NotCalled)
+    secrets: NotCalled = field(default_factory=NotCalled)
 
 
 @dataclass
@@ -93,18 +123,18 @@ class ScriptedBackend:
 
 
 def provisioner(
-    tmp_path: Path, backend: object | None, clock: Clock | None = None
+    tmp_path: Path, backend: GatewayBackend | None, clock: Clock | None = None
 ) -> tuple[Provisioner, Stubs]:
     local = LocalGatewayBackend(tmp_path / "gateways", "127.0.0.1", 1, "127.0.0.1", 8080, 8443)
-    configs = {}
-    cloud = {}
+    configs: dict[tuple[str, str], BackendConfig] = {}
+    cloud: dict[str, CloudBuilder] = {}
     if backend is not None:
         configs[("main", "aws")] = AWSBackendConfig(type="aws")
         cloud["aws"] = lambda config: backend
-    factory = BackendFactory({"local": local}, StaticCredentials(configs), cloud)  # type: ignore[arg-type]
+    factory = BackendFactory({"local": local}, StaticCredentials(configs), cloud)
     stubs = Stubs()
     runner = LocalRunner(tmp_path / "replicas")
-    p = Provisioner(stubs, factory, local, runner, clock=clock or Clock())  # type: ignore[arg-type]
+    p = Provisioner(stubs, factory, local, runner, clock=clock or Clock())
     return p, stubs
 
 
