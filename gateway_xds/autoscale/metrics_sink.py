@@ -10,7 +10,8 @@ so are reports whose node is not of the gateway the caller's client certificate 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, NoReturn, Protocol
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -28,11 +29,21 @@ from gateway_xds.observe.envoy_stats import (
     EnvoyStats,
     Histogram,
 )
-from gateway_xds.server.peer import peer_gateway
+from gateway_xds.server.peer import PeerContext, peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 from gateway_xds.shared.redis import SharedStateUnavailable
 
 NODE_HEADER = "x-gatehouse-node"
+
+
+class ReportContext(PeerContext, Protocol):
+    """What a report's call context offers the sink (grpc.aio.ServicerContext)."""
+
+    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn: ...
+
+
 # Requests routed to the cluster, and those that found no replica to go to (scale from zero).
 DEMAND_STATS = ("upstream_rq_total", "upstream_cx_none_healthy")
 # Requests in flight to the cluster's replicas (a gauge).
@@ -100,9 +111,7 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
     async def Export(
         self,
         request: metrics_service_pb2.ExportMetricsServiceRequest,
-        context: grpc.aio.ServicerContext[
-            metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse
-        ],
+        context: ReportContext,
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         metadata = dict(context.invocation_metadata() or ())
         node = metadata.get(NODE_HEADER)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -11,7 +12,13 @@ from gatehouse.gateway_identity import gateway_of_uri
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 
 
-def peer_gateway(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+class PeerContext(Protocol):
+    """What a call's context tells of its caller's TLS identity (grpc.aio.ServicerContext)."""
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
+
+
+def peer_gateway(context: PeerContext) -> str | None:
     """The gateway named by the caller's verified client certificate, None without one."""
     for uri in context.auth_context().get("peer_uri", ()):
         gateway = gateway_of_uri(uri.decode(errors="replace"))
