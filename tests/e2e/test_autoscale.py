@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ def _service(server: ServerProcess, name: str = "scaler") -> dict[str, Any]:
     return shown
 
 
-def _until(check: object, within: float) -> bool:
+def _until(check: Callable[[], object], within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return True
         time.sleep(0.5)
     return False

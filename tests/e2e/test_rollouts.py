@@ -55,7 +55,8 @@ def gateway(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _replicas(server: ServerProcess, name: str) -> list[dict[str, object]]:
     shown = server.cli("replica", "list", name, "--json")
-    return json.loads(shown.stdout).get("replicas", [])  # type: ignore[no-any-return]
+    replicas: list[dict[str, object]] = json.loads(shown.stdout).get("replicas", [])
+    return replicas
 
 
 def test_a_replica_takes_traffic_only_while_its_probe_passes(

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import http.client
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,7 @@ async def tls_gateway(
         envoy.stop()
 
 
-async def eventually(check, expected: object, what: str, envoy: EnvoyProcess) -> object:  # type: ignore[no-untyped-def]
+async def eventually(check: Callable[[], object], expected: object, what: str, envoy: EnvoyProcess) -> object:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_SECONDS
     last = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -15,9 +16,9 @@ from tests.integration.registry.conftest import RegistryServer
 pytestmark = pytest.mark.real
 
 
-async def _code(call: object) -> grpc.StatusCode:
+async def _code(call: Awaitable[object]) -> grpc.StatusCode:
     try:
-        await call  # type: ignore[misc]
+        await call
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK

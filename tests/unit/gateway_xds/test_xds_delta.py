@@ -274,7 +274,8 @@ def test_a_node_in_step_costs_no_memory_per_resource() -> None:
 
     for type_url in (CLUSTER, LISTENER, SCOPED_ROUTE):
         answer(state.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)))
-    everything = sorted(state.snapshot.entries(ENDPOINT))  # type: ignore[union-attr]
+    assert state.snapshot is not None
+    everything = sorted(state.snapshot.entries(ENDPOINT))
     answer(
         state.on_request(
             discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=everything)

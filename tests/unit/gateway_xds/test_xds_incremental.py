@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from google.protobuf.message import Message
 
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.incremental import IncrementalGateway, ServiceRoute
@@ -60,7 +61,7 @@ def test_random_changes_match_the_whole_translation(seed: int) -> None:
 def test_a_change_touches_only_its_own_resources() -> None:
     translated: list[tuple[str, str]] = []
 
-    def count(type_url: str, name: str, message):  # type: ignore[no-untyped-def]
+    def count(type_url: str, name: str, message: Message) -> Message:
         translated.append((type_url, name))
         return message
 

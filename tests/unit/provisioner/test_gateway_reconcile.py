@@ -188,7 +188,8 @@ async def test_a_host_the_cloud_runs_is_written_with_its_address_and_awaited_unt
     assert status.message == "waiting for Envoy on host 0 to connect"
     assert result.requeue_after is not None and result.requeue_after <= 5
     # Connected, but it has not acknowledged the configuration with the address yet.
-    stubs.gateways.envoy(0, acked=stubs.gateways.gateway.resource_version - 1)  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    stubs.gateways.envoy(0, acked=stubs.gateways.gateway.resource_version - 1)
     await p.reconcile_gateway(GATEWAY_ID)
     assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_PROVISIONING
     assert (
@@ -205,7 +206,8 @@ async def test_a_host_the_cloud_runs_is_written_with_its_address_and_awaited_unt
     stubs.gateways.envoy(0, connected=False)
     written = len(stubs.gateways.statuses)
     await p.reconcile_gateway(GATEWAY_ID)
-    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING
     assert len(stubs.gateways.statuses) == written
 
 
@@ -314,7 +316,8 @@ async def test_a_gateway_running_before_a_restart_stays_running_with_its_envoys_
     gw = put(p, S.GATEWAY_STATE_RUNNING, stubs=stubs)
     gw.status.hostname = "203.0.113.7"
     await p.reconcile_gateway(GATEWAY_ID)
-    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING
 
 
 async def test_a_new_host_in_a_slot_counts_once_the_old_hosts_envoy_was_seen_gone(tmp_path: Path) -> None:
