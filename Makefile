@@ -17,7 +17,8 @@ $(BIN)/.installed: pyproject.toml
 protos: $(BIN)/.installed $(GENERATED)
 
 gatehouse/v1/%_pb2.py: protos/gatehouse/v1/%.proto $(BIN)/.installed
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $<
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=. $<
 
 # The product on its embedded default: SQLite + the local backend, a local gateway and a demo service.
 run: install
@@ -30,11 +31,13 @@ test: install
 	scripts/test-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/ruff format --check .
 
 fmt: install

@@ -54,14 +54,16 @@ KINDS = ("lua", "ext_authz", "none")
 EXT_AUTHZ_CLUSTER = "bench_ext_authz"
 
 
-class TableCheck(external_auth_pb2_grpc.AuthorizationServicer):
+class TableCheck(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]  # xds-protos is untyped
     """The check as gateway_xds answered it before: sha256 of the bearer value looked up in memory."""
 
     def __init__(self, table: dict[str, str]) -> None:
         self._table = table
 
     async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse],
     ) -> external_auth_pb2.CheckResponse:
         scheme, _, value = request.attributes.request.http.headers.get("authorization", "").partition(" ")
         principal = self._table.get(hashlib.sha256(value.strip().encode()).hexdigest())

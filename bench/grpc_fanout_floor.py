@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -48,7 +49,7 @@ class FloorServer:
         self.acks = 0
         self.done = asyncio.Event()
 
-    async def stream(self, requests: object, context: grpc.aio.ServicerContext) -> object:
+    async def stream(self, requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> object:
         seen = self.generation
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -95,7 +96,7 @@ class FloorServer:
 async def serve(port: int, streams: int, changes: int) -> None:
     floor = FloorServer(streams)
     server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(floor.stream)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_stream_rpc_method_handler(floor.stream)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Floor", {"Stream": handler}),)
     )
@@ -118,7 +119,7 @@ async def serve(port: int, streams: int, changes: int) -> None:
 
 
 async def client(channel: grpc.aio.Channel, ready: asyncio.Event) -> None:
-    call = channel.stream_stream(_METHOD)()
+    call: grpc.aio.StreamStreamCall[bytes, bytes] = channel.stream_stream(_METHOD)()
     await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url="t0").SerializeToString())
     ready.set()
     async for raw in call:

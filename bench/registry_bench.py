@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from google.protobuf import struct_pb2
@@ -37,7 +38,7 @@ from tests.support.databases import database_url
 GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
 
 
-def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(data)
     return result

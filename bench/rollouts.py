@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from services.common.probes import free_port
 from tests.support.gateways import gateway_host
@@ -22,7 +23,7 @@ from tests.support.http import fetch
 from tests.support.rollouts import Load, rollout_of, service_file, until
 from tests.support.server import ServerProcess, running_server
 
-BROKEN = {
+BROKEN: dict[str, dict[str, Any]] = {
     "command exits": {"command": "exit 3"},
     "probe never passes": {"probe": "{type: http, url: /health, interval: 1s, expected_status: 299}"},
 }
@@ -56,11 +57,11 @@ def run(home: Path, work: Path, canary_requests: int) -> None:
         host = gateway_host(server, "roll-gw")
         print(f"cores: {os.cpu_count()}")
 
-        def fresh(name: str, **spec: object) -> tuple[Path, str, int]:
+        def fresh(name: str, **spec: Any) -> tuple[Path, str, int]:
             directory = work / name
             directory.mkdir()
             port = free_port()
-            first = service_file(directory, name, port, "v1", **spec)  # type: ignore[arg-type]
+            first = service_file(directory, name, port, "v1", **spec)
             if _apply(server, first)[0] != 0:
                 raise SystemExit(f"error: {name} v1 did not start")
             return directory, f"http://{host}:{port}/", port
@@ -75,7 +76,7 @@ def run(home: Path, work: Path, canary_requests: int) -> None:
             name = "broken-" + case.split()[0]
             directory, url, port = fresh(name)
             with Load(url) as load:
-                code, said, seconds = _apply(server, service_file(directory, name, port, "v2", **broken))  # type: ignore[arg-type]
+                code, said, seconds = _apply(server, service_file(directory, name, port, "v2", **broken))
                 time.sleep(1)
             _line(f"v2 whose {case}", load, seconds, f"apply exit {code}: {said}")
 

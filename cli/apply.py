@@ -32,7 +32,11 @@ def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def _header(project: str, path: str, data: dict[str, Any]) -> None:
-    rows = [("Project", project), ("Configuration", path), ("Type", str(data.get("type")))]
+    rows: list[tuple[str, object]] = [
+        ("Project", project),
+        ("Configuration", path),
+        ("Type", str(data.get("type"))),
+    ]
     if data.get("type") == "gateway":
         rows += [
             ("Backend", data.get("backend")),

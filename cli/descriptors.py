@@ -7,11 +7,21 @@ import importlib
 import pkgutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from google.protobuf.descriptor import FileDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor_pb2 import FieldOptions, MethodOptions, ServiceOptions
 
 import gatehouse.v1
 from gatehouse.v1 import cli_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
+
+# protoc's stubs type the options' extensions as plain fields; these say what each extends and holds.
+CLI_GROUP = cast("_ExtensionFieldDescriptor[ServiceOptions, cli_pb2.CliGroup]", cli_pb2.cli_group)
+CLI = cast("_ExtensionFieldDescriptor[MethodOptions, cli_pb2.CliCommand]", cli_pb2.cli)
+CLI_HELP = cast("_ExtensionFieldDescriptor[FieldOptions, str]", cli_pb2.cli_help)
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,9 @@ def api_files() -> list[FileDescriptor]:
 
 def _group(service: ServiceDescriptor) -> cli_pb2.CliGroup | None:
     options = service.GetOptions()
-    if not options.HasExtension(cli_pb2.cli_group):
+    if not options.HasExtension(CLI_GROUP):
         return None
-    return options.Extensions[cli_pb2.cli_group]
+    return options.Extensions[CLI_GROUP]
 
 
 def commands(files: Iterable[FileDescriptor]) -> Iterator[Command]:
@@ -54,10 +64,6 @@ def commands(files: Iterable[FileDescriptor]) -> Iterator[Command]:
                 continue
             for method in service.methods:
                 options = method.GetOptions()
-                if (
-                    method.client_streaming
-                    or method.server_streaming
-                    or not options.HasExtension(cli_pb2.cli)
-                ):
+                if method.client_streaming or method.server_streaming or not options.HasExtension(CLI):
                     continue
-                yield Command(group.name, group.help, options.Extensions[cli_pb2.cli], method)
+                yield Command(group.name, group.help, options.Extensions[CLI], method)

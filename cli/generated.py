@@ -17,11 +17,10 @@ from rich.live import Live
 
 from cli import render
 from cli.config import UsageError
-from cli.descriptors import Command
+from cli.descriptors import CLI_HELP, Command
 from cli.loader import read_yaml_mapping
 from cli.prompt import confirm
 from gatehouse.client.defaults import ACCEPTED_METADATA
-from gatehouse.v1 import cli_pb2
 
 WATCH_SECONDS = 2.0
 # Commands that print lines and answer with a cursor (access logs) are followed at this pace.
@@ -42,7 +41,7 @@ IMPLICIT_FIELDS = ("project",)
 
 def _help(field: FieldDescriptor) -> str | None:
     options = field.GetOptions()
-    return options.Extensions[cli_pb2.cli_help] if options.HasExtension(cli_pb2.cli_help) else None
+    return options.Extensions[CLI_HELP] if options.HasExtension(CLI_HELP) else None
 
 
 def _is_map(field: FieldDescriptor) -> bool:
@@ -80,7 +79,7 @@ def _add_field(
             flag,
             dest=dest,
             type=kind,
-            action="append" if repeated else None,
+            action="append" if repeated else "store",
             metavar=metavar,
             help=help_text,
             required=required,
@@ -203,7 +202,7 @@ async def _call(channel: grpc.aio.Channel, command: Command, request: Message, p
         stub = channel.unary_unary(
             command.path, request_serializer=serializer, response_deserializer=response_type.FromString
         )
-        return await stub(request)  # type: ignore[no-any-return]
+        return await stub(request)
     streamed = channel.unary_stream(
         command.path, request_serializer=serializer, response_deserializer=response_type.FromString
     )
@@ -211,7 +210,7 @@ async def _call(channel: grpc.aio.Channel, command: Command, request: Message, p
     if ACCEPTED_METADATA in list(await call.initial_metadata() or ()):
         print(progress, file=sys.stderr, flush=True)
     answers = [answer async for answer in call]
-    return answers[0]  # type: ignore[no-any-return]
+    return answers[0]
 
 
 def _columns(command: Command, verbose: bool) -> list[tuple[str, str]]:

@@ -54,7 +54,7 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _DuplicateKey(
                     None, None, f"`{key}` is given twice (first on line {first + 1})", key_node.start_mark
                 )
-        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep)
 
 
 _StrictLoader.add_implicit_resolver(
@@ -102,7 +102,7 @@ def _parse(text: str) -> Any:
         _expanded(node, {}, set())
         return loader.construct_document(node)
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def _read_text(path_text: str) -> str:

@@ -6,14 +6,15 @@ import sys
 from collections.abc import Sequence
 
 from cli import render
-from gatehouse.v1 import cli_pb2, registry_pb2, resources_pb2
+from cli.descriptors import CLI
+from gatehouse.v1 import registry_pb2, resources_pb2
 
 console = render.console
 
 
 def _list_columns(service: str) -> list[tuple[str, str]]:
     method = registry_pb2.DESCRIPTOR.services_by_name[service].methods_by_name["List"]
-    return render.parse_columns(method.GetOptions().Extensions[cli_pb2.cli].columns)
+    return render.parse_columns(method.GetOptions().Extensions[CLI].columns)
 
 
 def gateways_table(gateways: Sequence[resources_pb2.Gateway]) -> None:

@@ -29,9 +29,14 @@ def _read_line(loop: asyncio.AbstractEventLoop, answer: asyncio.Future[str | Non
     except (OSError, ValueError):
         pass
     text = line.decode(errors="replace") if line else None
+
+    def answered() -> None:
+        if not answer.done():
+            answer.set_result(text)
+
     # RuntimeError: the command ended (Ctrl-C) while we waited.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(text))
+        loop.call_soon_threadsafe(answered)
 
 
 async def read_answer() -> str | None:

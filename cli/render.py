@@ -7,15 +7,19 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
 from cli.fit import fit, natural_width
+
+if TYPE_CHECKING:
+    from google._upb._message import FieldDescriptor as UpbFieldDescriptor
 
 PLACEHOLDER = re.compile(r"\{([^{}|]+)(?:\|([a-z]+))?\}")
 
@@ -45,7 +49,7 @@ def resolve(obj: Any, path: str) -> Any:
     return value
 
 
-def _is_map(field: FieldDescriptor) -> bool:
+def _is_map(field: FieldDescriptor | UpbFieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
@@ -57,8 +61,8 @@ def _format(value: Any, how: str | None) -> str:
     if how == "join":
         return " ".join(str(item) for item in value) if isinstance(value, list) else str(value)
     if how == "time":
-        if isinstance(value, Message) and value.ByteSize():
-            moment = value.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+        if isinstance(value, Timestamp) and value.ByteSize():
+            moment = value.ToDatetime(tzinfo=UTC)
             return moment.strftime("%Y-%m-%d %H:%M:%S")
         return ""
     if isinstance(value, tuple):

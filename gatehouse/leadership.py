@@ -12,7 +12,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import grpc
 
@@ -49,12 +50,15 @@ class Leadership:
             name=self.role, holder=self.holder, ttl_seconds=self._lease_seconds
         )
         try:
-            return await self._stubs.control_plane.AcquireLease(request, timeout=self._renew_seconds)
+            lease: registry_pb2.Lease = await self._stubs.control_plane.AcquireLease(
+                request, timeout=self._renew_seconds
+            )
+            return lease
         except grpc.aio.AioRpcError as error:
             log.warning("%s: cannot reach the registry for the lease: %s", self.role, error.details())
             return None
 
-    async def run(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Stands by until this copy holds the lease, runs `work` while it does, and stands by again
         when it loses it; releases the lease when cancelled (a clean stop hands over at once)."""
         try:
@@ -74,7 +78,7 @@ class Leadership:
                     await asyncio.shield(self._stubs.control_plane.ReleaseLease(release, timeout=1.0))
 
     async def _lead(
-        self, lease: registry_pb2.Lease, asked: float, work: Callable[[], Awaitable[None]]
+        self, lease: registry_pb2.Lease, asked: float, work: Callable[[], Coroutine[Any, Any, None]]
     ) -> None:
         self.fence = lease.fence
         self._has_led = True

@@ -94,7 +94,9 @@ class IncrementalGateway:
         for li in listeners:
             shell = li.shell()
             problems = validate_listener_shell(shell)
-            claims = [shell.port, shell.name] + ([shell.tls.port, shell.tls.name] if shell.tls else [])
+            claims: list[int | str] = [shell.port, shell.name]
+            if shell.tls:
+                claims += [shell.tls.port, shell.tls.name]
             problems += [
                 f"listener {shell.name!r}: {c!r} is already {taken[c]!r}'s" for c in claims if c in taken
             ]

@@ -75,23 +75,23 @@ def open_channel(address: str, token: str) -> grpc.aio.Channel:
 @dataclass(frozen=True)
 class Stubs:
     channel: grpc.aio.Channel
-    configurations: registry_pb2_grpc.ConfigurationsStub
-    gateways: registry_pb2_grpc.GatewaysStub
-    services: registry_pb2_grpc.ServicesStub
-    replicas: registry_pb2_grpc.ReplicasStub
-    secrets: registry_pb2_grpc.SecretsStub
-    watch: registry_pb2_grpc.WatchStub
-    identity: registry_pb2_grpc.IdentityStub
-    projects: registry_pb2_grpc.ProjectsStub
-    users: registry_pb2_grpc.UsersStub
-    tls_certificates: registry_pb2_grpc.TlsCertificatesStub
-    service_keys: registry_pb2_grpc.ServiceKeysStub
-    backends: registry_pb2_grpc.BackendsStub
-    events: registry_pb2_grpc.EventsStub
-    provisioner: provisioner_pb2_grpc.ProvisionerStub
-    certificates: certificates_pb2_grpc.CertificatesStub
-    tunnels: tunnel_pb2_grpc.TunnelsStub
-    control_plane: registry_pb2_grpc.ControlPlaneStub
+    configurations: registry_pb2_grpc.ConfigurationsAsyncStub
+    gateways: registry_pb2_grpc.GatewaysAsyncStub
+    services: registry_pb2_grpc.ServicesAsyncStub
+    replicas: registry_pb2_grpc.ReplicasAsyncStub
+    secrets: registry_pb2_grpc.SecretsAsyncStub
+    watch: registry_pb2_grpc.WatchAsyncStub
+    identity: registry_pb2_grpc.IdentityAsyncStub
+    projects: registry_pb2_grpc.ProjectsAsyncStub
+    users: registry_pb2_grpc.UsersAsyncStub
+    tls_certificates: registry_pb2_grpc.TlsCertificatesAsyncStub
+    service_keys: registry_pb2_grpc.ServiceKeysAsyncStub
+    backends: registry_pb2_grpc.BackendsAsyncStub
+    events: registry_pb2_grpc.EventsAsyncStub
+    provisioner: provisioner_pb2_grpc.ProvisionerAsyncStub
+    certificates: certificates_pb2_grpc.CertificatesAsyncStub
+    tunnels: tunnel_pb2_grpc.TunnelsAsyncStub
+    control_plane: registry_pb2_grpc.ControlPlaneAsyncStub
 
     @classmethod
     def connect(cls, address: str, token: str) -> Stubs:

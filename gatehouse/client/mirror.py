@@ -10,11 +10,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
-from gatehouse.v1 import registry_pb2, registry_pb2_grpc, resources_pb2
+from gatehouse.v1 import registry_pb2, resources_pb2
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,20 @@ class RegistryMirror:
         return [item for item in self.challenges.values() if item.gateway_id == gateway_id]
 
 
+class WatchCalls(Protocol):
+    """The registry's Watch service (its stub), as `follow` uses it."""
+
+    def Snapshot(
+        self, request: registry_pb2.SnapshotRequest, /
+    ) -> Awaitable[registry_pb2.SnapshotResponse]: ...
+
+    def Watch(
+        self, request: registry_pb2.WatchRequest, /
+    ) -> grpc.aio.UnaryStreamCall[registry_pb2.WatchRequest, registry_pb2.WatchEvent]: ...
+
+
 async def follow(
-    watch: registry_pb2_grpc.WatchStub,
+    watch: WatchCalls,
     mirror: RegistryMirror,
     on_change: Callable[[Change], Awaitable[None]],
     batch_window: float = 0.0,
@@ -163,7 +175,7 @@ async def follow(
 
 
 async def _consume(
-    stream: grpc.aio.UnaryStreamCall,
+    stream: grpc.aio.UnaryStreamCall[registry_pb2.WatchRequest, registry_pb2.WatchEvent],
     mirror: RegistryMirror,
     on_change: Callable[[Change], Awaitable[None]],
     batch_window: float,

@@ -19,12 +19,14 @@ from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
 
 
-class WakeServicer(external_auth_pb2_grpc.AuthorizationServicer):
+class WakeServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]  # xds-protos is untyped
     def __init__(self, waker: Waker | None = None) -> None:
         self._waker = waker
 
     async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse],
     ) -> external_auth_pb2.CheckResponse:
         """The request goes on unchanged (whether or not a replica came up: without one, Envoy's 503)."""
         service_id = request.attributes.context_extensions.get(WAKE_SERVICE_ID)

@@ -10,9 +10,12 @@ so are reports whose node is not of the gateway the caller's client certificate 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import Literal, NoReturn, Protocol
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from gatehouse.gateway_resources import SERVICE_STATS_PREFIX
 from gateway_xds.autoscale.concurrency import InFlight
@@ -26,21 +29,31 @@ from gateway_xds.observe.envoy_stats import (
     EnvoyStats,
     Histogram,
 )
-from gateway_xds.server.peer import peer_gateway
+from gateway_xds.server.peer import PeerContext, peer_gateway
 from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 from gateway_xds.shared.redis import SharedStateUnavailable
 
 NODE_HEADER = "x-gatehouse-node"
+
+
+class ReportContext(PeerContext, Protocol):
+    """What a report's call context offers the sink (grpc.aio.ServicerContext)."""
+
+    def invocation_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn: ...
+
+
 # Requests routed to the cluster, and those that found no replica to go to (scale from zero).
 DEMAND_STATS = ("upstream_rq_total", "upstream_cx_none_healthy")
 # Requests in flight to the cluster's replicas (a gauge).
 IN_FLIGHT_STAT = "upstream_rq_active"
 
 
-def _counter_value(metric: object, kind: str = "sum") -> float | None:
+def _counter_value(metric: metrics_pb2.Metric, kind: Literal["sum", "gauge"] = "sum") -> float | None:
     """The metric's value summed over its data points: a counter (`sum`) or a gauge (`gauge`)."""
     data = getattr(metric, kind, None)
-    if data is None or not metric.HasField(kind):  # type: ignore[attr-defined]
+    if data is None or not metric.HasField(kind):
         return None
     total = 0.0
     for point in data.data_points:
@@ -48,24 +61,24 @@ def _counter_value(metric: object, kind: str = "sum") -> float | None:
     return total
 
 
-def _gauge_value(metric: object) -> float | None:
-    if not metric.HasField("gauge"):  # type: ignore[attr-defined]
+def _gauge_value(metric: metrics_pb2.Metric) -> float | None:
+    if not metric.HasField("gauge"):
         return None
-    points = metric.gauge.data_points  # type: ignore[attr-defined]
+    points = metric.gauge.data_points
     return sum(p.as_int if p.HasField("as_int") else p.as_double for p in points)
 
 
-def _histogram(metric: object) -> Histogram | None:
-    if not metric.HasField("histogram"):  # type: ignore[attr-defined]
+def _histogram(metric: metrics_pb2.Metric) -> Histogram | None:
+    if not metric.HasField("histogram"):
         return None
-    points = metric.histogram.data_points  # type: ignore[attr-defined]
+    points = metric.histogram.data_points
     if len(points) != 1 or len(points[0].bucket_counts) != len(points[0].explicit_bounds) + 1:
         return None
     point = points[0]
     return Histogram(tuple(point.explicit_bounds), tuple(point.bucket_counts), point.sum)
 
 
-def _read_stat(stats: ClusterStats, stat: str, metric: object) -> None:
+def _read_stat(stats: ClusterStats, stat: str, metric: metrics_pb2.Metric) -> None:
     if stat in REQUEST_CLASSES:
         value = _counter_value(metric)
         if value is not None:
@@ -96,7 +109,9 @@ class MetricsSink(metrics_service_pb2_grpc.MetricsServiceServicer):
         self._stats = stats
 
     async def Export(
-        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
+        self,
+        request: metrics_service_pb2.ExportMetricsServiceRequest,
+        context: ReportContext,
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         metadata = dict(context.invocation_metadata() or ())
         node = metadata.get(NODE_HEADER)

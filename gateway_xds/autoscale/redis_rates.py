@@ -40,7 +40,7 @@ class RedisRates(RequestRates):
     async def report(self, node: str, totals: Mapping[str, float]) -> None:
         if not totals:
             return
-        arguments = [node, json.dumps(dict(totals)), int(KEEP_SECONDS * 1000)]
+        arguments: list[str | int] = [node, json.dumps(dict(totals)), int(KEEP_SECONDS * 1000)]
         await self._shared.call("request counters", self._append(keys=[self._stream], args=arguments))
 
     async def refresh(self) -> None:

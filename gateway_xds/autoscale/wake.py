@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
 from gatehouse.client.mirror import RegistryMirror
-from gateway_xds.autoscale.autoscaler import Autoscaler
+from gatehouse.v1 import resources_pb2
 from gateway_xds.envoy_sync import EnvoySync
 from gateway_xds.ir.policies import WAKE_HOLD_SECONDS
 from gateway_xds.shared.acks import SharedAcks
@@ -25,12 +26,18 @@ ASK_AGAIN_SECONDS = 1.0
 FLEET_LOOK_SECONDS = 0.05
 
 
+class ScalesFromZero(Protocol):
+    """What a holder asks of the autoscaler (the Autoscaler)."""
+
+    def wake(self, service: resources_pb2.Service) -> None: ...
+
+
 class Waker:
     def __init__(
         self,
         mirror: RegistryMirror,
         sync: EnvoySync,
-        autoscaler: Autoscaler,
+        autoscaler: ScalesFromZero,
         hold_seconds: float = WAKE_HOLD_SECONDS,
         fleet: SharedAcks | None = None,
     ) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway_xds.shared.redis import SharedRedis
+
+# What XREAD answers (responses decoded): per stream read, its name and its entries' ids and fields.
+StreamEntries = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 # How long a leader waits for requests per call; Redis's own timeout is longer (shared/redis.py).
 WAIT_SECONDS = 0.1
@@ -66,7 +69,7 @@ class RedisWakeRequests:
     async def asked(self) -> set[str]:
         block_ms = int(WAIT_SECONDS * 1000)
         read = self._shared.client.xread({self._stream: self._last_id}, block=block_ms)
-        streams = await self._shared.call("wake from zero", read)
+        streams = cast(StreamEntries, await self._shared.call("wake from zero", read))
         asked = set()
         for entry_id, fields in streams[0][1] if streams else []:
             asked.add(fields["service"])

@@ -79,7 +79,8 @@ def cluster_eds_name(cluster: cluster_pb2.Cluster) -> str | None:
     """The ClusterLoadAssignment name an EDS cluster asks for; None for other cluster types."""
     if cluster.type != cluster_pb2.Cluster.EDS:
         return None
-    return cluster.eds_cluster_config.service_name or cluster.name
+    name: str = cluster.eds_cluster_config.service_name or cluster.name
+    return name
 
 
 def route_cluster_names(config: route_pb2.RouteConfiguration) -> set[str]:

@@ -316,9 +316,9 @@ def _dangling_after(
         for target, names in sorted(resource.references.items()):
             existing = entries.get(target, _EMPTY)
             errors += [_describe(resource, target, n) for n in sorted(names) if n not in existing]
-    for type_url, names in changed.items():
+    for type_url, changed_names in changed.items():
         existing, counts = entries.get(type_url, _EMPTY), refcounts.get(type_url, {})
-        for name in sorted(names):
+        for name in sorted(changed_names):
             if name not in existing and counts.get(name, 0) > 0:
                 errors.append(f"removed {short_name(type_url)} {name!r} is still referred to")
     return errors

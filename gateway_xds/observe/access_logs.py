@@ -159,14 +159,14 @@ def outbox_from_env() -> AccessLogOutbox:
     return AccessLogOutbox(file=Path(path) if path else None, answered=AnsweredRequests(percent))
 
 
-class AccessLogSink(als_pb2_grpc.AccessLogServiceServicer):
+class AccessLogSink(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]  # xds-protos is untyped
     def __init__(self, outbox: AccessLogOutbox) -> None:
         self._outbox = outbox
 
     async def StreamAccessLogs(
         self,
         request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[als_pb2.StreamAccessLogsMessage, als_pb2.StreamAccessLogsResponse],
     ) -> als_pb2.StreamAccessLogsResponse:
         certified = peer_gateway(context)
         gateway: str | None = None

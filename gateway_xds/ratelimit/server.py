@@ -33,12 +33,14 @@ def _take(gateway: str, descriptor: ratelimit_pb2.RateLimitDescriptor) -> Take |
     return Take((gateway, rule.name, client), rule.requests_per_second, rule.burst)
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # xds-protos is untyped
     def __init__(self, buckets: BucketStore) -> None:
         self._buckets = buckets
 
     async def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+        self,
+        request: rls_pb2.RateLimitRequest,
+        context: grpc.aio.ServicerContext[rls_pb2.RateLimitRequest, rls_pb2.RateLimitResponse],
     ) -> rls_pb2.RateLimitResponse:
         gateway = peer_gateway(context) or ""
         hits = request.hits_addend or 1

@@ -21,7 +21,7 @@ from gateway_xds.server.watcher import ConfigWatcher, NodeAuthorizer
 BULK_STREAMS = 4
 
 
-class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]  # xds-protos is untyped
     def __init__(
         self,
         watcher: ConfigWatcher,
@@ -41,7 +41,7 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
     async def StreamAggregatedResources(
         self,
         request_iterator: AsyncIterable[discovery_pb2.DiscoveryRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse],
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         stream = AdsStream(
             "sotw", SotwStreamState, self._watcher, self._authorizer, self._reporter, self.stats,
@@ -54,7 +54,7 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
     async def DeltaAggregatedResources(
         self,
         request_iterator: AsyncIterable[discovery_pb2.DeltaDiscoveryRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[discovery_pb2.DeltaDiscoveryRequest, EncodedDeltaResponse],
     ) -> AsyncIterator[EncodedDeltaResponse]:
         stream = AdsStream(
             "delta", DeltaStreamState, self._watcher, self._authorizer, self._reporter, self.stats,

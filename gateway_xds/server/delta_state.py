@@ -158,7 +158,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
             names = ", ".join(f"{n}@{answered[n] or 'removed'}" for n in shown) + (
                 f" (+{more})" if more else ""
             )
-            refused = self._rejected(request.type_url, names, answered, request.error_detail.message)
+            refused = self._rejected(request.type_url, names, answered, request.error_detail.message).keys()
             state.unconfirmed.update(refused)
         else:
             self.counters.acks += 1

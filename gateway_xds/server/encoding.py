@@ -12,6 +12,7 @@ intermediate messages.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -56,7 +57,7 @@ def _encode_resources(type_url: str, resources: Iterable[Resource], parts: list[
     type_url_bytes = type_url.encode()
     # Any's type_url field and the key of its value field: the same for every resource of the type.
     any_head = _ANY_TYPE_URL + _varint(len(type_url_bytes)) + type_url_bytes + _ANY_VALUE
-    names = []
+    names: list[str] = []
     append, extend, varint = names.append, parts.extend, _varint
     for resource in resources:
         value, version, name = resource.value, resource.version.encode(), resource.name.encode()
@@ -138,7 +139,7 @@ class EncodedDeltaResponse:
             self._parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(self.SerializeToString())
         return self._parsed
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:
         # Only reached for what the slots do not hold: the parsed message's other fields.
         return getattr(self.message, name)
 

@@ -94,7 +94,7 @@ class NodeNames:
 
     def __contains__(self, name: object) -> bool:
         if name in self._overrides:
-            return self._overrides[name]  # type: ignore[index]
+            return self._overrides[name]
         return name in self._base
 
     def add(self, name: str) -> None:

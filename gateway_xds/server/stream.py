@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Generic
+from typing import Any, Generic
 
 import grpc
 
@@ -46,7 +46,7 @@ class AdsStream(Generic[Request, Response]):
         stats: ServerStats,
         throttle: PushThrottle,
         bulk_gate: BulkGate,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         self._protocol = protocol
         self._make_state = make_state

@@ -1,6 +1,6 @@
 """What the xDS server needs from the rest of the control plane: snapshots, and who a node is."""
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -31,7 +31,7 @@ class NodeRejectedError(Exception):
 class NodeAuthorizer(Protocol):
     """Maps the node of a new stream to the gateway it serves, or raises NodeRejectedError."""
 
-    async def authorize(self, context: grpc.aio.ServicerContext, node: base_pb2.Node) -> str: ...
+    async def authorize(self, context: grpc.aio.ServicerContext[Any, Any], node: base_pb2.Node) -> str: ...
 
 
 def node_to_gateway(node_id: str) -> str:
@@ -48,5 +48,5 @@ def node_to_gateway(node_id: str) -> str:
 class NodeIdAuthorizer:
     """Trusts the node id as sent; the seam where a peer-certificate check will go."""
 
-    async def authorize(self, context: grpc.aio.ServicerContext, node: base_pb2.Node) -> str:
+    async def authorize(self, context: grpc.aio.ServicerContext[Any, Any], node: base_pb2.Node) -> str:
         return node_to_gateway(node.id)

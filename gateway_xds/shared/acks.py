@@ -215,16 +215,16 @@ class SharedAcks:
                     written.add((gateway_id, node_id))
                 pipeline.pexpire(self._hash(gateway_id), HASH_TTL_MS)
             for gateway_id, node_id in dirty - written:
-                revision = self._nodes.get(gateway_id, {}).get(node_id)
-                if revision is None:
+                acked = self._nodes.get(gateway_id, {}).get(node_id)
+                if acked is None:
                     key = self._hash(gateway_id)
                     await self._forget(keys=[key], args=[node_id, self._copy], client=pipeline)
                 else:
-                    pipeline.hset(self._hash(gateway_id), node_id, f"{self._copy} {revision}")
+                    pipeline.hset(self._hash(gateway_id), node_id, f"{self._copy} {acked}")
                     pipeline.pexpire(self._hash(gateway_id), HASH_TTL_MS)
             await self._shared.call("Envoys' acknowledgements", pipeline.execute())
 
     async def close(self) -> None:
         """A clean stop: this copy's nodes are not waited for from now on."""
-        with contextlib.suppress(RedisUnavailable):
+        with contextlib.suppress(*RedisUnavailable):
             await self._shared.client.delete(self._copy_key(self._copy))

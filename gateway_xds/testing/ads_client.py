@@ -1,7 +1,7 @@
 """Minimal ADS clients (State-of-the-World and Delta), to drive the xDS server in tests and benchmarks."""
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -14,7 +14,9 @@ class AdsClient:
 
     def __init__(self, channel: grpc.aio.Channel, node_id: str, read_timeout: float = 5.0) -> None:
         self.node_id = node_id
-        self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        self._call: grpc.aio.StreamStreamCall[
+            discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse
+        ] = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
         self._read_timeout = read_timeout
         self._node_sent = False
 
@@ -78,7 +80,9 @@ class DeltaAdsClient:
 
     def __init__(self, channel: grpc.aio.Channel, node_id: str, read_timeout: float = 5.0) -> None:
         self.node_id = node_id
-        self._call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+        self._call: grpc.aio.StreamStreamCall[
+            discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse
+        ] = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
         self._read_timeout = read_timeout
         self._node_sent = False
 
@@ -128,3 +132,8 @@ class DeltaAdsClient:
     async def close(self) -> None:
         await self._call.done_writing()
         self._call.cancel()
+
+
+# Opens a stream as the given node id (the tests' `ads` and `delta` fixtures).
+AdsConnect = Callable[[str], Awaitable[AdsClient]]
+DeltaConnect = Callable[[str], Awaitable[DeltaAdsClient]]

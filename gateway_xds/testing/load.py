@@ -104,7 +104,8 @@ class LoadLoop:
             except (OSError, http.client.HTTPException) as error:
                 with self._lock:
                     self.result.errors[type(error).__name__] += 1
-                connection.close()
+                if connection is not None:
+                    connection.close()
                 connection = None
             if self._pause:
                 time.sleep(self._pause)

@@ -16,7 +16,11 @@ class CertificatesServicer(certificates_pb2_grpc.CertificatesServicer):
         self._reconciler = reconciler
 
     async def Renew(
-        self, request: certificates_pb2.RenewCertificateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: certificates_pb2.RenewCertificateRequest,
+        context: grpc.aio.ServicerContext[
+            certificates_pb2.RenewCertificateRequest, certificates_pb2.RenewCertificateResponse
+        ],
     ) -> certificates_pb2.RenewCertificateResponse:
         current_principal().require_project(request.project)
         if not self._reconciler.renew(request.project, request.hostname):

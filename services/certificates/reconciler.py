@@ -10,6 +10,8 @@ import asyncio
 import datetime
 import logging
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.leadership import Leadership
@@ -31,10 +33,10 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _moment(value: object) -> datetime.datetime | None:
-    if not value.ByteSize():  # type: ignore[attr-defined]
+def _moment(value: Timestamp) -> datetime.datetime | None:
+    if not value.ByteSize():
         return None
-    return value.ToDatetime(tzinfo=datetime.UTC)  # type: ignore[attr-defined, no-any-return]
+    return value.ToDatetime(tzinfo=datetime.UTC)
 
 
 class CertificatesReconciler:

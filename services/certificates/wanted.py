@@ -35,6 +35,7 @@ def wanted_certificates(mirror: RegistryMirror, dns01: bool) -> dict[str, Wanted
     for service in mirror.services.values():
         if service.spec.hostname and service.spec.https != "false":
             https_gateways.add(service.spec.gateway_id)
+    gateway: resources_pb2.Gateway | None
     for gateway in mirror.gateways.values():
         if gateway.status.state == resources_pb2.GATEWAY_STATE_DELETING or not gateway.spec.domain:
             continue

@@ -98,14 +98,13 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
         if isinstance(data, dict) and part not in data and part == data.get("type"):
             continue
         parts.append(str(part))
-        data = data[part] if isinstance(data, dict | list) and _has(data, part) else None
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            data = None
     return ".".join(parts)
-
-
-def _has(data: dict[str, Any] | list[Any], part: int | str) -> bool:
-    if isinstance(data, dict):
-        return part in data
-    return isinstance(part, int) and 0 <= part < len(data)
 
 
 def one_line(error: ValidationError, where: str, data: Any) -> str:

@@ -113,7 +113,7 @@ _TAKE_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 async def hold_until_commit(session: AsyncSession, key: int) -> None:
     """On PostgreSQL, waits for and holds an advisory lock until the transaction ends (SQLite's one
     writer at a time needs none)."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(_TAKE_LOCK, {"key": key})
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,10 +39,15 @@ class Registration:
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
+# What grpc.aio hands an interceptor (grpc's type stubs describe the synchronous server's handlers).
+_AsyncUnary = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_AsyncStreaming = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
-def _code_name(context: grpc.aio.ServicerContext) -> str:
+
+def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The status the call ended with: OK unless the handler aborted or set another."""
-    code = context.code()
+    # grpc.aio reports the raw integer once the call has ended, the enum before.
+    code: grpc.StatusCode | int | None = context.code()
     if code is None:
         return "OK"
     if isinstance(code, grpc.StatusCode):
@@ -50,7 +55,7 @@ def _code_name(context: grpc.aio.ServicerContext) -> str:
     return _CODE_NAMES.get(code, "UNKNOWN")
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
     if isinstance(error, ApiError):
         await context.abort(error.code, error.message)
     if isinstance(error, grpc.aio.AioRpcError):
@@ -68,25 +73,27 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method or ""
         if handler is None or method.lstrip("/").startswith(UNAUTHENTICATED_SERVICES):
             return handler
         authenticator = self._authenticator
 
-        async def authenticate(context: grpc.aio.ServicerContext) -> None:
-            metadata = {key: value for key, value in (context.invocation_metadata() or ())}
+        async def authenticate(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            metadata = {
+                key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)
+            }
             principal = await authenticator.authenticate(bearer_token(metadata))
             set_current_principal(principal)
             set_current_lease_claim(metadata)
 
         if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
+            inner_unary = cast(_AsyncUnary, handler.unary_unary)
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 try:
                     await authenticate(context)
@@ -102,9 +109,9 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
                 unary, handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+            inner_stream = cast(_AsyncStreaming, handler.unary_stream)
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 try:
                     await authenticate(context)
@@ -121,9 +128,9 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
                 stream, handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_stream is not None:
-            inner_bidi = handler.stream_stream
+            inner_bidi = cast(_AsyncStreaming, handler.stream_stream)
 
-            async def bidi(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def bidi(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
                 try:
                     await authenticate(context)

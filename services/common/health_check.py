@@ -16,7 +16,8 @@ async def unhealthy(address: str, service: str = "", timeout: float = 2.0) -> st
     """None when `service` ("": the whole server) is SERVING at `address`, else why not."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            answer = await health_pb2_grpc.HealthStub(channel).Check(
+            # typeshed's HealthStub declares no methods.
+            answer = await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.aio.AioRpcError as error:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (1, 2) or args[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         return 2
-    why = asyncio.run(unhealthy(*args))
+    why = asyncio.run(unhealthy(args[0], args[1] if len(args) == 2 else ""))
     if why is not None:
         print(f"unhealthy: {why}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -29,7 +29,7 @@ from services.common.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-PRINCIPAL_KEY = web.AppKey("principal_of", Callable)
+PRINCIPAL_KEY: web.AppKey[Callable[[web.Request], Awaitable[Principal]]] = web.AppKey("principal_of")
 PAGE_FILES = {
     "/": ("index.html", "text/html"),
     "/dashboard.js": ("dashboard.js", "text/javascript"),
@@ -100,7 +100,7 @@ def exposition(registries: Iterable[CollectorRegistry], principal: Principal) ->
             out.append(generate_latest(registry))
             continue
         view = CollectorRegistry(auto_describe=False)
-        view.register(_Filtered(registry, frozenset(principal.projects)))  # type: ignore[arg-type]
+        view.register(_Filtered(registry, frozenset(principal.projects)))
         out.append(generate_latest(view))
     return b"".join(out)
 

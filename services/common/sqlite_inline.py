@@ -28,7 +28,7 @@ class InlineConnection(aiosqlite.Connection):
         connection = self._connection
         if connection is not None and self._running and _may_run_inline(connection, fn, args):
             return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
 
 def _may_run_inline(connection: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
@@ -53,12 +53,13 @@ def inline_connector(url: str) -> Callable[[], aiosqlite.Connection]:
     """For `create_async_engine(url, async_creator=...)`: the URL's own connect arguments."""
     parsed = make_url(url)
     args, options = parsed.get_dialect()().create_connect_args(parsed)
+    (database,) = args
     # Made on the connection's thread, used on the loop's as well (never both at once: every call
     # is awaited before the next).
-    options["check_same_thread"] = False
+    keywords: dict[str, Any] = {**options, "check_same_thread": False}
 
     def connect() -> aiosqlite.Connection:
-        connection = InlineConnection(lambda: sqlite3.connect(*args, **options), iter_chunk_size=64)
+        connection = InlineConnection(lambda: sqlite3.connect(database, **keywords), iter_chunk_size=64)
         connection._thread.daemon = True
         return connection
 

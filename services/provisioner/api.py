@@ -17,7 +17,11 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         self._provisioner = provisioner
 
     async def ReplicaLogs(
-        self, request: provisioner_pb2.ReplicaLogsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: provisioner_pb2.ReplicaLogsRequest,
+        context: grpc.aio.ServicerContext[
+            provisioner_pb2.ReplicaLogsRequest, provisioner_pb2.ReplicaLogsResponse
+        ],
     ) -> provisioner_pb2.ReplicaLogsResponse:
         current_principal().require_project(request.project)
         logs = self._provisioner.logs(request.project, request.service, request.tail or DEFAULT_TAIL)

@@ -14,12 +14,12 @@ from collections.abc import Callable
 import grpc
 
 from gatehouse import rollouts, runners
-from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.workqueue import Result
 from services.provisioner.probing import ReplicaProbes
 from services.provisioner.readiness import Streaks, interval, probe_round
+from services.provisioner.registry_calls import ServiceStubs
 from services.provisioner.runner import LocalReplica, LocalRunner, ReplicaFailed, ReplicaGone, spec_hash
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ DRAIN_SECONDS = 5.0
 class LocalServices:
     def __init__(
         self,
-        stubs: Stubs,
+        stubs: ServiceStubs,
         mirror: RegistryMirror,
         runner: LocalRunner,
         requeue: Callable[[str], None],
@@ -58,7 +58,7 @@ class LocalServices:
     async def _service_status(
         self,
         service: resources_pb2.Service,
-        state: int,
+        state: resources_pb2.ServiceState,
         message: str = "",
         rollout: resources_pb2.Rollout | None = None,
     ) -> None:
@@ -416,10 +416,12 @@ class LocalServices:
         outcomes = await asyncio.gather(
             *(self._start_one(service, run, replica) for replica in replicas), return_exceptions=True
         )
+        started: list[str | None] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return next((outcome for outcome in outcomes if outcome is not None), None)
+            started.append(outcome)
+        return next((outcome for outcome in started if outcome is not None), None)
 
     async def _start_one(
         self, service: resources_pb2.Service, run: resources_pb2.Service, replica: LocalReplica

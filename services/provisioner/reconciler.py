@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import grpc
 
-from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.leadership import Leadership
 from gatehouse.v1 import registry_pb2, resources_pb2
@@ -31,6 +30,7 @@ from services.provisioner.backends.factory import BackendFactory
 from services.provisioner.backends.local.gateway import CONNECT_DEADLINE_SECONDS, LocalGatewayBackend
 from services.provisioner.local_services import DRAIN_SECONDS, LocalServices
 from services.provisioner.registered_probes import RegisteredProbes
+from services.provisioner.registry_calls import ProvisionerStubs
 from services.provisioner.runner import LocalRunner
 from services.provisioner.serving import REPLACE_BACKOFF_SECONDS, HostWatch, judge
 
@@ -64,7 +64,7 @@ def host_ports(mirror: RegistryMirror, gateway_id: str, agent_tunnel_port: int) 
 class Provisioner:
     def __init__(
         self,
-        stubs: Stubs,
+        stubs: ProvisionerStubs,
         backends: BackendFactory,
         local: LocalGatewayBackend,
         runner: LocalRunner,

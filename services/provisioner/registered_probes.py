@@ -6,16 +6,17 @@ requests in flight finish, as the local runner's replicas do."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import grpc
 
 from gatehouse import runners
-from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.provisioner.probing import ReplicaProbes
 from services.provisioner.readiness import Streaks
+from services.provisioner.registry_calls import ReplicaStubs
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _probed(service: resources_pb2.Service, replica: resources_pb2.Replica) -> t
 
 
 class RegisteredProbes:
-    def __init__(self, stubs: Stubs, mirror: RegistryMirror) -> None:
+    def __init__(self, stubs: ReplicaStubs, mirror: RegistryMirror) -> None:
         self._stubs = stubs
         self._mirror = mirror
         self._probes = ReplicaProbes(self._on_change)
@@ -63,7 +64,7 @@ class RegisteredProbes:
                 port,
                 service.spec.probes,
                 Streaks(ready=replica.probed),
-                alive=lambda replica_id=replica.id: replica_id in self._watched,
+                alive=functools.partial(self._watched.__contains__, replica.id),
                 at_once=True,
             )
         for gone in self._watched.keys() - wanted.keys():

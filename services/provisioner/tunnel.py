@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -94,7 +95,9 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         self._sessions: dict[str, object] = {}
 
     async def Open(
-        self, request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame],
+        context: grpc.aio.ServicerContext[tunnel_pb2.TunnelFrame, tunnel_pb2.TunnelFrame],
     ) -> AsyncIterator[tunnel_pb2.TunnelFrame]:
         first = await anext(aiter(request_iterator))
         if first.WhichOneof("frame") != "hello":
@@ -104,8 +107,8 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         # to register replicas of the project itself.
         current_principal().require_runner(hello.project)
         if hello.certificate_request and self._tunnels is not None:
-            async for frame in self._tunnelled(hello, request_iterator, context):
-                yield frame
+            async for tunnelled in self._tunnelled(hello, request_iterator, context):
+                yield tunnelled
             return
         session = _Session()
         server = await asyncio.start_server(session.accept, self._bind, 0)
@@ -149,7 +152,7 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
         self,
         hello: tunnel_pb2.TunnelHello,
         request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[tunnel_pb2.TunnelFrame]:
         assert self._tunnels is not None
         try:
@@ -193,7 +196,7 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
                 cleanup.add_done_callback(self._cleanups.discard)
 
     async def _register(
-        self, request: registry_pb2.RegisterReplicaRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.RegisterReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         """Registers the agent's replica; the registry's refusal (a service that runs `commands`, …)
         becomes the agent's one-line error."""

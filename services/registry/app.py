@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import grpc
 
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc
+from services.common.addresses import Network
 from services.common.crypto import Cipher, load_or_create_key
 from services.common.db import BOOTSTRAP_LOCK, Database, hold_until_commit
 from services.common.grpc_server import Registration
@@ -28,7 +33,6 @@ from services.registry.api.service_keys import ServiceKeysServicer
 from services.registry.api.services import ServicesServicer
 from services.registry.api.watch import WatchServicer
 from services.registry.feed import Broadcaster
-from services.registry.host_networks import Network
 from services.registry.identity import BootstrapFiles, DatabaseAuthenticator, bootstrap
 from services.registry.replica_admission import ReplicaAdmission
 from services.registry.reserved_ports import ReservedPorts
@@ -88,7 +92,7 @@ class Registry:
 
     def registrations(self) -> list[Registration]:
         services = registry_pb2.DESCRIPTOR.services_by_name
-        pairs = [
+        pairs: list[tuple[str, object, Callable[[Any, grpc.aio.Server], None]]] = [
             (
                 "Configurations",
                 ConfigurationsServicer(self.ctx),

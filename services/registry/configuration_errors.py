@@ -9,6 +9,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 # Union members pydantic names in an error's location (`https.bool`, `port.int`).
 _TYPE_TAGS = {"bool", "int", "float", "str", "none", "list", "dict"}
@@ -99,7 +100,7 @@ def _closest(field: str, model: type[BaseModel]) -> str:
     return f" (did you mean `{match[0]}`?)" if match else ""
 
 
-def _message(item: dict[str, Any]) -> str:
+def _message(item: ErrorDetails) -> str:
     """What is wrong with a value, in words; `item` is one of ValidationError.errors()."""
     kind, value, ctx = item["type"], item.get("input"), item.get("ctx") or {}
     given = f", not {describe(value)}"

@@ -112,9 +112,9 @@ def of_write(session: AsyncSession, deleted: bool, obj: Message) -> None:
         reason = state
     add(
         session,
-        project=obj.project,  # type: ignore[attr-defined]
+        project=obj.project,
         kind=kind,
-        resource_id=obj.id,  # type: ignore[attr-defined]
+        resource_id=obj.id,
         name=name,
         type=WARNING if failed else NORMAL,
         reason=reason,

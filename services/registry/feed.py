@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import cast
 
 from google.protobuf.message import Message
 from sqlalchemy import delete, func, select, update
@@ -73,7 +74,7 @@ def record(session: AsyncSession, revision: int, event_type: int, obj: Message) 
 
 
 def to_watch_event(row: Event) -> registry_pb2.WatchEvent:
-    event = registry_pb2.WatchEvent(revision=row.revision, type=row.type)
+    event = registry_pb2.WatchEvent(revision=row.revision, type=cast(registry_pb2.EventType, row.type))
     getattr(event, row.kind).ParseFromString(row.payload)
     return event
 

@@ -19,7 +19,7 @@ _NOW = {
 
 
 async def database_now(session: AsyncSession) -> float:
-    return float((await session.execute(_NOW[session.bind.dialect.name])).scalar_one())
+    return float((await session.execute(_NOW[session.get_bind().dialect.name])).scalar_one())
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from services.common.addresses import (
     CLOUD_METADATA,
     RESOLVE_SECONDS,
     Address,
+    Network,
     ip,
     is_metadata_name,
     resolve,
     unwrapped,
 )
 from services.common.errors import InvalidArgument
-from services.registry.host_networks import Network
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.addresses import Network
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.registry import replica_addresses
 from services.registry.convert import gateway_config, gateway_status, service_config
-from services.registry.host_networks import Network, machine_networks
+from services.registry.host_networks import machine_networks
 from services.registry.models import GatewayRow, ReplicaRow, ServiceRow
 from services.registry.replica_addresses import AddressRules, Claim, Resolver, SystemResolver
 from services.registry.replicas import GATEHOUSE_RUNNERS, LOCAL_RUNNER

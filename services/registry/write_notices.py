@@ -98,8 +98,8 @@ class WriteNotices:
     async def _announce(self, session: AsyncSession) -> None:
         await session.execute(_TAKE_AND_NOTIFY, {"channel": CHANNEL, "payload": _payload(session.info)})
 
-    def _heard(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
-        number, _, body = payload.partition(" ")
+    def _heard(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        number, _, body = str(payload).partition(" ")
         try:
             change = json.loads(body)
             projects: Iterable[str] | None = change["projects"]

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -32,7 +33,7 @@ class Lines:
         self._thread = threading.Thread(target=self._read, args=(agent.stdout,), daemon=True)
         self._thread.start()
 
-    def _read(self, pipe) -> None:  # type: ignore[no-untyped-def]
+    def _read(self, pipe: IO[bytes]) -> None:
         for line in pipe:
             self.lines.append(line)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,14 +20,15 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.real
 
 
-def _service(server: ServerProcess, name: str = "scaler") -> dict[str, object]:
-    return json.loads(server.cli("service", "get", name, "--json").stdout)  # type: ignore[no-any-return]
+def _service(server: ServerProcess, name: str = "scaler") -> dict[str, Any]:
+    shown: dict[str, Any] = json.loads(server.cli("service", "get", name, "--json").stdout)
+    return shown
 
 
-def _until(check: object, within: float) -> bool:
+def _until(check: Callable[[], object], within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return True
         time.sleep(0.5)
     return False
@@ -210,5 +213,6 @@ commands: ["python {app}"]
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
 
 
-def _status(server: ServerProcess, name: str) -> dict[str, object]:
-    return _service(server, name)["status"]  # type: ignore[return-value]
+def _status(server: ServerProcess, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = _service(server, name)["status"]
+    return status

@@ -29,7 +29,8 @@ def _apply(
 def _events(server: ServerProcess, *args: str, env: dict[str, str] | None = None) -> list[dict[str, str]]:
     done = server.cli("events", "list", "--json", *args, env=env)
     assert done.code == 0, done.stderr
-    return json.loads(done.stdout).get("events", [])  # type: ignore[no-any-return]
+    events: list[dict[str, str]] = json.loads(done.stdout).get("events", [])
+    return events
 
 
 def test_writes_steps_and_a_nack_are_events_of_their_project(server: ServerProcess, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,8 @@ def gateway(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _replicas(server: ServerProcess, name: str) -> list[dict[str, object]]:
     shown = server.cli("replica", "list", name, "--json")
-    return json.loads(shown.stdout).get("replicas", [])  # type: ignore[no-any-return]
+    replicas: list[dict[str, object]] = json.loads(shown.stdout).get("replicas", [])
+    return replicas
 
 
 def test_a_replica_takes_traffic_only_while_its_probe_passes(
@@ -145,7 +147,7 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
     gateway: str,
     tmp_path: Path,
     case: str,
-    broken: dict[str, str],
+    broken: dict[str, Any],
     reason: str,
 ) -> None:
     name = f"broken-{case}"
@@ -159,7 +161,7 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_and_never_served(
             "apply",
             "-f",
             str(service_file(tmp_path, name, port, "v2", env=env, **broken)),
-            "-y",  # type: ignore[arg-type]
+            "-y",
         )
         after = len(load.answers)
         time.sleep(1)

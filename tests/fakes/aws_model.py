@@ -64,8 +64,8 @@ def read(shape: Shape, params: dict[str, str], prefix: str = "", ec2: bool = Fal
         if ec2:
             base = prefix
         elif shape.serialization.get("flattened"):
-            name = shape.member.serialization.get("name")
-            base = ".".join([*prefix.split(".")[:-1], name]) if name else prefix
+            member_name = shape.member.serialization.get("name")
+            base = ".".join([*prefix.split(".")[:-1], member_name]) if member_name else prefix
         else:
             base = f"{prefix}.{shape.member.serialization.get('name', 'member')}"
         items, index = [], 1

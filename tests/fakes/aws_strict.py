@@ -51,6 +51,7 @@ from xml.sax.saxutils import escape
 import boto3
 from botocore.exceptions import ClientError
 
+from services.provisioner.backends.aws.clients import AwsService
 from tests.fakes import aws_model
 from tests.fakes.aws_model import Problem
 
@@ -128,7 +129,7 @@ class StrictAws:
             server.server_close()
             thread.join(timeout=5)
 
-    def moto(self, service: str, region: str) -> Any:
+    def moto(self, service: AwsService, region: str) -> Any:
         return boto3.client(
             service,
             region_name=region,
@@ -143,7 +144,7 @@ class StrictAws:
         """What AWS would refuse in this request (empty: forward it)."""
         action = params.get("Action", "")
         model = aws_model.operation(service, action)
-        if model is None:
+        if model is None or model.input_shape is None:
             return []
         request = aws_model.read(model.input_shape, params, ec2=service == "ec2")
         problems = aws_model.check(model.input_shape, request)

@@ -222,7 +222,7 @@ class FakeCompute:
     # -- helpers ------------------------------------------------------------------------------
 
     def _image(self, name: str, family: str, architecture: str, deprecated: bool = False) -> dict[str, Any]:
-        image = {
+        image: dict[str, Any] = {
             "kind": "compute#image",
             "name": name,
             "family": family,

@@ -100,7 +100,9 @@ _UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10
 
 
 def _quantity(value: str) -> float:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(\D*)", value).groups()  # type: ignore[union-attr]
+    matched = re.fullmatch(r"(\d+(?:\.\d+)?)(\D*)", value)
+    assert matched is not None, value
+    number, unit = matched.groups()
     return float(number) * _UNITS[unit]
 
 
@@ -271,7 +273,7 @@ class FakeKubernetes:
             self.add_namespace(name, labels)
 
     def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
-        body = {"metadata": {"name": name, "labels": dict(labels or {})}}
+        body: dict[str, Any] = {"metadata": {"name": name, "labels": dict(labels or {})}}
         body["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
         body.update(spec={"finalizers": ["kubernetes"]}, status={"phase": "Active"})
         self.objects[("namespaces", "", name)] = self._meta("namespaces", "", body, None)

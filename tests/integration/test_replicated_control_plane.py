@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -41,7 +42,7 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane
         yield started
 
 
-def _config(data: dict[str, object]) -> struct_pb2.Struct:
+def _config(data: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(data)
     return struct
@@ -59,7 +60,7 @@ class Writer:
         }
         self.retries = 0
 
-    async def apply(self, data: dict[str, object], prefer: str = "a") -> registry_pb2.ApplyResponse:
+    async def apply(self, data: dict[str, Any], prefer: str = "a") -> registry_pb2.ApplyResponse:
         order = [prefer, *[copy for copy in COPIES if copy != prefer]]
         request = registry_pb2.ApplyRequest(project="main", configuration=_config(data))
         deadline = time.monotonic() + 30

@@ -154,9 +154,11 @@ def _health(port: int, credentials: grpc.ChannelCredentials | None) -> str:
     )
     with channel:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            stub = health_pb2_grpc.HealthStub(channel)
+            # typeshed's HealthStub declares no methods.
+            answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)  # type: ignore[attr-defined]
         except grpc.RpcError as error:
-            return str(error.code())  # type: ignore[attr-defined]
+            return str(error.code())
     return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
 

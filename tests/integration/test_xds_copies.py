@@ -210,7 +210,8 @@ async def test_the_gateway_shows_the_envoys_of_every_copy(
         acks = [SharedAcks(shared(), reporter) for reporter in reporters]
         for reporter, copy_acks in zip(reporters, acks, strict=True):
             reporter.others = copy_acks
-        running = [asyncio.create_task(task.run()) for task in (*reporters, *acks)]
+        running = [asyncio.create_task(reporter.run()) for reporter in reporters]
+        running += [asyncio.create_task(copy_acks.run()) for copy_acks in acks]
         a, b = (EnvoySync(copy_acks) for copy_acks in acks)
 
         async def shown() -> dict[str, tuple[bool, int]]:

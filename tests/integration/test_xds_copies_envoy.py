@@ -6,6 +6,7 @@ network namespace of its own)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -92,7 +93,7 @@ async def test_a_shared_limit_is_one_count_for_hosts_on_different_copies(
                 return Answer(0, {}, str(error))
 
         for index, host in enumerate(hosts):
-            await host.until(lambda host=host: probe(host), 200, f"the shared service on host {index}")
+            await host.until(functools.partial(probe, host), 200, f"the shared service on host {index}")
 
         def served(host: Gateway) -> int:
             return sum(host.envoy.stats("cluster.svc_main_shared.upstream_rq_total").values())

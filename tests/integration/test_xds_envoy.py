@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from envoy.config.listener.v3 import listener_pb2
 
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import LISTENER
 from gateway_xds.server.server import XdsServer, build_xds_server
@@ -52,7 +54,8 @@ def envoy_binary() -> Path | None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class _Hello(BaseHTTPRequestHandler):
@@ -284,7 +287,8 @@ async def test_rejected_listener_is_reported_and_a_fix_applies(
     good = gateway(port, ("*",), (Endpoint("127.0.0.1", upstream),))
     resources = translate(good)
     # Envoy refuses a listener address that is not an IP; IR validation would not let this through.
-    resources[LISTENER][f"port-{port}"].address.socket_address.address = "not-an-ip"
+    listener: listener_pb2.Listener = resources[LISTENER][f"port-{port}"]
+    listener.address.socket_address.address = "not-an-ip"
     bad = Snapshot(next(_revisions), resources)
     rejected_before = len(control_plane.reporter.of_kind("rejected"))
     control_plane.cache.set_snapshot(GATEWAY_ID, bad)

@@ -145,7 +145,7 @@ class XdsProcess:
                     assert self.process is not None and self.process.poll() is None, self.log()
                     try:
                         if (
-                            await health.Check(request, timeout=1)
+                            await health.Check(request, timeout=1)  # type: ignore[attr-defined]
                         ).status == health_pb2.HealthCheckResponse.SERVING:
                             return
                     except grpc.aio.AioRpcError:

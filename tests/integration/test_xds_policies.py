@@ -5,6 +5,7 @@ the Envoys of a gateway's two hosts) after auth, per principal where there is au
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import ipaddress
 import itertools
@@ -313,7 +314,7 @@ async def test_shared_rate_limits_hold_across_the_gateways_envoys(
                 return Answer(0, {}, str(error))
 
         for index, host in enumerate(hosts):
-            await host.until(lambda host=host: probe(host), 200, f"the shared service on host {index}")
+            await host.until(functools.partial(probe, host), 200, f"the shared service on host {index}")
 
         def served(host: Gateway) -> int:
             return sum(host.envoy.stats("cluster.svc_main_shared.upstream_rq_total").values())

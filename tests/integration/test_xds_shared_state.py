@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import pytest
@@ -181,7 +182,8 @@ async def test_counters_pushed_to_two_copies_make_one_rate(copies: Callable[[], 
         rate = leader.rate("svc_a", time.monotonic(), 30)
         # The expected sum, from the stream's own entries: each node's growth over its time.
         shared = copies()
-        entries = await shared.client.xrange(shared.key("demand"))
+        # XRANGE's entries (responses decoded): ids and fields.
+        entries = cast(list[tuple[str, dict[str, str]]], await shared.client.xrange(shared.key("demand")))
         per_node: dict[str, list[tuple[float, float]]] = {}
         for entry_id, fields in entries:
             totals = json.loads(fields["totals"])
@@ -219,7 +221,7 @@ async def test_a_hold_on_one_copy_waits_for_the_envoys_of_the_other(
     mirror.services[service.id] = service
     sync_a = EnvoySync(a)
     sync_b = EnvoySync(b)
-    waker = Waker(mirror, sync_a, _AskNobody(), hold_seconds=10, fleet=a)  # type: ignore[arg-type]
+    waker = Waker(mirror, sync_a, _AskNobody(), hold_seconds=10, fleet=a)
     try:
         sync_b.connected("gateway/gw-1/0", "gw-1")
         sync_b.connected("gateway/gw-2/0", "gw-2")  # another gateway's, never waited for by gw-1's

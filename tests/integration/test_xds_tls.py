@@ -7,9 +7,10 @@ import asyncio
 import dataclasses
 import http.client
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,8 +121,8 @@ class TlsGateway:
             connection.close()
 
 
-def service(name: str, host: str, upstream: Upstream, **vhost: object) -> ServiceRoute:
-    virtual_host = dataclasses.replace(VirtualHost(name, (host,), name), **vhost)  # type: ignore[arg-type]
+def service(name: str, host: str, upstream: Upstream, **vhost: Any) -> ServiceRoute:
+    virtual_host = dataclasses.replace(VirtualHost(name, (host,), name), **vhost)
     return ServiceRoute("http", virtual_host, Backend(name, (Endpoint("127.0.0.1", upstream.port),)))
 
 
@@ -181,7 +182,7 @@ async def tls_gateway(
         envoy.stop()
 
 
-async def eventually(check, expected: object, what: str, envoy: EnvoyProcess) -> object:  # type: ignore[no-untyped-def]
+async def eventually(check: Callable[[], object], expected: object, what: str, envoy: EnvoyProcess) -> object:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE_SECONDS
     last = None

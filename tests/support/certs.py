@@ -54,5 +54,7 @@ def client_files(ca: InternalCA, gateway_id: str, workdir: Path) -> XdsTls:
     for name, content in (("xds-client.pem", issued.certificate_pem), ("xds-client.key", issued.key_pem)):
         (workdir / name).write_bytes(content)
     (workdir / "xds-ca.pem").write_bytes(issued.ca_pem)
-    files = [str(workdir / name) for name in ("xds-client.pem", "xds-client.key", "xds-ca.pem")]
-    return XdsTls(*files, server_name=XDS_SERVER_NAME)
+    certificate, key, authority = (
+        str(workdir / name) for name in ("xds-client.pem", "xds-client.key", "xds-ca.pem")
+    )
+    return XdsTls(certificate, key, authority, server_name=XDS_SERVER_NAME)

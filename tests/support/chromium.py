@@ -94,11 +94,12 @@ class Chromium:
         ident = next(self._ids)
         await self._socket.send_str(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
-            message = json.loads((await self._socket.receive()).data)
+            message: dict[str, Any] = json.loads((await self._socket.receive()).data)
             if message.get("id") == ident:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]  # type: ignore[no-any-return]
+                result: dict[str, Any] = message["result"]
+                return result
 
     async def navigate(self, url: str) -> None:
         await self.call("Page.navigate", url=url)

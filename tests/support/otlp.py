@@ -12,7 +12,8 @@ def envoy_push(cluster_totals: dict[str, int]) -> metrics_service_pb2.ExportMetr
     resource = request.resource_metrics.add()
     # The same field under its older name in the OTLP copy xds-protos installs (see metrics_sink.py).
     current = "scope_metrics" in resource.DESCRIPTOR.fields_by_name
-    scope = (resource.scope_metrics if current else resource.instrumentation_library_metrics).add()
+    # The older field is not in opentelemetry-proto's stubs.
+    scope = (resource.scope_metrics if current else resource.instrumentation_library_metrics).add()  # type: ignore[attr-defined]
     for cluster, total in cluster_totals.items():
         metric = scope.metrics.add(name=f"cluster.{cluster}.upstream_rq_total")
         metric.sum.CopyFrom(metrics_pb2.Sum(data_points=[metrics_pb2.NumberDataPoint(as_int=total)]))

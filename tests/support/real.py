@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import pytest
 
 
-def require_real(reason: str) -> None:
+def require_real(reason: str) -> NoReturn:
     """Skip locally; fail when GATEHOUSE_REQUIRE_REAL=1 (CI sets it), so CI never skips silently."""
     if os.environ.get("GATEHOUSE_REQUIRE_REAL") == "1":
         pytest.fail(f"{reason} (GATEHOUSE_REQUIRE_REAL=1: real components are required)")

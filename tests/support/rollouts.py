@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support.http import fetch
 from tests.support.server import ServerProcess
@@ -117,4 +118,6 @@ def until(check: Callable[[], bool], within: float = 30.0) -> bool:
 
 
 def rollout_of(server: ServerProcess, name: str) -> dict[str, object]:
-    return json.loads(server.cli("service", "get", name, "--json").stdout)["status"].get("rollout", {})  # type: ignore[no-any-return]
+    shown: dict[str, Any] = json.loads(server.cli("service", "get", name, "--json").stdout)
+    rollout: dict[str, object] = shown["status"].get("rollout", {})
+    return rollout

@@ -19,6 +19,7 @@ from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import unpack_startup_script
 from services.provisioner.join import JoinSetup
 from tests.support.join_tokens import local_join_tokens
+from tests.support.no_cloud import NoCloud
 
 CLOUDS = ("aws", "gcp", "azure", "kubernetes")
 # A DNS name is at most 253 characters, each label at most 63.
@@ -60,7 +61,7 @@ def largest_plan(cloud: str, directory: Path, largest: bool = True) -> GatewayPl
     ports = frozenset(range(20000, 30000)) if largest else frozenset()
     backend = CloudGatewayBackend(
         cloud,
-        driver=None,  # type: ignore[arg-type]
+        driver=NoCloud(),
         xds=XdsEndpoint(host, 50052),
         mapped_ports=lambda gateway_id: ports,
         join=join,

@@ -11,11 +11,11 @@ import datetime
 from collections.abc import Sequence
 
 import grpc
-import josepy
 from acme import challenges, client, errors, messages
 from acme.crypto_util import make_csr
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwk import JWK, JWKRSA
 
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
@@ -47,9 +47,7 @@ class AcmeIssuer:
     def name(self) -> str:
         return self._settings.directory_url
 
-    def _network(
-        self, key: josepy.JWK, account: messages.RegistrationResource | None
-    ) -> client.ClientNetwork:
+    def _network(self, key: JWK, account: messages.RegistrationResource | None) -> client.ClientNetwork:
         verify: bool | str = self._settings.ca_bundle or True
         return client.ClientNetwork(key, account=account, user_agent=USER_AGENT, verify_ssl=verify)  # type: ignore[arg-type]
 
@@ -63,7 +61,7 @@ class AcmeIssuer:
                 stored = await self._stubs.tls_certificates.GetAccount(
                     registry_pb2.GetAcmeAccountRequest(directory_url=url)
                 )
-                key = josepy.JWK.json_loads(stored.key_json)
+                key = JWK.json_loads(stored.key_json)
                 account = messages.RegistrationResource.json_loads(stored.registration_json)
                 network = self._network(key, account)
                 directory = await asyncio.to_thread(client.ClientV2.get_directory, url, network)
@@ -72,7 +70,7 @@ class AcmeIssuer:
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.NOT_FOUND:
                     raise
-            key = josepy.JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            key = JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
             network = self._network(key, None)
             directory = await asyncio.to_thread(client.ClientV2.get_directory, url, network)
             acme_client = client.ClientV2(directory, network)
@@ -87,7 +85,7 @@ class AcmeIssuer:
             self._client = acme_client
             return acme_client
 
-    def _registration(self, directory: messages.Directory, key: josepy.JWK) -> messages.NewRegistration:
+    def _registration(self, directory: messages.Directory, key: JWK) -> messages.NewRegistration:
         binding = None
         if self._settings.eab_kid and self._settings.eab_hmac_key:
             binding = messages.ExternalAccountBinding.from_data(

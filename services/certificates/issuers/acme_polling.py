@@ -34,7 +34,8 @@ def poll_authorizations(
     failed = [item for item in settled if item.body.status != messages.STATUS_VALID]
     if failed:
         raise errors.ValidationError(failed)
-    return order.update(authorizations=settled)
+    authorized: messages.OrderResource = order.update(authorizations=settled)
+    return authorized
 
 
 def finalize(
@@ -46,7 +47,8 @@ def finalize(
         body = order.body
         if body.status == messages.STATUS_VALID and body.certificate:
             chain = acme._post_as_get(body.certificate).text
-            return order.update(fullchain_pem=chain)
+            issued: messages.OrderResource = order.update(fullchain_pem=chain)
+            return issued
         if body.status == messages.STATUS_INVALID:
             raise errors.IssuanceError(body.error) if body.error else errors.Error("the order was refused")
         delay = _pause(delay, deadline)

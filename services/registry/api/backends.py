@@ -30,7 +30,9 @@ class BackendsServicer(registry_pb2_grpc.BackendsServicer):
         self._ctx = ctx
 
     async def Put(
-        self, request: registry_pb2.PutBackendRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.PutBackendRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.PutBackendRequest, registry_pb2.BackendInfo],
     ) -> registry_pb2.BackendInfo:
         current_principal().require_project_admin(request.project, "configuring backends")
         raw = json_format.MessageToDict(request.config)
@@ -56,7 +58,11 @@ class BackendsServicer(registry_pb2_grpc.BackendsServicer):
             return _info(row)
 
     async def List(
-        self, request: registry_pb2.ListBackendsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListBackendsRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListBackendsRequest, registry_pb2.ListBackendsResponse
+        ],
     ) -> registry_pb2.ListBackendsResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -68,7 +74,11 @@ class BackendsServicer(registry_pb2_grpc.BackendsServicer):
             return registry_pb2.ListBackendsResponse(backends=[_info(row) for row in rows.scalars()])
 
     async def Delete(
-        self, request: registry_pb2.DeleteBackendRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteBackendRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteBackendRequest, registry_pb2.DeleteBackendResponse
+        ],
     ) -> registry_pb2.DeleteBackendResponse:
         current_principal().require_project_admin(request.project, "configuring backends")
         async with self._ctx.write() as session:
@@ -79,7 +89,9 @@ class BackendsServicer(registry_pb2_grpc.BackendsServicer):
         return registry_pb2.DeleteBackendResponse()
 
     async def Resolve(
-        self, request: registry_pb2.ResolveBackendRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ResolveBackendRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ResolveBackendRequest, registry_pb2.ResolvedBackend],
     ) -> registry_pb2.ResolvedBackend:
         current_principal().require_system()
         async with self._ctx.read() as session:

@@ -18,7 +18,11 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
         self._ctx = ctx
 
     async def List(
-        self, request: registry_pb2.ListTlsCertificatesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListTlsCertificatesRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListTlsCertificatesRequest, registry_pb2.ListTlsCertificatesResponse
+        ],
     ) -> registry_pb2.ListTlsCertificatesResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -28,7 +32,11 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
         )
 
     async def Put(
-        self, request: registry_pb2.PutTlsCertificateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.PutTlsCertificateRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.PutTlsCertificateRequest, resources_pb2.TlsCertificate
+        ],
     ) -> resources_pb2.TlsCertificate:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -38,7 +46,11 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
             return certificates.certificate_message(row)
 
     async def Delete(
-        self, request: registry_pb2.DeleteTlsCertificateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteTlsCertificateRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteTlsCertificateRequest, registry_pb2.DeleteTlsCertificateResponse
+        ],
     ) -> registry_pb2.DeleteTlsCertificateResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -48,7 +60,9 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
         return registry_pb2.DeleteTlsCertificateResponse()
 
     async def GetKey(
-        self, request: registry_pb2.GetTlsKeyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetTlsKeyRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetTlsKeyRequest, registry_pb2.TlsKey],
     ) -> registry_pb2.TlsKey:
         current_principal().require_system()
         async with self._ctx.read() as session:
@@ -58,14 +72,20 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
             return registry_pb2.TlsKey(id=row.id, private_key_pem=certificates.key_of(self._ctx.cipher, row))
 
     async def PutChallenge(
-        self, request: resources_pb2.AcmeChallenge, context: grpc.aio.ServicerContext
+        self,
+        request: resources_pb2.AcmeChallenge,
+        context: grpc.aio.ServicerContext[resources_pb2.AcmeChallenge, resources_pb2.AcmeChallenge],
     ) -> resources_pb2.AcmeChallenge:
         current_principal().require_system()
         async with self._ctx.write() as session:
             return certificates.challenge_message(await certificates.put_challenge(session, request))
 
     async def DeleteChallenge(
-        self, request: registry_pb2.DeleteChallengeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteChallengeRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteChallengeRequest, registry_pb2.DeleteChallengeResponse
+        ],
     ) -> registry_pb2.DeleteChallengeResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -73,14 +93,18 @@ class TlsCertificatesServicer(registry_pb2_grpc.TlsCertificatesServicer):
         return registry_pb2.DeleteChallengeResponse()
 
     async def GetAccount(
-        self, request: registry_pb2.GetAcmeAccountRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetAcmeAccountRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetAcmeAccountRequest, registry_pb2.AcmeAccount],
     ) -> registry_pb2.AcmeAccount:
         current_principal().require_system()
         async with self._ctx.read() as session:
             return await certificates.account(session, self._ctx.cipher, request.directory_url)
 
     async def PutAccount(
-        self, request: registry_pb2.AcmeAccount, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.AcmeAccount,
+        context: grpc.aio.ServicerContext[registry_pb2.AcmeAccount, registry_pb2.AcmeAccount],
     ) -> registry_pb2.AcmeAccount:
         current_principal().require_system()
         async with self._ctx.write() as session:

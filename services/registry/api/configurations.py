@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from gatehouse.v1 import registry_pb2, registry_pb2_grpc
 from services.common.auth import current_principal
-from services.common.errors import NotFound
+from services.common.errors import FailedPrecondition, NotFound
 from services.registry import gateways, secrets, services
 from services.registry.api.context import RegistryContext
 from services.registry.configurations import (
@@ -53,7 +53,9 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
         return config
 
     async def GetPlan(
-        self, request: registry_pb2.ApplyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ApplyRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ApplyRequest, registry_pb2.Plan],
     ) -> registry_pb2.Plan:
         async with self._ctx.read() as session:
             config = await self._parse(session, request.project, request.configuration)
@@ -86,7 +88,9 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
             return plan
 
     async def Apply(
-        self, request: registry_pb2.ApplyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ApplyRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ApplyRequest, registry_pb2.ApplyResponse],
     ) -> registry_pb2.ApplyResponse:
         async with self._ctx.write() as session:
             config = await self._parse(session, request.project, request.configuration)
@@ -109,7 +113,11 @@ class ConfigurationsServicer(registry_pb2_grpc.ConfigurationsServicer):
             return registry_pb2.ApplyResponse(service=service)
 
     async def Delete(
-        self, request: registry_pb2.DeleteConfigurationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteConfigurationRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteConfigurationRequest, registry_pb2.DeleteConfigurationResponse
+        ],
     ) -> registry_pb2.DeleteConfigurationResponse:
         async with self._ctx.write() as session:
             config = await self._parse(session, request.project, request.configuration)
@@ -136,7 +144,7 @@ async def delete_gateway(session: Any, row: Any, force: bool) -> None:
     using = await gateways.services_using(session, row.id)
     if using and not force:
         names = ", ".join(service.name for service in using)
-        raise gateways.FailedPrecondition(
+        raise FailedPrecondition(
             f'gateway "{row.name}" is used by service(s) {names}: delete them first, or pass --force'
         )
     for service in using:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
@@ -63,5 +63,5 @@ class RegistryContext:
             ) from None
         self.broadcaster.notify()
 
-    def read(self) -> AsyncIterator[AsyncSession]:
-        return self.db.read()  # type: ignore[return-value]
+    def read(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.db.read()

@@ -29,7 +29,9 @@ class ControlPlaneServicer(registry_pb2_grpc.ControlPlaneServicer):
         self._ctx = ctx
 
     async def AcquireLease(
-        self, request: registry_pb2.AcquireLeaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.AcquireLeaseRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.AcquireLeaseRequest, registry_pb2.Lease],
     ) -> registry_pb2.Lease:
         current_principal().require_system()
         if not request.name or not request.holder or not 0 < request.ttl_seconds <= MAX_LEASE_SECONDS:
@@ -45,7 +47,9 @@ class ControlPlaneServicer(registry_pb2_grpc.ControlPlaneServicer):
         return _lease(request.name, state)
 
     async def ReleaseLease(
-        self, request: registry_pb2.ReleaseLeaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReleaseLeaseRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ReleaseLeaseRequest, registry_pb2.Lease],
     ) -> registry_pb2.Lease:
         current_principal().require_system()
         async with self._ctx.db.write() as session:
@@ -53,7 +57,9 @@ class ControlPlaneServicer(registry_pb2_grpc.ControlPlaneServicer):
         return registry_pb2.Lease(name=request.name) if state is None else _lease(request.name, state)
 
     async def GetInternalCA(
-        self, request: registry_pb2.GetInternalCARequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetInternalCARequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetInternalCARequest, registry_pb2.InternalCA],
     ) -> registry_pb2.InternalCA:
         current_principal().require_system()
         async with self._ctx.read() as session:
@@ -63,7 +69,11 @@ class ControlPlaneServicer(registry_pb2_grpc.ControlPlaneServicer):
         return registry_pb2.InternalCA(certificate_pem=sealed[0], key_encrypted=sealed[1])
 
     async def RedeemJoinToken(
-        self, request: registry_pb2.RedeemJoinTokenRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RedeemJoinTokenRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.RedeemJoinTokenRequest, registry_pb2.RedeemJoinTokenResponse
+        ],
     ) -> registry_pb2.RedeemJoinTokenResponse:
         current_principal().require_system()
         if len(request.digest) != 64:

@@ -15,7 +15,9 @@ class EventsServicer(registry_pb2_grpc.EventsServicer):
         self._ctx = ctx
 
     async def List(
-        self, request: registry_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListEventsRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListEventsRequest, registry_pb2.ListEventsResponse],
     ) -> registry_pb2.ListEventsResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:

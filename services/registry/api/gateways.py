@@ -29,7 +29,11 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         self._ctx = ctx
 
     async def List(
-        self, request: registry_pb2.ListGatewaysRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListGatewaysRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListGatewaysRequest, registry_pb2.ListGatewaysResponse
+        ],
     ) -> registry_pb2.ListGatewaysResponse:
         current_principal().require_project(request.project)
 
@@ -46,13 +50,17 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return await self._ctx.reads.get(("gateways", request.project), load)
 
     async def Get(
-        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         current_principal().require_project(request.project)
         return await self._read(request.project, request.name)
 
     async def Follow(
-        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetRequest, resources_pb2.Gateway],
     ) -> AsyncIterator[resources_pb2.Gateway]:
         current_principal().require_project(request.project)
         async for gateway in follow(self._ctx.broadcaster, lambda: self._read(request.project, request.name)):
@@ -67,7 +75,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return await self._ctx.reads.get(("gateway", project, name), load)
 
     async def Create(
-        self, request: registry_pb2.CreateGatewayRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateGatewayRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateGatewayRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         """Creates a gateway, then answers once the provisioner says it runs or failed. The local
         backend (region `local`) is the default, as `gatehouse server` embeds it. Headers go out
@@ -98,7 +108,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             await self._ctx.broadcaster.wait(waiter, min(remaining, 1.0))
 
     async def Update(
-        self, request: registry_pb2.UpdateGatewayRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateGatewayRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateGatewayRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         _require_admin(request.project)
         async with self._ctx.write() as session:
@@ -108,7 +120,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             return await gateways.message(session, row)
 
     async def Delete(
-        self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.DeleteRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         _require_admin(request.project)
         async with self._ctx.write() as session:
@@ -123,7 +137,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return row  # type: ignore[no-any-return]
 
     async def UpdateStatus(
-        self, request: registry_pb2.UpdateGatewayStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateGatewayStatusRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateGatewayStatusRequest, resources_pb2.Gateway],
     ) -> resources_pb2.Gateway:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -132,7 +148,9 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
             return await gateways.message(session, row)
 
     async def FinalizeDelete(
-        self, request: registry_pb2.FinalizeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.FinalizeRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.FinalizeRequest, registry_pb2.FinalizeResponse],
     ) -> registry_pb2.FinalizeResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -142,7 +160,11 @@ class GatewaysServicer(registry_pb2_grpc.GatewaysServicer):
         return registry_pb2.FinalizeResponse()
 
     async def ReportEnvoys(
-        self, request: registry_pb2.ReportEnvoysRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReportEnvoysRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ReportEnvoysRequest, registry_pb2.ReportEnvoysResponse
+        ],
     ) -> registry_pb2.ReportEnvoysResponse:
         current_principal().require_system()
         async with self._ctx.write() as session:

@@ -10,7 +10,9 @@ from services.common.auth import current_principal
 
 class IdentityServicer(registry_pb2_grpc.IdentityServicer):
     async def WhoAmI(
-        self, request: registry_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.WhoAmIRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.WhoAmIRequest, registry_pb2.WhoAmIResponse],
     ) -> registry_pb2.WhoAmIResponse:
         principal = current_principal()
         return registry_pb2.WhoAmIResponse(

@@ -32,7 +32,9 @@ class ProjectsServicer(_IdentityWrites, registry_pb2_grpc.ProjectsServicer):
         self._ctx = ctx
 
     async def Create(
-        self, request: registry_pb2.CreateProjectRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateProjectRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateProjectRequest, registry_pb2.Project],
     ) -> registry_pb2.Project:
         principal = current_principal()
         async with self._identity_write() as session:
@@ -40,7 +42,11 @@ class ProjectsServicer(_IdentityWrites, registry_pb2_grpc.ProjectsServicer):
             return await projects.project_message(session, project)
 
     async def List(
-        self, request: registry_pb2.ListProjectsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListProjectsRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListProjectsRequest, registry_pb2.ListProjectsResponse
+        ],
     ) -> registry_pb2.ListProjectsResponse:
         principal = current_principal()
         names = None if principal.admin or principal.system else list(principal.projects)
@@ -51,7 +57,11 @@ class ProjectsServicer(_IdentityWrites, registry_pb2_grpc.ProjectsServicer):
             )
 
     async def Delete(
-        self, request: registry_pb2.DeleteProjectRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteProjectRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteProjectRequest, registry_pb2.DeleteProjectResponse
+        ],
     ) -> registry_pb2.DeleteProjectResponse:
         current_principal().require_project_admin(request.name, "deleting a project")
         async with self._identity_write() as session:
@@ -59,7 +69,9 @@ class ProjectsServicer(_IdentityWrites, registry_pb2_grpc.ProjectsServicer):
         return registry_pb2.DeleteProjectResponse()
 
     async def SetMember(
-        self, request: registry_pb2.SetMemberRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.SetMemberRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.SetMemberRequest, registry_pb2.Project],
     ) -> registry_pb2.Project:
         current_principal().require_project_admin(request.project, "managing members")
         async with self._identity_write() as session:
@@ -69,7 +81,9 @@ class ProjectsServicer(_IdentityWrites, registry_pb2_grpc.ProjectsServicer):
             return await projects.project_message(session, project)
 
     async def RemoveMember(
-        self, request: registry_pb2.RemoveMemberRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RemoveMemberRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RemoveMemberRequest, registry_pb2.Project],
     ) -> registry_pb2.Project:
         current_principal().require_project_admin(request.project, "managing members")
         async with self._identity_write() as session:
@@ -84,7 +98,9 @@ class UsersServicer(_IdentityWrites, registry_pb2_grpc.UsersServicer):
         self._ctx = ctx
 
     async def Create(
-        self, request: registry_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateUserRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateUserRequest, registry_pb2.UserWithToken],
     ) -> registry_pb2.UserWithToken:
         current_principal().require_admin("creating users")
         async with self._identity_write() as session:
@@ -94,7 +110,9 @@ class UsersServicer(_IdentityWrites, registry_pb2_grpc.UsersServicer):
             )
 
     async def List(
-        self, request: registry_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListUsersRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListUsersRequest, registry_pb2.ListUsersResponse],
     ) -> registry_pb2.ListUsersResponse:
         current_principal().require_admin("listing users")
         async with self._ctx.read() as session:
@@ -109,7 +127,9 @@ class UsersServicer(_IdentityWrites, registry_pb2_grpc.UsersServicer):
             raise PermissionDenied(f"{what} of another user needs a server admin")
 
     async def IssueToken(
-        self, request: registry_pb2.IssueTokenRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.IssueTokenRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.IssueTokenRequest, registry_pb2.UserWithToken],
     ) -> registry_pb2.UserWithToken:
         self._require_self_or_admin(request.user, "issuing tokens")
         async with self._identity_write() as session:
@@ -120,7 +140,11 @@ class UsersServicer(_IdentityWrites, registry_pb2_grpc.UsersServicer):
             )
 
     async def RevokeTokens(
-        self, request: registry_pb2.RevokeTokensRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RevokeTokensRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.RevokeTokensRequest, registry_pb2.RevokeTokensResponse
+        ],
     ) -> registry_pb2.RevokeTokensResponse:
         self._require_self_or_admin(request.user, "revoking tokens")
         async with self._identity_write() as session:

@@ -40,7 +40,8 @@ class ReadCache:
             self._entries.clear()
             return
         for project in wanted:
-            self._projects[project] = self._projects.get(project, 0) + 1  # type: ignore[index]
+            if project is not None:
+                self._projects[project] = self._projects.get(project, 0) + 1
         self._entries = {key: value for key, value in self._entries.items() if key[1] not in wanted}
 
     def __contains__(self, key: Key) -> bool:

@@ -20,7 +20,9 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
         self._admission = ctx.admission
 
     async def Register(
-        self, request: registry_pb2.RegisterReplicaRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RegisterReplicaRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RegisterReplicaRequest, resources_pb2.Replica],
     ) -> resources_pb2.Replica:
         principal = current_principal()
         self._admission.require_registrar(principal, request.project, request.runner)
@@ -43,7 +45,9 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
         return address, await self._admission.claim(principal, address)
 
     async def Heartbeat(
-        self, request: registry_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.HeartbeatRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.HeartbeatRequest, resources_pb2.Replica],
     ) -> resources_pb2.Replica:
         """A heartbeat holds the address to the gateway's rules as they are now: a replica whose
         address they refuse (its gateway's replica_networks narrowed, say) leaves the service."""
@@ -60,7 +64,9 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
         raise InvalidArgument(f"{refusal} (replica {request.id} was unregistered)")
 
     async def SetProbed(
-        self, request: registry_pb2.SetProbedRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.SetProbedRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.SetProbedRequest, resources_pb2.Replica],
     ) -> resources_pb2.Replica:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -69,7 +75,11 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
             return replica_message(row)
 
     async def Unregister(
-        self, request: registry_pb2.UnregisterReplicaRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UnregisterReplicaRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.UnregisterReplicaRequest, registry_pb2.UnregisterReplicaResponse
+        ],
     ) -> registry_pb2.UnregisterReplicaResponse:
         async with self._ctx.write() as session:
             row = await replicas.get(session, request.id)
@@ -78,7 +88,11 @@ class ReplicasServicer(registry_pb2_grpc.ReplicasServicer):
         return registry_pb2.UnregisterReplicaResponse()
 
     async def List(
-        self, request: registry_pb2.ListReplicasRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListReplicasRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListReplicasRequest, registry_pb2.ListReplicasResponse
+        ],
     ) -> registry_pb2.ListReplicasResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:

@@ -19,7 +19,9 @@ class SecretsServicer(registry_pb2_grpc.SecretsServicer):
         self._ctx = ctx
 
     async def Add(
-        self, request: registry_pb2.AddSecretRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.AddSecretRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.AddSecretRequest, registry_pb2.SecretInfo],
     ) -> registry_pb2.SecretInfo:
         current_principal().require_project_admin(request.project, "managing secrets")
         async with self._ctx.write() as session:
@@ -27,7 +29,9 @@ class SecretsServicer(registry_pb2_grpc.SecretsServicer):
         return registry_pb2.SecretInfo(project=request.project, name=request.name)
 
     async def List(
-        self, request: registry_pb2.ListSecretsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListSecretsRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ListSecretsRequest, registry_pb2.ListSecretsResponse],
     ) -> registry_pb2.ListSecretsResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -37,7 +41,9 @@ class SecretsServicer(registry_pb2_grpc.SecretsServicer):
         )
 
     async def ResolveRun(
-        self, request: registry_pb2.ResolveRunRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ResolveRunRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ResolveRunRequest, registry_pb2.ResolvedRun],
     ) -> registry_pb2.ResolvedRun:
         current_principal().require_system()
         async with self._ctx.read() as session:
@@ -56,7 +62,11 @@ class SecretsServicer(registry_pb2_grpc.SecretsServicer):
         return registry_pb2.ResolvedRun(env=resolved["env"], commands=resolved["commands"])
 
     async def Delete(
-        self, request: registry_pb2.DeleteSecretRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteSecretRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteSecretRequest, registry_pb2.DeleteSecretResponse
+        ],
     ) -> registry_pb2.DeleteSecretResponse:
         current_principal().require_project_admin(request.project, "managing secrets")
         async with self._ctx.write() as session:

@@ -16,7 +16,9 @@ class ServiceKeysServicer(registry_pb2_grpc.ServiceKeysServicer):
         self._ctx = ctx
 
     async def Create(
-        self, request: registry_pb2.CreateServiceKeyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.CreateServiceKeyRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.CreateServiceKeyRequest, registry_pb2.ServiceKey],
     ) -> registry_pb2.ServiceKey:
         current_principal().require_project_admin(request.project, "making API keys")
         async with self._ctx.write() as session:
@@ -27,7 +29,11 @@ class ServiceKeysServicer(registry_pb2_grpc.ServiceKeysServicer):
             )
 
     async def List(
-        self, request: registry_pb2.ListServiceKeysRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListServiceKeysRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListServiceKeysRequest, registry_pb2.ListServiceKeysResponse
+        ],
     ) -> registry_pb2.ListServiceKeysResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -43,7 +49,11 @@ class ServiceKeysServicer(registry_pb2_grpc.ServiceKeysServicer):
             )
 
     async def Delete(
-        self, request: registry_pb2.DeleteServiceKeyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteServiceKeyRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.DeleteServiceKeyRequest, registry_pb2.DeleteServiceKeyResponse
+        ],
     ) -> registry_pb2.DeleteServiceKeyResponse:
         current_principal().require_project_admin(request.project, "revoking API keys")
         async with self._ctx.write() as session:

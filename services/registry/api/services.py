@@ -23,7 +23,11 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         self._ctx = ctx
 
     async def List(
-        self, request: registry_pb2.ListServicesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ListServicesRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ListServicesRequest, registry_pb2.ListServicesResponse
+        ],
     ) -> registry_pb2.ListServicesResponse:
         current_principal().require_project(request.project)
 
@@ -36,13 +40,17 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         return await self._ctx.reads.get(("services", request.project), load)
 
     async def Get(
-        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         current_principal().require_project(request.project)
         return await self._read(request.project, request.name)
 
     async def Follow(
-        self, request: registry_pb2.GetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.GetRequest, resources_pb2.Service],
     ) -> AsyncIterator[resources_pb2.Service]:
         current_principal().require_project(request.project)
         async for service in follow(self._ctx.broadcaster, lambda: self._read(request.project, request.name)):
@@ -57,19 +65,25 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         return await self._ctx.reads.get(("service", project, name), load)
 
     async def Delete(
-        self, request: registry_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.DeleteRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.DeleteRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         current_principal().require_project(request.project)
         async with self._ctx.write() as session:
             return await services.remove(session, await services.get(session, request.project, request.name))
 
     async def Promote(
-        self, request: registry_pb2.RolloutDecisionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RolloutDecisionRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RolloutDecisionRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         return await self._decide(request, promote=True)
 
     async def Abort(
-        self, request: registry_pb2.RolloutDecisionRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.RolloutDecisionRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.RolloutDecisionRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         return await self._decide(request, promote=False)
 
@@ -83,7 +97,9 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
             return await services.message(session, row)
 
     async def Scale(
-        self, request: registry_pb2.ScaleServiceRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ScaleServiceRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.ScaleServiceRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -94,7 +110,9 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
             return await services.message(session, row)
 
     async def UpdateStatus(
-        self, request: registry_pb2.UpdateServiceStatusRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.UpdateServiceStatusRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.UpdateServiceStatusRequest, resources_pb2.Service],
     ) -> resources_pb2.Service:
         current_principal().require_system()
         async with self._ctx.write() as session:
@@ -105,7 +123,9 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
             return await services.message(session, row)
 
     async def AccessLog(
-        self, request: registry_pb2.AccessLogRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.AccessLogRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.AccessLogRequest, registry_pb2.AccessLogResponse],
     ) -> registry_pb2.AccessLogResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -116,7 +136,11 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         )
 
     async def ReportAccessLogs(
-        self, request: registry_pb2.ReportAccessLogsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReportAccessLogsRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ReportAccessLogsRequest, registry_pb2.ReportAccessLogsResponse
+        ],
     ) -> registry_pb2.ReportAccessLogsResponse:
         current_principal().require_system()
         by_backend: dict[str, list[registry_pb2.AccessLogEntry]] = {}
@@ -140,7 +164,11 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         return registry_pb2.ReportAccessLogsResponse()
 
     async def Stats(
-        self, request: registry_pb2.ServiceStatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ServiceStatsRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ServiceStatsRequest, registry_pb2.ServiceStatsResponse
+        ],
     ) -> registry_pb2.ServiceStatsResponse:
         current_principal().require_project(request.project)
         async with self._ctx.read() as session:
@@ -152,7 +180,11 @@ class ServicesServicer(registry_pb2_grpc.ServicesServicer):
         return registry_pb2.ServiceStatsResponse(points=points, lines=service_stats.render(points, minutes))
 
     async def ReportStats(
-        self, request: registry_pb2.ReportServiceStatsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.ReportServiceStatsRequest,
+        context: grpc.aio.ServicerContext[
+            registry_pb2.ReportServiceStatsRequest, registry_pb2.ReportServiceStatsResponse
+        ],
     ) -> registry_pb2.ReportServiceStatsResponse:
         current_principal().require_system()
         async with self._ctx.read() as session:

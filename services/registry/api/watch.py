@@ -22,7 +22,9 @@ class WatchServicer(registry_pb2_grpc.WatchServicer):
         self._ctx = ctx
 
     async def Snapshot(
-        self, request: registry_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.SnapshotRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.SnapshotRequest, registry_pb2.SnapshotResponse],
     ) -> registry_pb2.SnapshotResponse:
         current_principal().require_system()
         async with self._ctx.read() as session:
@@ -47,7 +49,9 @@ class WatchServicer(registry_pb2_grpc.WatchServicer):
             )
 
     async def Watch(
-        self, request: registry_pb2.WatchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: registry_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[registry_pb2.WatchRequest, registry_pb2.WatchEvent],
     ) -> AsyncIterator[registry_pb2.WatchEvent]:
         current_principal().require_system()
         after = request.since_revision

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.certificates.issuers.acme import AcmeIssuer
-from services.certificates.issuers.base import IssueError
+from services.certificates.issuers.base import ChallengeSolver, IssueError
 from services.certificates.issuers.solvers import Dns01Solver
 from services.certificates.reconciler import CertificatesReconciler
 from services.certificates.resolve import NotPointingAtGateway, check_points_at
@@ -25,7 +26,7 @@ from tests.support.pebble import ChallTestSrvDns, Pebble
 pytestmark = pytest.mark.real
 
 
-def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(data)
     return result
@@ -48,12 +49,12 @@ async def running_gateway(registry: RegistryHandle, domain: str) -> resources_pb
     )
 
 
-def settings_for(pebble: Pebble, **extra: object) -> CertificateSettings:
+def settings_for(pebble: Pebble, **extra: Any) -> CertificateSettings:
     return CertificateSettings(
         directory_url=pebble.directory_url,
         ca_bundle=str(pebble.ca_bundle),
         dns_server=pebble.dns_server,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -138,7 +139,7 @@ async def test_the_reconciler_issues_stores_encrypted_and_renews(
             registry_pb2.ApplyRequest(project="main", configuration=_struct(service))
         )
         settings = settings_for(short_lived, dns_provider="challtestsrv")
-        solvers = {"dns-01": Dns01Solver(ChallTestSrvDns(short_lived))}
+        solvers: dict[str, ChallengeSolver] = {"dns-01": Dns01Solver(ChallTestSrvDns(short_lived))}
         reconciler = CertificatesReconciler(
             registry.system, settings, AcmeIssuer(settings, registry.system, solvers)
         )

@@ -51,7 +51,7 @@ def shape_account(moto: MotoServer, region: str) -> Account:
 def single_zone_vpc(moto: MotoServer, region: str, name: str) -> str:
     """A VPC with one public subnet: too few zones for a load balancer."""
     ec2 = moto.client("ec2")
-    vpc_id = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    vpc_id: str = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     ec2.create_tags(Resources=[vpc_id], Tags=[{"Key": "Name", "Value": name}])
     gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
     ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc_id)

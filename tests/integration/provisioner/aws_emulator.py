@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 
 from services.common.probes import free_port
 from tests.fakes.aws_strict import StrictAws
 from tests.support.real import require_real
+
+# The AWS services the tests call through moto.
+MotoService = Literal["ec2", "elbv2", "acm", "route53"]
 
 CANONICAL = "099720109477"
 REGION = "eu-west-1"
@@ -77,7 +80,7 @@ class MotoServer:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
 
-    def client(self, service: str, access_key: str = "testing", secret_key: str = "testing") -> Any:
+    def client(self, service: MotoService, access_key: str = "testing", secret_key: str = "testing") -> Any:
         return boto3.client(
             service,
             region_name=REGION,

@@ -207,7 +207,7 @@ class SimulatedStack:
     provisioner: Provisioner
     xds: XdsApp
 
-    async def apply_gateway(self, name: str, **spec: object) -> resources_pb2.Gateway:
+    async def apply_gateway(self, name: str, **spec: Any) -> resources_pb2.Gateway:
         config = struct_pb2.Struct()
         config.update({"type": "gateway", "name": name, "backend": "aws", "region": "eu-west-1", **spec})
         applied = await self.registry.configurations.Apply(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from gatehouse.v1 import resources_pb2
 from services.provisioner.backends.base import GatewayBackend, HostInfo, NotReady
@@ -16,11 +17,11 @@ def gateway(
     gateway_id: str = "gw-0123456789ab",
     name: str = "example-gateway",
     certificate: resources_pb2.Certificate | None = None,
-    **spec: object,
+    **spec: Any,
 ) -> resources_pb2.Gateway:
     """A gateway as the registry hands it over (defaults as in the registry: public, one host)."""
-    fields: dict[str, object] = {"public_ip": True, "replicas": 1, **spec}
-    message = resources_pb2.GatewaySpec(backend=backend, region=region, **fields)  # type: ignore[arg-type]
+    fields: dict[str, Any] = {"public_ip": True, "replicas": 1, **spec}
+    message = resources_pb2.GatewaySpec(backend=backend, region=region, **fields)
     if certificate is not None:
         message.certificate.CopyFrom(certificate)
     return resources_pb2.Gateway(id=gateway_id, project="main", name=name, spec=message)

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -33,7 +34,8 @@ from gatehouse.envoy_bootstrap import HOST_ADMIN_SOCKET
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from gateway_xds.server.peer import PeerCertificateAuthorizer
@@ -257,7 +259,7 @@ class RecordingAuthorizer(PeerCertificateAuthorizer):
     def __init__(self) -> None:
         self.serials: list[int] = []
 
-    async def authorize(self, context: grpc.aio.ServicerContext, node: base_pb2.Node) -> str:
+    async def authorize(self, context: grpc.aio.ServicerContext[Any, Any], node: base_pb2.Node) -> str:
         for pem in context.auth_context().get("x509_pem_cert", ()):
             self.serials.append(x509.load_pem_x509_certificate(pem).serial_number)
         return await super().authorize(context, node)

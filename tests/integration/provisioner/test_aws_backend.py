@@ -296,7 +296,7 @@ class CrashAfterLaunch:
 
 async def test_a_crash_after_launching_and_a_restart_leave_exactly_one_instance_per_host(aws: Aws) -> None:
     gw = gateway("aws", REGION, GATEWAY_ID, replicas=2)
-    crashing = CloudGatewayBackend("aws", CrashAfterLaunch(AwsDriver(aws.config())), XDS, join=aws.join)  # type: ignore[arg-type]
+    crashing = CloudGatewayBackend("aws", CrashAfterLaunch(AwsDriver(aws.config())), XDS, join=aws.join)
     with pytest.raises(Crash):
         await crashing.create_or_update(gw)
     # A new process: nothing remembered, everything found again by the gateway's tag.

@@ -281,7 +281,8 @@ async def test_a_stopped_or_deallocated_vm_is_not_running_and_is_replaced_keepin
     # The same address; the host (made again under its name) is a new one from its launch time.
     assert dataclasses.replace(again, hosts=()) == dataclasses.replace(host, hosts=())
     assert [h.id for h in again.hosts] == [h.id for h in host.hosts]
-    assert again.hosts[0].launched_at > (host.hosts[0].launched_at or 0.0)
+    relaunched = again.hosts[0].launched_at
+    assert relaunched is not None and relaunched > (host.hosts[0].launched_at or 0.0)
     [replacement] = azure.of_type(VMS)
     assert replacement["properties"]["vmId"] != vm["properties"]["vmId"]
 
@@ -303,6 +304,7 @@ async def test_the_fake_refuses_what_resource_manager_refuses(azure: FakeAzure) 
         change(candidate)
         with pytest.raises(HttpResponseError) as error:
             compute.virtual_machines.begin_create_or_update(group, "another", candidate, polling=False)
+        assert error.value.error is not None
         return f"{error.value.error.code}: {error.value.error.message}"
 
     too_big = base64.b64encode(b"x" * 65536).decode()

@@ -295,7 +295,10 @@ async def test_the_fake_refuses_what_compute_engine_refuses(compute: FakeCompute
             networkInterfaces=[{"network": f"projects/{compute.project}/global/networks/default"}],
         )
         body.update(changes)
-        return compute_v1.Instance.from_json(json.dumps(body), ignore_unknown_fields=True)
+        instance: compute_v1.Instance = compute_v1.Instance.from_json(
+            json.dumps(body), ignore_unknown_fields=True
+        )
+        return instance
 
     refused = {
         "Label key 'Gatehouse' violates format constraints": instance(labels={"Gatehouse": "x"}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,7 @@ async def test_a_host_runs_only_once_its_envoy_has_acknowledged_and_then_serves(
     ids=["image-pull-refused", "apt-lock-held"],
 )
 async def test_a_host_whose_startup_fails_never_runs_and_is_replaced_with_its_console_shown(
-    tmp_path: Path, failure: dict[str, int], shown: str
+    tmp_path: Path, failure: dict[str, Any], shown: str
 ) -> None:
     async with simulated_stack(tmp_path, host_deadline=3, **failure) as stack:
         await stack.apply_gateway("edge")

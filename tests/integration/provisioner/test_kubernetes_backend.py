@@ -196,10 +196,10 @@ async def test_a_crash_after_creating_a_host_and_a_restart_leave_one_deployment(
     ],
 )
 async def test_what_kubernetes_cannot_do_is_refused(
-    cluster: FakeKubernetes, spec: dict[str, object], message: str
+    cluster: FakeKubernetes, spec: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(BackendError, match=message):
-        await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID, **spec))  # type: ignore[arg-type]
+        await converge(backend(cluster), gateway("kubernetes", "any", GATEWAY_ID, **spec))
     assert cluster.of("services") == cluster.of("deployments") == []
 
 
@@ -319,6 +319,7 @@ async def test_the_fake_cluster_refuses_manifests_the_api_server_would(
     with pytest.raises(client.ApiException) as refused:
         apps.create_namespaced_deployment(NAMESPACE, client.V1Deployment.model_validate(broken))
     assert refused.value.status == 422
+    assert refused.value.body is not None
     message = json.loads(refused.value.body)["message"]
     assert message.startswith(f'Deployment.apps "gatehouse-{GATEWAY_ID}-1" is invalid: ')
     for problem in (
@@ -333,7 +334,7 @@ async def test_the_fake_cluster_refuses_manifests_the_api_server_would(
     secret["data"]["not/a key"] = "!!"
     with pytest.raises(client.ApiException) as refused:
         k8s.driver.core.create_namespaced_secret(NAMESPACE, client.V1Secret.model_validate(secret))  # type: ignore[attr-defined]
-    assert refused.value.status == 422 and "illegal base64 data" in refused.value.body
+    assert refused.value.status == 422 and "illegal base64 data" in (refused.value.body or "")
 
 
 async def test_everything_is_in_one_namespace_and_a_namespaced_role_there_is_all_it_needs(
@@ -413,7 +414,7 @@ async def test_the_fake_cluster_holds_rbac_and_pod_security_as_a_cluster_does(
     core = k8s.driver.core  # type: ignore[attr-defined]
     with pytest.raises(client.ApiException) as forbidden:
         core.create_namespace(client.V1Namespace.model_validate({"metadata": {"name": "mine"}}))
-    assert forbidden.value.status == 403
+    assert forbidden.value.status == 403 and forbidden.value.body is not None
     assert json.loads(forbidden.value.body)["message"] == (
         f'namespaces is forbidden: User "system:serviceaccount:{NAMESPACE}:gatehouse" cannot create '
         'resource "namespaces" in API group "" at the cluster scope'

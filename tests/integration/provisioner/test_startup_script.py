@@ -45,6 +45,7 @@ from tests.integration.provisioner.hostsim import (
     run_startup_data,
     wait_acked,
 )
+from tests.support.no_cloud import NoCloud
 
 pytestmark = pytest.mark.real
 
@@ -61,7 +62,7 @@ def plan_of(plane: ControlPlane) -> GatewayPlan:
     """The plan a cloud backend makes: each host's script carries a new join token."""
     backend = CloudGatewayBackend(
         "aws",
-        driver=None,  # type: ignore[arg-type]
+        driver=NoCloud(),
         xds=XdsEndpoint("127.0.0.1", plane.port),
         join=JoinSetup(plane.tokens, plane.join),
     )

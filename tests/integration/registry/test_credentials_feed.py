@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
 
 from gatehouse.client.mirror import RegistryMirror
-from gatehouse.v1 import registry_pb2
+from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.auth import hash_token
 from tests.integration.registry.conftest import RegistryServer
 
@@ -18,16 +19,21 @@ pytestmark = pytest.mark.real
 
 
 async def _until(
-    mirror: RegistryMirror, stream: grpc.aio.UnaryStreamCall, check: object, within: float = 10.0
+    mirror: RegistryMirror,
+    stream: grpc.aio.UnaryStreamCall[registry_pb2.WatchRequest, registry_pb2.WatchEvent],
+    check: Callable[[], object],
+    within: float = 10.0,
 ) -> None:
     async def follow() -> None:
-        while not check():  # type: ignore[operator]
-            mirror.apply([await stream.read()])
+        while not check():
+            event = await stream.read()
+            assert isinstance(event, registry_pb2.WatchEvent)
+            mirror.apply([event])
 
     await asyncio.wait_for(follow(), within)
 
 
-def _by_hash(mirror: RegistryMirror, value: str) -> list[object]:
+def _by_hash(mirror: RegistryMirror, value: str) -> list[resources_pb2.Credential]:
     return [c for c in mirror.credentials.values() if c.hash == hash_token(value)]
 
 

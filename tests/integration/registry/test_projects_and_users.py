@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 import pytest
@@ -14,15 +16,15 @@ from tests.integration.registry.conftest import RegistryServer
 pytestmark = pytest.mark.real
 
 
-async def _code(call: object) -> grpc.StatusCode:
+async def _code(call: Awaitable[object]) -> grpc.StatusCode:
     try:
-        await call  # type: ignore[misc]
+        await call
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
 
 
-def _apply(project: str, **config: object) -> registry_pb2.ApplyRequest:
+def _apply(project: str, **config: Any) -> registry_pb2.ApplyRequest:
     struct = struct_pb2.Struct()
     struct.update(config)
     return registry_pb2.ApplyRequest(project=project, configuration=struct)

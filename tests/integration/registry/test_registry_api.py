@@ -274,7 +274,9 @@ async def test_list_then_watch_sees_every_change_once_in_order(
     await tenant.api.services.Delete(registry_pb2.DeleteRequest(project=tenant.project, name="watched"))
     seen: list[registry_pb2.WatchEvent] = []
     while len([e for e in seen if e.WhichOneof("object") == "service"]) < 2:
-        seen.append(await asyncio.wait_for(stream.read(), 10))
+        event = await asyncio.wait_for(stream.read(), 10)
+        assert isinstance(event, registry_pb2.WatchEvent)
+        seen.append(event)
     stream.cancel()
     revisions = [event.revision for event in seen]
     assert revisions == sorted(set(revisions)) and revisions[0] == snapshot.revision + 1

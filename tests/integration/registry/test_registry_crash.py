@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -70,7 +71,7 @@ class RegistryProcess:
             await stubs.close()
 
 
-def _struct(data: dict[str, object]) -> struct_pb2.Struct:
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(data)
     return result

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -99,7 +100,7 @@ async def test_copies_started_together_share_one_internal_ca(copies: tuple[Copy,
     assert first.certificate_pem == second.certificate_pem
 
 
-def _apply(project: str, **config: object) -> registry_pb2.ApplyRequest:
+def _apply(project: str, **config: Any) -> registry_pb2.ApplyRequest:
     struct = struct_pb2.Struct()
     struct.update(config)
     return registry_pb2.ApplyRequest(project=project, configuration=struct)

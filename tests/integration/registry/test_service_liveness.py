@@ -98,7 +98,8 @@ async def test_follow_ends_when_the_service_is_deleted(tenants: tuple[Tenant, Te
     await apply(one, **local_gateway("gw"))
     await apply(one, type="service", name="brief", gateway="gw", port="8081:80")
     follow = one.api.services.Follow(registry_pb2.GetRequest(project=one.project, name="brief"), timeout=30)
-    assert (await follow.read()).name == "brief"
+    first = await follow.read()
+    assert isinstance(first, resources_pb2.Service) and first.name == "brief"
     await one.api.services.Delete(registry_pb2.DeleteRequest(project=one.project, name="brief"))
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         while True:

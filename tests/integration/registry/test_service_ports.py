@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -88,14 +89,19 @@ async def test_conflicts_with_another_projects_service_name_neither(two: tuple[T
         await apply(owner, type="service", name=chat, gateway="gw-named", port=8000)
     for name, port, chat in pairs:
         shared = f"{owner.project}/gw-shared"
-        taken = {"type": "service", "name": "mine", "gateway": shared, "port": f"{port}:8000"}
+        taken: dict[str, Any] = {"type": "service", "name": "mine", "gateway": shared, "port": f"{port}:8000"}
         details = await expect_error(grpc.StatusCode.ALREADY_EXISTS, apply(other, **taken))
         assert details.startswith(f'port {port} of gateway "gw-shared" is taken: ') and "\n" not in details
         assert "hidden" not in details and owner.project not in details
         # Within its own project, the holder is named.
-        same = {**taken, "gateway": "gw-shared", "name": "again"}
+        same: dict[str, Any] = {**taken, "gateway": "gw-shared", "name": "again"}
         assert f'service "{name}"' in await expect_error(grpc.StatusCode.ALREADY_EXISTS, apply(owner, **same))
-        named = {"type": "service", "name": chat, "gateway": f"{owner.project}/gw-named", "port": 8000}
+        named: dict[str, Any] = {
+            "type": "service",
+            "name": chat,
+            "gateway": f"{owner.project}/gw-named",
+            "port": 8000,
+        }
         details = await expect_error(grpc.StatusCode.ALREADY_EXISTS, apply(other, **named))
         assert details.startswith(f'{chat}.{domain} is taken on gateway "gw-named": ')
         assert "service" not in details.partition(":")[0] and owner.project not in details

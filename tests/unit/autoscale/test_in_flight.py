@@ -4,7 +4,9 @@ them from Envoy's OTLP gauges next to its counters."""
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
+import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -39,6 +41,9 @@ class _Context:
     def auth_context(self) -> dict[str, list[bytes]]:
         return {}
 
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise AssertionError(f"refused: {code.name}: {details}")
+
 
 def _report(active: int, total: int) -> metrics_service_pb2.ExportMetricsServiceRequest:
     gauge = metrics_pb2.Metric(
@@ -57,7 +62,7 @@ def _report(active: int, total: int) -> metrics_service_pb2.ExportMetricsService
     # Field 2: `scope_metrics`, or `instrumentation_library_metrics` in the older copy of OTLP.
     groups = getattr(resource, "scope_metrics", None)
     if groups is None:
-        groups = resource.instrumentation_library_metrics
+        groups = resource.instrumentation_library_metrics  # type: ignore[attr-defined]  # xds-protos' OTLP
     groups.add().metrics.extend([gauge, canary, counter])
     return metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[resource])
 
@@ -65,8 +70,8 @@ def _report(active: int, total: int) -> metrics_service_pb2.ExportMetricsService
 async def test_the_sink_keeps_gauges_apart_from_counters() -> None:
     rates, in_flight = RequestRates(), InFlight()
     sink = MetricsSink(rates, in_flight)
-    await sink.Export(_report(active=3, total=100), _Context())  # type: ignore[arg-type]
-    await sink.Export(_report(active=5, total=100), _Context())  # type: ignore[arg-type]
+    await sink.Export(_report(active=3, total=100), _Context())
+    await sink.Export(_report(active=5, total=100), _Context())
     now = time.monotonic()
     assert in_flight.level("svc_p_app", now, 30) == pytest.approx(4.0)
     assert in_flight.level("svc_p_app_canary", now, 30) == pytest.approx(1.0)

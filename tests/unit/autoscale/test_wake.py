@@ -36,7 +36,7 @@ def _mirror() -> RegistryMirror:
 async def test_held_until_every_connected_envoy_routes_to_the_first_replica() -> None:
     mirror, recorded = _mirror(), RecordingReporter()
     sync, autoscaler = EnvoySync(recorded), _Autoscaler()
-    waker = Waker(mirror, sync, autoscaler, hold_seconds=10)  # type: ignore[arg-type]
+    waker = Waker(mirror, sync, autoscaler, hold_seconds=10)
     sync.connected("gateway/gw-1/0", "gw-1")
     sync.connected("gateway/gw-1/1", "gw-1")
     held = asyncio.create_task(waker.hold("svc-1"))
@@ -60,7 +60,7 @@ async def test_the_hold_is_bounded_and_other_gateways_cannot_wake_a_service() ->
     mirror, autoscaler = _mirror(), _Autoscaler()
     sync = EnvoySync(RecordingReporter())
     sync.connected("gateway/gw-1/0", "gw-1")
-    waker = Waker(mirror, sync, autoscaler, hold_seconds=0.05)  # type: ignore[arg-type]
+    waker = Waker(mirror, sync, autoscaler, hold_seconds=0.05)
     assert await waker.hold("svc-1", caller_gateway="gw-2") is False
     assert autoscaler.woken == []
     assert await waker.hold("svc-1") is False

@@ -71,7 +71,9 @@ async def test_the_health_port_serves_nothing_but_health(
 ) -> None:
     _, address = two_ports[0]
     async with grpc.aio.insecure_channel(address) as channel:
-        ads = channel.stream_stream(f"/{ADS_SERVICE}/StreamAggregatedResources")
+        ads: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            f"/{ADS_SERVICE}/StreamAggregatedResources"
+        )
         call = ads(iter(()))
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call.read()

@@ -16,7 +16,7 @@ from services.common.db import Database
 HELD_SECONDS = 0.6
 
 
-async def _ticks_while(work: asyncio.Future[object]) -> int:
+async def _ticks_while(work: asyncio.Future[float]) -> int:
     ticks = 0
     while not work.done():
         await asyncio.sleep(0.01)

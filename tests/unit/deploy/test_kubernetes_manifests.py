@@ -51,7 +51,8 @@ def _deployment(role: str) -> dict[str, Any]:
 
 
 def _container(role: str) -> dict[str, Any]:
-    (container,) = _deployment(role)["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = _deployment(role)["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
     return container
 
 

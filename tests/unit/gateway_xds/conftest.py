@@ -4,7 +4,7 @@
 """
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
-from gateway_xds.testing.ads_client import AdsClient, DeltaAdsClient
+from gateway_xds.testing.ads_client import AdsClient, AdsConnect, DeltaAdsClient, DeltaConnect
 from gateway_xds.testing.reporters import RecordingReporter
 
 
@@ -46,9 +46,6 @@ async def channel(xds_server: XdsServer) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
 
 
-AdsConnect = Callable[[str], Awaitable[AdsClient]]
-
-
 @pytest.fixture
 async def ads(channel: grpc.aio.Channel) -> AsyncIterator[AdsConnect]:
     """Open ADS streams as a given node id; closed at teardown."""
@@ -62,9 +59,6 @@ async def ads(channel: grpc.aio.Channel) -> AsyncIterator[AdsConnect]:
     yield connect
     for client in clients:
         await client.close()
-
-
-DeltaConnect = Callable[[str], Awaitable[DeltaAdsClient]]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from gateway_xds.ir.backends import Endpoint
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, SECRET
 from gateway_xds.server.server import XdsServer
-from gateway_xds.testing.ads_client import DeltaAdsClient
+from gateway_xds.testing.ads_client import DeltaAdsClient, DeltaConnect
 from gateway_xds.testing.builders import domain_gateway, service_name
 from gateway_xds.testing.reporters import RecordingReporter
 
@@ -50,7 +50,9 @@ async def subscribe_all(client: DeltaAdsClient, snapshot: Snapshot) -> dict[str,
     return received
 
 
-async def test_initial_subscriptions_get_every_resource_with_its_version(cache: SnapshotCache, delta) -> None:
+async def test_initial_subscriptions_get_every_resource_with_its_version(
+    cache: SnapshotCache, delta: DeltaConnect
+) -> None:
     snapshot = publish(cache, domain_gateway(3), 1)
     client = await delta(NODE)
     await client.request(CLUSTER)
@@ -66,7 +68,7 @@ async def test_initial_subscriptions_get_every_resource_with_its_version(cache: 
 
 
 async def test_a_change_sends_only_what_changed(
-    cache: SnapshotCache, reporter: RecordingReporter, delta
+    cache: SnapshotCache, reporter: RecordingReporter, delta: DeltaConnect
 ) -> None:
     snapshot = publish(cache, domain_gateway(5), 1)
     client = await delta(NODE)
@@ -98,7 +100,7 @@ async def test_a_change_sends_only_what_changed(
         await reporter.wait_for(lambda r: r.kind == "acked" and r.revision == 3)
 
 
-async def test_removal_waits_for_the_routing_that_used_it(cache: SnapshotCache, delta) -> None:
+async def test_removal_waits_for_the_routing_that_used_it(cache: SnapshotCache, delta: DeltaConnect) -> None:
     snapshot = publish(cache, domain_gateway(3), 1)
     client = await delta(NODE)
     await subscribe_all(client, snapshot)
@@ -113,7 +115,7 @@ async def test_removal_waits_for_the_routing_that_used_it(cache: SnapshotCache, 
     await client.ack(clusters)
 
 
-async def test_changed_clusters_get_their_endpoints_again(cache: SnapshotCache, delta) -> None:
+async def test_changed_clusters_get_their_endpoints_again(cache: SnapshotCache, delta: DeltaConnect) -> None:
     ir = domain_gateway(2)
     snapshot = publish(cache, ir, 1)
     client = await delta(NODE)
@@ -130,7 +132,7 @@ async def test_changed_clusters_get_their_endpoints_again(cache: SnapshotCache, 
 
 
 async def test_nack_is_reported_and_not_resent(
-    cache: SnapshotCache, reporter: RecordingReporter, xds_server: XdsServer, delta
+    cache: SnapshotCache, reporter: RecordingReporter, xds_server: XdsServer, delta: DeltaConnect
 ) -> None:
     publish(cache, domain_gateway(2), 1)
     client = await delta(NODE)
@@ -152,7 +154,7 @@ async def test_nack_is_reported_and_not_resent(
 
 
 async def test_reconnect_with_current_versions_sends_nothing(
-    cache: SnapshotCache, reporter: RecordingReporter, delta
+    cache: SnapshotCache, reporter: RecordingReporter, delta: DeltaConnect
 ) -> None:
     snapshot = publish(cache, domain_gateway(3), 1)
     first = await delta(NODE)
@@ -184,7 +186,7 @@ async def test_reconnect_with_current_versions_sends_nothing(
         )
 
 
-async def test_unknown_names_are_answered_as_removed(cache: SnapshotCache, delta) -> None:
+async def test_unknown_names_are_answered_as_removed(cache: SnapshotCache, delta: DeltaConnect) -> None:
     publish(cache, domain_gateway(1), 1)
     client = await delta(NODE)
     await client.request(ROUTE, ["no-such-route"])
@@ -192,7 +194,7 @@ async def test_unknown_names_are_answered_as_removed(cache: SnapshotCache, delta
     assert list(response.removed_resources) == ["no-such-route"] and not response.resources
 
 
-async def test_first_request_is_answered_even_when_empty(cache: SnapshotCache, delta) -> None:
+async def test_first_request_is_answered_even_when_empty(cache: SnapshotCache, delta: DeltaConnect) -> None:
     publish(cache, domain_gateway(0), 1)
     client = await delta(NODE)
     await client.request(CLUSTER)
@@ -201,7 +203,7 @@ async def test_first_request_is_answered_even_when_empty(cache: SnapshotCache, d
 
 @pytest.mark.parametrize("services", [1_000, 4_000])
 async def test_one_service_change_costs_the_same_bytes_whatever_the_size(
-    cache: SnapshotCache, xds_server: XdsServer, delta, services: int
+    cache: SnapshotCache, xds_server: XdsServer, delta: DeltaConnect, services: int
 ) -> None:
     snapshot = publish(cache, domain_gateway(services), 1)
     client = await delta(NODE)
@@ -219,7 +221,7 @@ async def test_one_service_change_costs_the_same_bytes_whatever_the_size(
 
 
 async def test_a_rejected_removal_is_sent_again_with_the_next_change(
-    cache: SnapshotCache, reporter: RecordingReporter, delta
+    cache: SnapshotCache, reporter: RecordingReporter, delta: DeltaConnect
 ) -> None:
     snapshot = publish(cache, domain_gateway(3), 1)
     client = await delta(NODE)
@@ -272,7 +274,8 @@ def test_a_node_in_step_costs_no_memory_per_resource() -> None:
 
     for type_url in (CLUSTER, LISTENER, SCOPED_ROUTE):
         answer(state.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)))
-    everything = sorted(state.snapshot.entries(ENDPOINT))  # type: ignore[union-attr]
+    assert state.snapshot is not None
+    everything = sorted(state.snapshot.entries(ENDPOINT))
     answer(
         state.on_request(
             discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=everything)

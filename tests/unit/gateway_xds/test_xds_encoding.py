@@ -5,11 +5,22 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from gateway_xds.cache.resource import Resource, make_resource
+from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, SCOPED_ROUTE
 from gateway_xds.server.encoding import EncodedDeltaResponse
 from gateway_xds.server.server import _serialize
 from gateway_xds.testing.builders import domain_gateway
+
+
+def cached(snapshot: Snapshot, type_url: str) -> list[Resource]:
+    """The snapshot's resources of the type, by name."""
+    resources = []
+    for name in sorted(snapshot.entries(type_url)):
+        resource = snapshot.get(type_url, name)
+        assert resource is not None
+        resources.append(resource)
+    return resources
 
 
 def built(
@@ -25,7 +36,7 @@ def built(
 @pytest.mark.parametrize("type_url", [CLUSTER, ENDPOINT, SCOPED_ROUTE])
 def test_a_gateways_resources_decode_as_built(type_url: str) -> None:
     snapshot = snapshot_from_ir(domain_gateway(20), 1)
-    resources = [snapshot.get(type_url, name) for name in sorted(snapshot.entries(type_url))]
+    resources = cached(snapshot, type_url)
     encoded = EncodedDeltaResponse(
         system_version_info="7", type_url=type_url, resources=resources, removed_resources=["x"], nonce="12"
     )
@@ -61,7 +72,7 @@ def test_removals_only() -> None:
 def test_sending_releases_the_bytes() -> None:
     """gRPC holds the last response of a stream until the next one: it must not hold its bytes."""
     snapshot = snapshot_from_ir(domain_gateway(3), 1)
-    resources = [snapshot.get(CLUSTER, name) for name in sorted(snapshot.entries(CLUSTER))]
+    resources = cached(snapshot, CLUSTER)
     encoded = EncodedDeltaResponse(
         system_version_info="1", type_url=CLUSTER, resources=resources, removed_resources=[], nonce="1"
     )

@@ -26,7 +26,8 @@ KINDS = {
 
 
 def load_case(case: str) -> dict[str, Any]:
-    return yaml.safe_load((TESTDATA / "in" / f"{case}.yaml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((TESTDATA / "in" / f"{case}.yaml").read_text())
+    return loaded
 
 
 def render(resources: Resources, type_url: str) -> str:

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from google.protobuf.message import Message
 
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.incremental import IncrementalGateway
@@ -61,7 +62,7 @@ def test_random_changes_match_the_whole_translation(seed: int) -> None:
 def test_a_change_touches_only_its_own_resources() -> None:
     translated: list[tuple[str, str]] = []
 
-    def count(type_url: str, name: str, message):  # type: ignore[no-untyped-def]
+    def count(type_url: str, name: str, message: Message) -> Message:
         translated.append((type_url, name))
         return message
 
@@ -129,9 +130,9 @@ def test_evolve_keeps_versions_equal_to_a_whole_build() -> None:
         SCOPED_ROUTE: frozenset({service_name(3)}),
     }
     assert small.changed_since(evolved) is None and large.changed_since(small) is None
-    back = evolved.evolve(
-        3, {t: {n: None for n in names} for t, names in evolved.changed_since(small).items()}
-    )
+    changed = evolved.changed_since(small)
+    assert changed is not None
+    back = evolved.evolve(3, {t: {n: None for n in names} for t, names in changed.items()})
     assert versions(back) == versions(small) and back.version(CLUSTER) == small.version(CLUSTER)
 
 

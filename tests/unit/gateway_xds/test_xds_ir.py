@@ -1,13 +1,15 @@
 """GatewayIR.validate() and the dict codec."""
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.codec import ir_from_dict
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 
 replace_listener = dataclasses.replace
 
@@ -92,7 +94,7 @@ def test_validate_collects_every_error_at_once() -> None:
         ),
     ],
 )
-def test_validate_single_errors(change, error: str) -> None:
+def test_validate_single_errors(change: Callable[[GatewayIR], GatewayIR], error: str) -> None:
     assert change(valid_ir()).validate() == [error]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -19,7 +20,8 @@ from google.rpc import status_pb2
 
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from gateway_xds.server.delta_state import DeltaStreamState
@@ -82,7 +84,9 @@ class Envoy:
     names go into one NACK message, the others are applied), accepts everything else, and asks for
     the endpoints and route configurations of what it has."""
 
-    def __init__(self, state: StreamProtocol, reporter: RecordingReporter, blocked: set[int]) -> None:
+    def __init__(
+        self, state: StreamProtocol[Any, Any], reporter: RecordingReporter, blocked: set[int]
+    ) -> None:
         self.state = state
         self.reporter = reporter
         self.blocked = blocked
@@ -92,7 +96,13 @@ class Envoy:
     def refuses(self, listener: listener_pb2.Listener) -> bool:
         return listener.address.socket_address.port_value in self.blocked
 
-    def run(self, responses: list) -> None:
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def answer(self, response: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def run(self, responses: list[Any]) -> None:
         queue = deque(responses)
         for _ in range(200):
             if not queue:
@@ -163,7 +173,7 @@ class DeltaEnvoy(Envoy):
         for type_url in (CLUSTER, LISTENER):
             self.run(self.state.on_request(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)))
 
-    def answer(self, response) -> list[discovery_pb2.DeltaDiscoveryRequest]:
+    def answer(self, response: Any) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         response = discovery_pb2.DeltaDiscoveryResponse.FromString(response.SerializeToString())
         type_url = response.type_url
         resources = (

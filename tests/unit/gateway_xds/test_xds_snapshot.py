@@ -10,7 +10,8 @@ from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import InconsistentSnapshotError, SnapshotCache
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import InvalidGatewayError, publish, snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from gateway_xds.translate.translator import translate

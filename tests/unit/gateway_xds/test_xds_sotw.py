@@ -16,12 +16,13 @@ from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Backend, Endpoint
 from gateway_xds.ir.gateway import GatewayIR
-from gateway_xds.ir.listeners import HTTPListener, VirtualHost
+from gateway_xds.ir.listeners import HTTPListener
+from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from gateway_xds.server.server import ADS_SERVICE, XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
-from gateway_xds.testing.ads_client import AdsClient
+from gateway_xds.testing.ads_client import AdsClient, AdsConnect
 from gateway_xds.testing.reporters import RecordingReporter
 
 _MESSAGES = {
@@ -79,7 +80,7 @@ async def subscribe_all(client: AdsClient, snapshot: Snapshot) -> dict[str, disc
     return last
 
 
-async def test_initial_cds_and_lds(cache: SnapshotCache, ads) -> None:
+async def test_initial_cds_and_lds(cache: SnapshotCache, ads: AdsConnect) -> None:
     snapshot = publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
     await client.request(CLUSTER)
@@ -93,7 +94,7 @@ async def test_initial_cds_and_lds(cache: SnapshotCache, ads) -> None:
     assert clusters.nonce and listeners.nonce and clusters.nonce != listeners.nonce
 
 
-async def test_eds_sends_only_subscribed_names(cache: SnapshotCache, ads) -> None:
+async def test_eds_sends_only_subscribed_names(cache: SnapshotCache, ads: AdsConnect) -> None:
     snapshot = publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
     await client.request(ENDPOINT, ["svc-p-a"])
@@ -106,7 +107,7 @@ async def test_eds_sends_only_subscribed_names(cache: SnapshotCache, ads) -> Non
     assert first.nonce != second.nonce
 
 
-async def test_ack_is_not_answered_and_a_new_version_is(cache: SnapshotCache, ads) -> None:
+async def test_ack_is_not_answered_and_a_new_version_is(cache: SnapshotCache, ads: AdsConnect) -> None:
     publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
     await client.request(CLUSTER)
@@ -120,7 +121,7 @@ async def test_ack_is_not_answered_and_a_new_version_is(cache: SnapshotCache, ad
 
 
 async def test_stale_nonce_is_neither_ack_nor_nack(
-    cache: SnapshotCache, reporter: RecordingReporter, ads
+    cache: SnapshotCache, reporter: RecordingReporter, ads: AdsConnect
 ) -> None:
     publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
@@ -137,7 +138,7 @@ async def test_stale_nonce_is_neither_ack_nor_nack(
 
 
 async def test_nack_is_reported_and_not_resent(
-    cache: SnapshotCache, reporter: RecordingReporter, ads
+    cache: SnapshotCache, reporter: RecordingReporter, ads: AdsConnect
 ) -> None:
     publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
@@ -159,7 +160,7 @@ async def test_nack_is_reported_and_not_resent(
 
 
 async def test_acked_once_everything_needed_is_acked(
-    cache: SnapshotCache, reporter: RecordingReporter, ads
+    cache: SnapshotCache, reporter: RecordingReporter, ads: AdsConnect
 ) -> None:
     snapshot = publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
@@ -189,7 +190,7 @@ async def test_acked_once_everything_needed_is_acked(
 
 
 async def test_new_snapshot_pushes_only_changed_types_in_order(
-    cache: SnapshotCache, reporter: RecordingReporter, ads
+    cache: SnapshotCache, reporter: RecordingReporter, ads: AdsConnect
 ) -> None:
     first = publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
@@ -223,7 +224,7 @@ async def test_new_snapshot_pushes_only_changed_types_in_order(
         await reporter.wait_for(lambda r: r.kind == "acked" and r.revision == 3)
 
 
-async def test_snapshot_published_after_connecting(cache: SnapshotCache, ads) -> None:
+async def test_snapshot_published_after_connecting(cache: SnapshotCache, ads: AdsConnect) -> None:
     client = await ads("gateway/gw-1/0")
     await client.request(CLUSTER)
     await client.request(LISTENER)
@@ -232,7 +233,9 @@ async def test_snapshot_published_after_connecting(cache: SnapshotCache, ads) ->
     assert (await expect(client, LISTENER)).version_info == snapshot.version(LISTENER)
 
 
-async def test_node_of_one_gateway_never_gets_another_gateways_resources(cache: SnapshotCache, ads) -> None:
+async def test_node_of_one_gateway_never_gets_another_gateways_resources(
+    cache: SnapshotCache, ads: AdsConnect
+) -> None:
     node_a, node_b = await ads("gateway/gw-a/0"), await ads("gateway/gw-b/1")
     for client in (node_a, node_b):
         await client.request(CLUSTER)
@@ -243,7 +246,7 @@ async def test_node_of_one_gateway_never_gets_another_gateways_resources(cache: 
     await assert_quiet(node_a)
 
 
-async def test_cleared_gateway_gets_empty_configuration(cache: SnapshotCache, ads) -> None:
+async def test_cleared_gateway_gets_empty_configuration(cache: SnapshotCache, ads: AdsConnect) -> None:
     publish(cache, gateway(), 1)
     client = await ads("gateway/gw-1/0")
     for type_url in (CLUSTER, LISTENER):
@@ -262,20 +265,22 @@ BAD_NODE_IDS = ["", "envoy-1", "gateway/gw-1", "gateway//0", "gateway/gw-1/x", "
 
 
 @pytest.mark.parametrize("node_id", BAD_NODE_IDS)
-async def test_bad_node_id_ends_the_stream(node_id: str, reporter: RecordingReporter, ads) -> None:
+async def test_bad_node_id_ends_the_stream(
+    node_id: str, reporter: RecordingReporter, ads: AdsConnect
+) -> None:
     client = await ads(node_id)
     await client.request(CLUSTER)
     assert await client.status() == grpc.StatusCode.INVALID_ARGUMENT
     assert reporter.reports == []
 
 
-async def test_missing_type_url_ends_the_stream(ads) -> None:
+async def test_missing_type_url_ends_the_stream(ads: AdsConnect) -> None:
     client = await ads("gateway/gw-1/0")
     await client.request("")
     assert await client.status() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_connect_and_disconnect_are_reported(reporter: RecordingReporter, ads) -> None:
+async def test_connect_and_disconnect_are_reported(reporter: RecordingReporter, ads: AdsConnect) -> None:
     client = await ads("gateway/gw-1/3")
     await client.request(CLUSTER)
     async with asyncio.timeout(5):
@@ -288,7 +293,8 @@ async def test_connect_and_disconnect_are_reported(reporter: RecordingReporter, 
 
 async def test_health_reports_ads_serving(channel: grpc.aio.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    response = await stub.Check(health_pb2.HealthCheckRequest(service=ADS_SERVICE), timeout=5)
+    request = health_pb2.HealthCheckRequest(service=ADS_SERVICE)
+    response = await stub.Check(request, timeout=5)  # type: ignore[attr-defined]  # typeshed's HealthStub is empty
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -45,7 +45,7 @@ def _stats(ok: float, latency_counts: tuple[int, ...]) -> ClusterStats:
 
 def _scrape(collector: XdsCollector) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     text = generate_latest(registry).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -165,7 +165,7 @@ def test_certificate_expiry_per_hostname_of_known_gateways() -> None:
     orphan.not_after.FromSeconds(1)
     mirror.certificates = {c.id: c for c in (issued, pending, orphan)}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CertificateCollector(mirror))  # type: ignore[arg-type]
+    registry.register(CertificateCollector(mirror))
     text = generate_latest(registry).decode()
     assert (
         f'{metrics.CERTIFICATE_EXPIRY}{{gateway="edge",hostname="a.example.com",project="alpha"}} 1.9e+09'

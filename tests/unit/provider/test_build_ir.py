@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gatehouse.v1 import resources_pb2
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.provider.build import gateway_ir
 
 
-def _gateway(**status: object) -> resources_pb2.Gateway:
-    return resources_pb2.Gateway(id="gw-1", status=resources_pb2.GatewayStatus(**status))  # type: ignore[arg-type]
+def _gateway(**status: Any) -> resources_pb2.Gateway:
+    return resources_pb2.Gateway(id="gw-1", status=resources_pb2.GatewayStatus(**status))
 
 
-def _service(name: str, **spec: object) -> resources_pb2.Service:
+def _service(name: str, **spec: Any) -> resources_pb2.Service:
     return resources_pb2.Service(
         id=f"svc-{name}",
         project="main",
         name=name,
-        spec=resources_pb2.ServiceSpec(**spec),  # type: ignore[arg-type]
+        spec=resources_pb2.ServiceSpec(**spec),
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf.message import Message
+
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
@@ -22,12 +26,12 @@ def gateway(domain: str = "example.test") -> resources_pb2.Gateway:
     )
 
 
-def service(name: str, **spec: object) -> resources_pb2.Service:
+def service(name: str, **spec: Any) -> resources_pb2.Service:
     return resources_pb2.Service(
         id=f"svc-{name}",
         project="main",
         name=name,
-        spec=resources_pb2.ServiceSpec(gateway_id="gw-1", **spec),  # type: ignore[arg-type]
+        spec=resources_pb2.ServiceSpec(gateway_id="gw-1", **spec),
     )
 
 
@@ -42,24 +46,25 @@ class Feed:
         self.provider = provider
         self.revision = 0
 
-    def send(self, *objects: tuple[int, object]) -> set[str]:
+    def send(self, *objects: tuple[registry_pb2.EventType, Message]) -> set[str]:
         events = []
         for kind, obj in objects:
             self.revision += 1
             event = registry_pb2.WatchEvent(revision=self.revision, type=kind)
-            getattr(event, _field(obj)).CopyFrom(obj)  # type: ignore[arg-type]
+            getattr(event, _field(obj)).CopyFrom(obj)
             events.append(event)
         return self.provider.apply(self.provider.mirror.apply(events))
 
 
-def _field(obj: object) -> str:
-    return {
-        resources_pb2.Gateway: "gateway",
-        resources_pb2.Service: "service",
-        resources_pb2.Replica: "replica",
-    }[
-        type(obj)  # type: ignore[index]
-    ]
+FIELDS: dict[type[Message], str] = {
+    resources_pb2.Gateway: "gateway",
+    resources_pb2.Service: "service",
+    resources_pb2.Replica: "replica",
+}
+
+
+def _field(obj: Message) -> str:
+    return FIELDS[type(obj)]
 
 
 def versions(snapshot: Snapshot) -> dict[str, dict[str, str]]:
@@ -134,7 +139,12 @@ def test_a_moved_service_leaves_its_old_gateway_and_a_deleted_gateway_is_cleared
 def test_a_one_service_change_does_work_for_that_service_only() -> None:
     translated: list[tuple[str, str]] = []
     cache = SnapshotCache()
-    provider = RegistryProvider(None, cache, hook=lambda t, n, m: translated.append((t, n)) or m)
+
+    def hook(type_url: str, name: str, message: Message) -> Message:
+        translated.append((type_url, name))
+        return message
+
+    provider = RegistryProvider(None, cache, hook=hook)
     feed = Feed(provider)
     feed.send((PUT, gateway()))
     for index in range(300):

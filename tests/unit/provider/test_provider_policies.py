@@ -4,6 +4,7 @@ carries (hashes only) kept current by the feed."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import json_format
@@ -19,12 +20,12 @@ from gateway_xds.translate.host_auth import AUTH_CHECK_FILTER
 PUT, DELETE = registry_pb2.EVENT_TYPE_PUT, registry_pb2.EVENT_TYPE_DELETE
 
 
-def service(**spec: object) -> resources_pb2.Service:
+def service(**spec: Any) -> resources_pb2.Service:
     return resources_pb2.Service(
         id="svc-1",
         project="shop",
         name="api",
-        spec=resources_pb2.ServiceSpec(**spec),  # type: ignore[arg-type]
+        spec=resources_pb2.ServiceSpec(**spec),
     )
 
 
@@ -79,9 +80,9 @@ class World:
                 PUT, service=resources_pb2.Service(id=f"svc-{name}", project=project, name=name, spec=spec)
             )
 
-    def send(self, kind: int, **objects: object) -> set[str]:
+    def send(self, kind: registry_pb2.EventType, **objects: Any) -> set[str]:
         self.revision += 1
-        event = registry_pb2.WatchEvent(revision=self.revision, type=kind, **objects)  # type: ignore[arg-type]
+        event = registry_pb2.WatchEvent(revision=self.revision, type=kind, **objects)
         return self.provider.apply(self.provider.mirror.apply([event]))
 
     def virtual_host(self, name: str) -> route_components_pb2.VirtualHost:

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.protobuf.message import Message
 
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.cache.snapshot import Snapshot, diff_names
@@ -90,7 +91,7 @@ class World:
         self.revision = 0
         self.served: dict[str, ServedCertificate] = {}
 
-    async def send(self, *events: tuple[int, object]) -> None:
+    async def send(self, *events: tuple[registry_pb2.EventType, Message]) -> None:
         batch = []
         for kind, obj in events:
             self.revision += 1

@@ -17,6 +17,7 @@ from services.provisioner.hosts.startup import (
     envoy_image,
     unpack_startup_script,
 )
+from tests.support.no_cloud import NoCloud
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -60,10 +61,10 @@ def test_vm_hosts_and_pods_run_the_one_configured_image(tmp_path: object) -> Non
     pinned = f"registry.internal:5000/envoy:v1.40.0@{DIGEST}"
     spec = resources_pb2.GatewaySpec(backend="kubernetes", region="r", replicas=1)
     gateway = resources_pb2.Gateway(id="gw-0123456789ab", project="main", name="edge", spec=spec)
-    default = CloudGatewayBackend("kubernetes", None, XdsEndpoint("xds", 1))  # type: ignore[arg-type]
+    default = CloudGatewayBackend("kubernetes", NoCloud(), XdsEndpoint("xds", 1))
     backend = CloudGatewayBackend(
         "kubernetes",
-        None,  # type: ignore[arg-type]
+        NoCloud(),
         XdsEndpoint("xds", 1),
         envoy_image=pinned,
         registry_mirror="https://registry.internal",

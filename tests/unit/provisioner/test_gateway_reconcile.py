@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import registry_pb2, resources_pb2
-from services.provisioner.backends.base import BackendError, GatewayHost, HostInfo, NotReady
-from services.provisioner.backends.factory import BackendFactory
+from services.provisioner.backends.base import BackendError, GatewayBackend, GatewayHost, HostInfo, NotReady
+from services.provisioner.backends.factory import BackendFactory, CloudBuilder
 from services.provisioner.backends.local.gateway import LocalGatewayBackend
-from services.provisioner.credentials import AWSBackendConfig
+from services.provisioner.credentials import AWSBackendConfig, BackendConfig
 from services.provisioner.reconciler import (
     HOST_CONNECT_DEADLINE_SECONDS,
     Provisioner,
@@ -66,9 +67,38 @@ class RecordingGateways:
         )
 
 
+class NotCalled:
+    """The registry calls these tests never make."""
+
+    def Snapshot(self, request: registry_pb2.SnapshotRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Watch(self, request: registry_pb2.WatchRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def UpdateStatus(self, request: registry_pb2.UpdateServiceStatusRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Register(self, request: registry_pb2.RegisterReplicaRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def Unregister(self, request: registry_pb2.UnregisterReplicaRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def SetProbed(self, request: registry_pb2.SetProbedRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+    def ResolveRun(self, request: registry_pb2.ResolveRunRequest) -> NoReturn:
+        raise AssertionError("not called")
+
+
 @dataclass
 class Stubs:
     gateways: RecordingGateways = field(default_factory=RecordingGateways)
+    watch: NotCalled = field(default_factory=NotCalled)
+    services: NotCalled = field(default_factory=NotCalled)
+    replicas: NotCalled = field(default_factory=NotCalled)
+    secrets: NotCalled = field(default_factory=NotCalled)
 
 
 @dataclass
@@ -94,18 +124,18 @@ class ScriptedBackend:
 
 
 def provisioner(
-    tmp_path: Path, backend: object | None, clock: Clock | None = None
+    tmp_path: Path, backend: GatewayBackend | None, clock: Clock | None = None
 ) -> tuple[Provisioner, Stubs]:
     local = LocalGatewayBackend(tmp_path / "gateways", "127.0.0.1", 1, "127.0.0.1", 8080, 8443)
-    configs = {}
-    cloud = {}
+    configs: dict[tuple[str, str], BackendConfig] = {}
+    cloud: dict[str, CloudBuilder] = {}
     if backend is not None:
         configs[("main", "aws")] = AWSBackendConfig(type="aws")
         cloud["aws"] = lambda config: backend
-    factory = BackendFactory({"local": local}, StaticCredentials(configs), cloud)  # type: ignore[arg-type]
+    factory = BackendFactory({"local": local}, StaticCredentials(configs), cloud)
     stubs = Stubs()
     runner = LocalRunner(tmp_path / "replicas")
-    p = Provisioner(stubs, factory, local, runner, clock=clock or Clock())  # type: ignore[arg-type]
+    p = Provisioner(stubs, factory, local, runner, clock=clock or Clock())
     return p, stubs
 
 
@@ -117,7 +147,9 @@ class Clock:
         return self.now
 
 
-def put(p: Provisioner, state: int, replicas: int = 1, stubs: Stubs | None = None) -> resources_pb2.Gateway:
+def put(
+    p: Provisioner, state: resources_pb2.GatewayState, replicas: int = 1, stubs: Stubs | None = None
+) -> resources_pb2.Gateway:
     spec = S.GatewaySpec(backend="aws", region="eu-west-1", public_ip=True, replicas=replicas)
     gw = S.Gateway(id=GATEWAY_ID, project="main", name="edge", spec=spec, resource_version=10)
     gw.status.state = state
@@ -157,7 +189,8 @@ async def test_a_host_the_cloud_runs_is_written_with_its_address_and_awaited_unt
     assert status.message == "waiting for Envoy on host 0 to connect"
     assert result.requeue_after is not None and result.requeue_after <= 5
     # Connected, but it has not acknowledged the configuration with the address yet.
-    stubs.gateways.envoy(0, acked=stubs.gateways.gateway.resource_version - 1)  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    stubs.gateways.envoy(0, acked=stubs.gateways.gateway.resource_version - 1)
     await p.reconcile_gateway(GATEWAY_ID)
     assert stubs.gateways.statuses[-1].state == S.GATEWAY_STATE_PROVISIONING
     assert (
@@ -174,7 +207,8 @@ async def test_a_host_the_cloud_runs_is_written_with_its_address_and_awaited_unt
     stubs.gateways.envoy(0, connected=False)
     written = len(stubs.gateways.statuses)
     await p.reconcile_gateway(GATEWAY_ID)
-    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING
     assert len(stubs.gateways.statuses) == written
 
 
@@ -283,7 +317,8 @@ async def test_a_gateway_running_before_a_restart_stays_running_with_its_envoys_
     gw = put(p, S.GATEWAY_STATE_RUNNING, stubs=stubs)
     gw.status.hostname = "203.0.113.7"
     await p.reconcile_gateway(GATEWAY_ID)
-    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING  # type: ignore[union-attr]
+    assert stubs.gateways.gateway is not None
+    assert stubs.gateways.gateway.status.state == S.GATEWAY_STATE_RUNNING
 
 
 async def test_a_new_host_in_a_slot_counts_once_the_old_hosts_envoy_was_seen_gone(tmp_path: Path) -> None:

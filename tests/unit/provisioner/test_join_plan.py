@@ -22,6 +22,7 @@ from services.provisioner.hosts.plan import GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.startup import unpack_startup_script
 from services.provisioner.join import JoinSetup, JoinTokens
 from tests.support.join_tokens import local_join_tokens
+from tests.support.no_cloud import NoCloud
 
 ENDPOINT = JoinEndpoint("https://xds.example.com:50055", InternalCA.create().certificate_pem.decode())
 
@@ -30,7 +31,7 @@ def plan(tmp_path: Path, replicas: int = 2) -> tuple[GatewayPlan, JoinTokens]:
     tokens = local_join_tokens()
     backend = CloudGatewayBackend(
         "aws",
-        driver=None,  # type: ignore[arg-type]
+        driver=NoCloud(),
         xds=XdsEndpoint("xds.example.com", 50052),
         join=JoinSetup(tokens, ENDPOINT),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -48,15 +49,15 @@ async def app() -> AsyncIterator[tuple[int, Seen, dict[str, int]]]:
         server.close()
 
 
-def _probe(**fields: object) -> resources_pb2.Probe:
-    defaults: dict[str, object] = {
+def _probe(**fields: Any) -> resources_pb2.Probe:
+    defaults: dict[str, Any] = {
         "url": "/",
         "method": "GET",
         "timeout_seconds": 1,
         "ready_after": 1,
         "unready_after": 1,
     }
-    return resources_pb2.Probe(**{**defaults, **fields})  # type: ignore[arg-type]
+    return resources_pb2.Probe(**{**defaults, **fields})
 
 
 async def test_the_request_carries_method_headers_and_body(app: tuple[int, Seen, dict[str, int]]) -> None:

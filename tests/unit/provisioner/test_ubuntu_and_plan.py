@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gatehouse.v1 import resources_pb2
 from services.provisioner.hosts.plan import TAG_GATEWAY, TAG_HOST, GatewayPlan, XdsEndpoint
 from services.provisioner.hosts.ubuntu import lts_release, newest_lts
@@ -29,10 +31,10 @@ def test_the_newest_lts_wins_then_the_newest_build() -> None:
     assert newest_lts(["windows-2022"], name=str) is None
 
 
-def gateway(**spec: object) -> resources_pb2.Gateway:
-    fields: dict[str, object] = {"backend": "gcp", "region": "europe-west4", "public_ip": True, "replicas": 2}
+def gateway(**spec: Any) -> resources_pb2.Gateway:
+    fields: dict[str, Any] = {"backend": "gcp", "region": "europe-west4", "public_ip": True, "replicas": 2}
     fields.update(spec)
-    message = resources_pb2.GatewaySpec(**fields)  # type: ignore[arg-type]
+    message = resources_pb2.GatewaySpec(**fields)
     message.tags["team"] = "edge"
     return resources_pb2.Gateway(id="gw-0123456789ab", project="main", name="edge", spec=message)
 

@@ -6,9 +6,10 @@ import ipaddress
 
 import pytest
 
+from services.common.addresses import Address
 from services.common.errors import InvalidArgument
 from services.registry.host_networks import parse_fib_trie, parse_if_inet6
-from services.registry.replica_addresses import Address, AddressRules, Claim, SystemResolver, claim
+from services.registry.replica_addresses import AddressRules, Claim, SystemResolver, claim
 
 FIB_TRIE = """Main:
   +-- 0.0.0.0/0 3 0 5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import botocore.config
@@ -11,6 +11,8 @@ from botocore.exceptions import ClientError, NoCredentialsError, PartialCredenti
 
 from services.provisioner.backends.base import BackendError
 from services.provisioner.credentials import AccessKeyCreds, AWSBackendConfig
+
+AwsService = Literal["ec2", "elbv2", "acm"]
 
 # Errors the user must act on (credentials, permissions, limits, bad input); anything else is retried.
 USER_ERRORS = frozenset(
@@ -86,7 +88,7 @@ class AwsClients:
         self._lock = threading.Lock()
         self._retries = botocore.config.Config(retries={"mode": "standard", "max_attempts": 4})
 
-    def client(self, service: str, region: str) -> Any:
+    def client(self, service: AwsService, region: str) -> Any:
         with self._lock:
             key = (service, region)
             if key not in self._clients:

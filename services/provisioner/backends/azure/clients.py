@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential, DefaultAzureCredential
@@ -21,6 +22,8 @@ TRANSIENT_CODES = frozenset(
 # Resource Manager answering with a redirect is not followed: it could point the server's requests
 # (with the bearer token) at an address only the server reaches. (azure-identity follows none.)
 NO_REDIRECTS = {"permit_redirects": False}
+
+C = TypeVar("C")
 
 
 def one_line(text: str) -> str:
@@ -62,7 +65,7 @@ class AzureClients:
             )
         return DefaultAzureCredential(**options)
 
-    def _client(self, name: str, kind: Any) -> Any:
+    def _client(self, name: str, kind: Callable[..., C]) -> C:
         with self._lock:
             if name not in self._clients:
                 if "credential" not in self._clients:
@@ -72,16 +75,16 @@ class AzureClients:
                     endpoint = self._config.endpoint_url.rstrip("/")
                     options.update(base_url=endpoint, credential_scopes=[f"{endpoint}/.default"])
                 self._clients[name] = kind(self._clients["credential"], self.subscription, **options)
-            return self._clients[name]
+            return cast(C, self._clients[name])
 
     @property
     def resources(self) -> ResourceManagementClient:
-        return self._client("resources", ResourceManagementClient)  # type: ignore[no-any-return]
+        return self._client("resources", ResourceManagementClient)
 
     @property
     def network(self) -> NetworkManagementClient:
-        return self._client("network", NetworkManagementClient)  # type: ignore[no-any-return]
+        return self._client("network", NetworkManagementClient)
 
     @property
     def compute(self) -> ComputeManagementClient:
-        return self._client("compute", ComputeManagementClient)  # type: ignore[no-any-return]
+        return self._client("compute", ComputeManagementClient)

@@ -60,6 +60,9 @@ from services.provisioner.backends.cloud import CloudHost, refuse_acm
 from services.provisioner.credentials import AzureBackendConfig
 from services.provisioner.hosts.plan import TAG_FINGERPRINT, TAG_HOST, GatewayPlan
 
+# The models take their properties flattened (name=..., protocol=...) at run time, but their typed
+# overloads list only `properties=`: hence the ignores where one is made.
+
 DEFAULT_SIZE = "Standard_B1s"
 ADDRESS_SPACE = "10.0.0.0/16"
 SUBNET = "gateway"
@@ -146,7 +149,8 @@ class AzureDriver:
             sizes = {
                 sku.name: sku
                 for sku in listed
-                if sku.resource_type == "virtualMachines"
+                if sku.name is not None
+                and sku.resource_type == "virtualMachines"
                 and location.lower() in (place.lower() for place in sku.locations or [])
             }
             cached = (self._clock(), sizes)
@@ -194,7 +198,7 @@ class AzureDriver:
 
     def _rules(self, plan: GatewayPlan) -> list[SecurityRule]:
         return [
-            SecurityRule(
+            SecurityRule(  # type: ignore[call-overload]
                 name=f"allow-tcp-{port}",
                 protocol="Tcp",
                 direction="Inbound",
@@ -222,11 +226,11 @@ class AzureDriver:
         try:
             network.virtual_networks.get(group, plan.base_name)
         except ResourceNotFoundError:
-            vnet = VirtualNetwork(
+            vnet = VirtualNetwork(  # type: ignore[call-overload]
                 location=plan.region,
                 tags=plan.tags(),
                 address_space=AddressSpace(address_prefixes=[ADDRESS_SPACE]),
-                subnets=[Subnet(name=SUBNET, address_prefix=SUBNET_PREFIX)],
+                subnets=[Subnet(name=SUBNET, address_prefix=SUBNET_PREFIX)],  # type: ignore[call-overload]
             )
             network.virtual_networks.begin_create_or_update(group, plan.base_name, vnet).result()
         wanted = self._rules(plan)
@@ -242,7 +246,7 @@ class AzureDriver:
         except ResourceNotFoundError:
             up_to_date = False
         if not up_to_date:
-            nsg = NetworkSecurityGroup(location=plan.region, tags=plan.tags(), security_rules=wanted)
+            nsg = NetworkSecurityGroup(location=plan.region, tags=plan.tags(), security_rules=wanted)  # type: ignore[call-overload]
             network.network_security_groups.begin_create_or_update(group, plan.base_name, nsg).result()
         self._hold_failed(plan)
 
@@ -348,7 +352,7 @@ class AzureDriver:
     def create_host(self, plan: GatewayPlan, index: int, instance_type: str, fingerprint: str) -> None:
         network, group, name = self.clients.network, self.group(plan), plan.host_name(index)
         tags = plan.tags(index, fingerprint)
-        ip_configuration = NetworkInterfaceIPConfiguration(
+        ip_configuration = NetworkInterfaceIPConfiguration(  # type: ignore[call-overload]
             name="primary",
             primary=True,
             private_ip_allocation_method="Dynamic",
@@ -357,7 +361,7 @@ class AzureDriver:
             ),
         )
         if plan.public_ip:
-            address = PublicIPAddress(
+            address = PublicIPAddress(  # type: ignore[call-overload]
                 location=plan.region,
                 tags=tags,
                 sku=PublicIPAddressSku(name="Standard"),
@@ -367,7 +371,7 @@ class AzureDriver:
             ip_configuration.public_ip_address = PublicIPAddress(
                 id=self._id(plan, "Microsoft.Network/publicIPAddresses", name)
             )
-        nic = NetworkInterface(
+        nic = NetworkInterface(  # type: ignore[call-overload]
             location=plan.region,
             tags=tags,
             ip_configurations=[ip_configuration],
@@ -377,7 +381,7 @@ class AzureDriver:
             ),
         )
         network.network_interfaces.begin_create_or_update(group, name, nic).result()
-        vm = VirtualMachine(
+        vm = VirtualMachine(  # type: ignore[call-overload]
             location=plan.region,
             tags=tags,
             hardware_profile=HardwareProfile(vm_size=instance_type),
@@ -409,7 +413,7 @@ class AzureDriver:
             diagnostics_profile=DiagnosticsProfile(boot_diagnostics=BootDiagnostics(enabled=True)),
             network_profile=NetworkProfile(
                 network_interfaces=[
-                    NetworkInterfaceReference(
+                    NetworkInterfaceReference(  # type: ignore[call-overload]
                         id=self._id(plan, "Microsoft.Network/networkInterfaces", name),
                         primary=True,
                         delete_option="Delete",

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import google.auth
 from google.api_core import exceptions as api_exceptions
@@ -94,7 +93,7 @@ class GcpClients:
         credentials, _ = google.auth.default(scopes=SCOPES)
         return credentials
 
-    def client(self, kind: Callable[..., C]) -> C:
+    def client(self, kind: type[C]) -> C:
         with self._lock:
             if kind not in self._clients:
                 if self._credentials is None:
@@ -107,7 +106,7 @@ class GcpClients:
                 made = kind(credentials=self._credentials, client_options=options)  # type: ignore[call-arg]
                 follow_no_redirects(made)
                 self._clients[kind] = made
-            return self._clients[kind]  # type: ignore[no-any-return]
+            return cast(C, self._clients[kind])
 
     def wait(self, operation: compute_v1.Operation) -> None:
         """Polls an operation with operations clients on our endpoint (an SDK operation's own

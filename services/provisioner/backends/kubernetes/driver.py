@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 import yaml
@@ -164,11 +164,12 @@ class KubernetesDriver:
             return
         if current.metadata and current.metadata.deletion_timestamp:
             raise NotReady("waiting for the gateway's previous Service to go away", retry_after=10.0)
-        have = sorted((port.port, port.target_port) for port in current.spec.ports or [])
+        spec = current.spec
+        if spec is None:
+            raise BackendError(f"kubernetes: the cluster's Service {name} has no spec")
+        have = sorted((port.port, port.target_port) for port in spec.ports or [])
         if have != sorted((port["port"], port["targetPort"]) for port in wanted["spec"]["ports"]):
-            current.spec.ports = [
-                client.V1ServicePort.model_validate(port) for port in wanted["spec"]["ports"]
-            ]
+            spec.ports = [client.V1ServicePort.model_validate(port) for port in wanted["spec"]["ports"]]
             self.core.replace_namespaced_service(name, self.namespace, current)
         self._hold_refused(plan)
 
@@ -185,14 +186,14 @@ class KubernetesDriver:
         found = self.apps.list_namespaced_deployment(self.namespace, label_selector=manifests.selector(plan))
         hosts = []
         for item in found.items:
-            labels = item.metadata.labels or {}
-            if item.metadata.deletion_timestamp:
+            labels = _meta(item).labels or {}
+            if _meta(item).deletion_timestamp:
                 continue
             available = (item.status.available_replicas or 0) if item.status else 0
-            created = item.metadata.creation_timestamp
+            created = _meta(item).creation_timestamp
             host = CloudHost(
                 index=int(labels.get(TAG_HOST, "-1")),
-                id=item.metadata.name,
+                id=_name(item),
                 fingerprint=labels.get(TAG_FINGERPRINT, ""),
                 running=available >= 1,
                 launched_at=created.timestamp() if created is not None else None,
@@ -207,23 +208,21 @@ class KubernetesDriver:
         container not started yet (envoy waiting for join) has none."""
         selector = f"{manifests.selector(plan)},{TAG_HOST}={host.index}"
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
-        owned = [pod for pod in pods if (pod.metadata.name or "").startswith(f"{host.id}-")]
-        owned.sort(
-            key=lambda pod: (pod.metadata.creation_timestamp is not None, pod.metadata.creation_timestamp)
-        )
+        owned = [pod for pod in pods if (_meta(pod).name or "").startswith(f"{host.id}-")]
+        owned.sort(key=lambda pod: (_meta(pod).creation_timestamp is not None, _meta(pod).creation_timestamp))
         parts = []
         for pod in owned:
             for container in LOG_CONTAINERS:
                 try:
                     text = self.core.read_namespaced_pod_log(
-                        pod.metadata.name, self.namespace, container=container, tail_lines=LOG_TAIL_LINES
+                        _name(pod), self.namespace, container=container, tail_lines=LOG_TAIL_LINES
                     )
                 except ApiException as error:
                     if error.status in (400, 404):  # not started yet, or no such container (no mTLS)
                         continue
                     raise
                 if text:
-                    parts.append(f"{pod.metadata.name} {container}:\n{text.rstrip()}")
+                    parts.append(f"{_name(pod)} {container}:\n{text.rstrip()}")
         return "\n".join(parts) or None
 
     def _delete_legacy(self, plan: GatewayPlan) -> list[str]:
@@ -254,12 +253,12 @@ class KubernetesDriver:
         ):
             for item in items:
                 try:
-                    deletion(item.metadata.name, namespace, _preload_content=False)
+                    deletion(_name(item), namespace, _preload_content=False)
                 except ApiException as error:
                     if error.status not in (403, 404):
                         raise
         left = self.core.list_namespaced_service(namespace, label_selector=selector).items
-        remaining += [f"service {item.metadata.name} in {namespace} (its load balancer)" for item in left]
+        remaining += [f"service {_name(item)} in {namespace} (its load balancer)" for item in left]
         if deployments or secrets or services:
             log.info("kubernetes: deleted gateway %s's objects in namespace %s", plan.gateway_id, namespace)
         if not left:
@@ -271,9 +270,9 @@ class KubernetesDriver:
         credentials may delete it."""
         try:
             found = self.core.read_namespace(namespace)
-            if (found.metadata.labels or {}).get(TAG_GATEWAY) != plan.gateway_id:
+            if (_meta(found).labels or {}).get(TAG_GATEWAY) != plan.gateway_id:
                 return
-            if not found.metadata.deletion_timestamp:
+            if not _meta(found).deletion_timestamp:
                 self.core.delete_namespace(namespace, _preload_content=False)
         except ApiException as error:
             if error.status not in (403, 404):
@@ -285,15 +284,13 @@ class KubernetesDriver:
         found = self.apps.list_namespaced_deployment(self.namespace, label_selector=manifests.selector(plan))
         refused = []
         for item in found.items:
-            index = int((item.metadata.labels or {}).get(TAG_HOST, "-1"))
+            index = int((_meta(item).labels or {}).get(TAG_HOST, "-1"))
             available = (item.status.available_replicas or 0) if item.status else 0
             failure = _replica_failure(item)
             if failure is not None and not available and 0 <= index < plan.replicas:
                 refused.append(f"host {index}: {failure}")
-                labels = item.metadata.labels or {}
-                self._rearm(
-                    plan, CloudHost(index, item.metadata.name, labels.get(TAG_FINGERPRINT, ""), False)
-                )
+                labels = _meta(item).labels or {}
+                self._rearm(plan, CloudHost(index, _name(item), labels.get(TAG_FINGERPRINT, ""), False))
         if refused:
             raise NotReady("; ".join(sorted(refused)), retry_after=30.0)
 
@@ -365,7 +362,7 @@ class KubernetesDriver:
         ):
             for item in items:
                 try:
-                    deletion(item.metadata.name, namespace, _preload_content=False)
+                    deletion(_name(item), namespace, _preload_content=False)
                 except ApiException as error:
                     if error.status != 404:
                         raise
@@ -379,6 +376,25 @@ class KubernetesDriver:
                 return remaining
             raise
         return [f"service {name} (its load balancer)", *remaining]
+
+
+class _Stored(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def _meta(stored: _Stored) -> client.V1ObjectMeta:
+    """The metadata of an object the API server sent, which always has it."""
+    if stored.metadata is None:
+        raise BackendError("kubernetes: the cluster sent an object without metadata")
+    return stored.metadata
+
+
+def _name(stored: _Stored) -> str:
+    name = _meta(stored).name
+    if name is None:
+        raise BackendError("kubernetes: the cluster sent an object without a name")
+    return name
 
 
 def _replica_failure(deployment: Any) -> str | None:

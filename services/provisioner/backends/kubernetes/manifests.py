@@ -18,6 +18,7 @@ image only.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from gatehouse.envoy_bootstrap import ADMIN_SOCKET_DIR
@@ -115,7 +116,7 @@ def secret(plan: GatewayPlan, index: int, fingerprint: str, join_token: str | No
     }
 
 
-def secret_join_token(data: dict[str, str] | None) -> str | None:
+def secret_join_token(data: Mapping[str, str | bytes] | None) -> str | None:
     """The join token in a Secret's `data`, as the API returns it."""
     encoded = (data or {}).get(JOIN_TOKEN_KEY)
     return base64.b64decode(encoded).decode() if encoded else None
