@@ -1,0 +1,135 @@
+"""The share of its successful requests each Envoy logs, adapted to load: every request while an
+Envoy sends fewer than `budget` entries a second, fewer successes above it (errors are always
+logged), all of them again once load falls. The share reaches the Envoy as a runtime value over RTDS
+(runtime_service.py) and is applied by its access log filter, so an entry left out costs neither
+Envoy nor this process anything.
+
+Every CONTROL_SECONDS the entries received from each Envoy are judged: above the budget, the share
+falls so that successes take about half of it; below a quarter of the budget, it rises the same way
+(at most to the configured share). In between nothing changes, so the share does not swing with
+small changes in load; the window after a change is not judged (its entries were logged under the
+old share, sent by Envoy once a second)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatehouse import access_logs
+
+CONTROL_SECONDS = 2.0
+# The share never falls below this (percent): 1 in 10,000 successes.
+MIN_PERCENT = 0.01
+# Of the budget, successes get at least this part whatever the errors take.
+MIN_SUCCESS_ROOM = 1 / 20
+
+
+@dataclass
+class _Envoy:
+    percent: float
+    streams: int = 0
+    successes: int = 0
+    errors: int = 0
+    settling: bool = False
+
+
+def _rounded(percent: float) -> float:
+    """To the runtime value's resolution (1 in SHARE_DENOMINATOR)."""
+    return access_logs.share_numerator(percent) * 100 / access_logs.SHARE_DENOMINATOR
+
+
+class LogSampling:
+    def __init__(
+        self,
+        budget: float,
+        cap: float = 100.0,
+        interval: float = CONTROL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget = budget
+        self.cap = cap
+        self._interval = interval
+        self._clock = clock
+        # node id -> its share and what it sent since the last judgement; only Envoys whose runtime
+        # stream is open here (only those can be told).
+        self._envoys: dict[str, _Envoy] = {}
+        self._changed = asyncio.Event()
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set once any Envoy's share changes (take it before reading the share, then wait on it)."""
+        return self._changed
+
+    def attach(self, node: str) -> None:
+        """A runtime stream of `node` opened."""
+        envoy = self._envoys.setdefault(node, _Envoy(self.cap))
+        envoy.streams += 1
+
+    def detach(self, node: str) -> None:
+        envoy = self._envoys.get(node)
+        if envoy is None:
+            return
+        envoy.streams -= 1
+        if envoy.streams <= 0:
+            del self._envoys[node]
+
+    def percent(self, node: str) -> float | None:
+        """The share of successes `node` logs; None when its runtime stream is not open here."""
+        envoy = self._envoys.get(node)
+        return None if envoy is None else envoy.percent
+
+    def shares(self) -> dict[str, float]:
+        """node id -> share, of the Envoys whose runtime stream is open here."""
+        return {node: envoy.percent for node, envoy in self._envoys.items()}
+
+    def received(self, node: str, status: int) -> float | None:
+        """Count an entry from `node`; the share it was logged under (None: not known here)."""
+        envoy = self._envoys.get(node)
+        if envoy is None:
+            return None
+        if access_logs.is_error(status):
+            envoy.errors += 1
+        else:
+            envoy.successes += 1
+        return envoy.percent
+
+    def judge(self, seconds: float) -> list[str]:
+        """Adapt every share to what its Envoy sent in the last `seconds`; the nodes whose share changed."""
+        changed = []
+        for node, envoy in self._envoys.items():
+            successes, errors = envoy.successes / seconds, envoy.errors / seconds
+            envoy.successes = envoy.errors = 0
+            if envoy.settling:
+                envoy.settling = False
+                continue
+            received = successes + errors
+            over, under = received > self.budget, received < self.budget / 4
+            if not (over or under):
+                continue
+            target = self.cap
+            offered = successes * 100 / envoy.percent
+            if offered > 0:
+                room = max(self.budget / 2 - errors, self.budget * MIN_SUCCESS_ROOM)
+                target = _rounded(min(self.cap, max(MIN_PERCENT, 100 * room / offered)))
+            if (over and target < envoy.percent) or (under and target > envoy.percent):
+                envoy.percent = target
+                envoy.settling = True
+                changed.append(node)
+        if changed:
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return changed
+
+    async def run(self) -> None:
+        last = self._clock()
+        while True:
+            await asyncio.sleep(self._interval)
+            now = self._clock()
+            self.judge(max(now - last, 1e-3))
+            last = now
+
+
+def sampling_from_env() -> LogSampling:
+    return LogSampling(access_logs.configured_budget(), cap=access_logs.configured_percent())
