@@ -27,6 +27,7 @@ from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import EnvoyStats
 from gateway_xds.observe.log_sampling import LogSampling, sampling_from_env
 from gateway_xds.observe.runtime_service import runtime_service
+from gateway_xds.observe.shared_sampling import RedisSampling
 from gateway_xds.observe.stats_reporter import report_stats
 from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
@@ -116,7 +117,7 @@ class XdsApp:
         waker = Waker(provider.mirror, sync, autoscaler, fleet=acks)
         envoy_stats = EnvoyStats()
         access_logs = outbox_from_env()
-        sampling = sampling_from_env()
+        sampling = sampling_from_env(RedisSampling(shared) if shared is not None else None)
         sink = MetricsSink(rates, in_flight, envoy_stats)
         # Envoys ask here for shared rate limits and wake-ups, push their stats (OTLP), for autoscaling
         # and the metrics endpoint, stream their access logs and take the share of them to log.
