@@ -79,6 +79,8 @@ class RuntimeService(rtds_pb2_grpc.RuntimeDiscoveryServiceServicer):
                 waiting.cancel()
         finally:
             reader.cancel()
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                log.info("runtime stream of %s ended: %s", node, reader.exception())
             self._sampling.detach(node)
 
 
