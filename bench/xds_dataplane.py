@@ -11,12 +11,15 @@ per-round ratio are printed.
 `--observability` compares instead the same Envoy configured by gateway_xds (its listener with the
 control-plane cluster, as the product's are) with and without metrics and access logs: "observed" is
 the provisioner's bootstrap (its OTLP stats sink pushing to gateway_xds's sink, the per-service
-latency histogram and connection gauge) and the listener's gRPC access log to gateway_xds (whose
-sink takes every entry and samples); "bare" has neither the stats sink and those stats nor the
-access log.
+latency histogram and connection gauge, its runtime layer over RTDS) and the listener's gRPC access
+log to gateway_xds (whose sink takes every entry it is sent and samples, and adapts the share of
+successes the Envoy logs to the budget, as gateway_xds does); "bare" has neither the stats sink and
+those stats, nor the runtime layer, nor the access log. `--warmup S` loads each Envoy for S seconds
+before it is measured (both kinds), so that the share of successes logged has settled as it would
+under sustained load.
 
     .venv/bin/python -m bench.xds_dataplane [--services 1000] [--rounds 10] [--seconds 10] [--connections 32]
-        [--observability metrics|all] [--access-log-percent P]
+        [--observability metrics|all] [--access-log-percent P] [--access-log-budget B] [--warmup S]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from bench.xds_harness import HttpProbe, ensure_debian_package, machine, process_cpu_seconds, static_upstream
+from gatehouse import access_logs
 from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gateway_xds.autoscale.metrics_sink import MetricsSink
 from gateway_xds.autoscale.rates import RequestRates
@@ -45,6 +49,8 @@ from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service
 from gateway_xds.observe.envoy_stats import EnvoyStats
+from gateway_xds.observe.log_sampling import LogSampling
+from gateway_xds.observe.runtime_service import runtime_service
 from gateway_xds.provider.policies import AUTHORIZATION_CLUSTER
 from gateway_xds.publish import publish
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
@@ -60,10 +66,11 @@ OBSERVED_ONLY_STATS = ("upstream_rq_time", "upstream_cx_active")
 
 
 def bare_bootstrap(params: BootstrapParams) -> dict[str, Any]:
-    """The provisioner's bootstrap without the stats sink and the per-service stats only the metrics
-    endpoint reads."""
+    """The provisioner's bootstrap without the stats sink, the per-service stats only the metrics
+    endpoint reads and the runtime layer that sets the share of access logs."""
     bootstrap = render_bootstrap(params)
     del bootstrap["stats_sinks"]
+    del bootstrap["layered_runtime"]
     stats = bootstrap["stats_config"]
     del stats["histogram_bucket_settings"]
     patterns = stats["stats_matcher"]["inclusion_list"]["patterns"]
@@ -132,8 +139,15 @@ async def main() -> None:
         "--access-log-percent",
         type=int,
         default=100,
-        help="with --observability all: the share of requests logged",
+        help="with --observability all: the most of the successful requests logged",
     )
+    parser.add_argument(
+        "--access-log-budget",
+        type=int,
+        default=access_logs.DEFAULT_BUDGET,
+        help="with --observability all: entries a second from the Envoy above which successes are sampled",
+    )
+    parser.add_argument("--warmup", type=int, default=0, help="seconds of load before each measurement")
     args = parser.parse_args()
     kinds = ("observed", "bare") if args.observability else ("dynamic", "static")
     wrk_binary = ensure_debian_package("wrk", "wrk")
@@ -163,14 +177,20 @@ async def main() -> None:
             ir = dataclasses.replace(ir, listeners=(listener,))
         host = f"{service_name(0)}.{DOMAIN}"
         cache = SnapshotCache()
+        sampling = LogSampling(args.access_log_budget, cap=args.access_log_percent)
         server = build_xds_server(
             cache,
             NodeIdAuthorizer(),
             NullReporter(),
             "127.0.0.1:0",
-            services=(_metrics_sink(), access_log_service(AccessLogOutbox())),
+            services=(
+                _metrics_sink(),
+                access_log_service(AccessLogOutbox(), sampling),
+                runtime_service(sampling),
+            ),
         )
         await server.start()
+        judging = asyncio.create_task(sampling.run())
         observed = publish(cache, ir, 1)
         cache.set_snapshot(BARE_GATEWAY, without_access_log(observed))
         if args.observability == "metrics":
@@ -201,24 +221,35 @@ async def main() -> None:
                         await asyncio.to_thread(probe.wait_for, host, 200, 60.0)
                         probe.close()
                         await asyncio.sleep(1.0)  # let the other Envoy's sockets go
+                        if args.warmup:
+                            await asyncio.to_thread(
+                                wrk, wrk_binary, listen_port, host, args.warmup, args.connections
+                            )
                         assert envoy.process is not None
                         before = (process_cpu_seconds(envoy.process.pid), process_cpu_seconds(os.getpid()))
                         rate = await asyncio.to_thread(
                             wrk, wrk_binary, listen_port, host, args.seconds, args.connections
                         )
                         after = (process_cpu_seconds(envoy.process.pid), process_cpu_seconds(os.getpid()))
+                        shares = sampling.shares()
                     finally:
                         envoy.stop()
                     rates[kind].append(rate)
                     served = rate * args.seconds
                     cost = [(b - a) / served * 1e6 for a, b in zip(before, after, strict=True)]
                     cpu[kind].append((cost[0], cost[1]))
+                    logged = (
+                        f", successes logged {shares['gateway/gw-1/0']:.3g}%"
+                        if kind == "observed" and args.observability == "all" and "gateway/gw-1/0" in shares
+                        else ""
+                    )
                     print(
                         f"  round {round_index + 1} {kind:7}: {rate:9.0f} requests/s, CPU per request: "
-                        f"Envoy {cost[0]:.1f} us, control plane {cost[1]:.1f} us",
+                        f"Envoy {cost[0]:.1f} us, control plane {cost[1]:.1f} us{logged}",
                         flush=True,
                     )
         finally:
+            judging.cancel()
             await server.stop(1.0)
             upstream.stop()
     first, second = kinds

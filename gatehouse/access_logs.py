@@ -21,23 +21,55 @@ BUFFER_BYTES = 16 << 10
 KEPT_PER_SERVICE = 1000
 SAMPLED_PER_SECOND = 50
 MAX_PATH_CHARS = 512
-# Of each gateway's requests, the share its Envoys log (0 to 100; 0: none). Logging every request
-# costs the data plane (bench/RESULTS.md); a lower share samples in Envoy, before any work is done.
+# Of each gateway's successful requests, the most its Envoys log (0 to 100; 0: no access log at all).
+# Errors (status >= 400, or a response flag such as an upstream failure) are always logged.
 PERCENT_ENV = "GATEHOUSE_ACCESS_LOG_PERCENT"
+# Logging every request costs the data plane (bench/RESULTS.md), so under load the share of
+# successes an Envoy logs falls until gateway_xds receives about this many entries a second from it
+# (and rises again, up to the share above, when load falls). Sampling happens in Envoy, before any
+# entry is made: gateway_xds sets the share per Envoy over RTDS, as a runtime value of the layer below.
+BUDGET_ENV = "GATEHOUSE_ACCESS_LOG_BUDGET"
+DEFAULT_BUDGET = 200
+RUNTIME_LAYER = "gatehouse"
+SUCCESS_SHARE_KEY = "gatehouse.access_log.success_share"
+# No runtime layer sets it; Envoy's status code filter takes a runtime key.
+ERROR_STATUS_KEY = "gatehouse.access_log.error_status"
+FIRST_ERROR_STATUS = 400
+# The share is a fraction of this many (Envoy's FractionalPercent MILLION), so it can fall below 1%.
+SHARE_DENOMINATOR = 1_000_000
+
+
+def _whole_number(name: str, default: int, lowest: int, highest: int, meaning: str) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        number = lowest - 1
+    if not lowest <= number <= highest:
+        raise SystemExit(f"error: {name}={raw!r} is not a whole number {meaning}")
+    return number
 
 
 @functools.cache
 def configured_percent() -> int:
-    raw = os.environ.get(PERCENT_ENV, "")
-    if not raw:
-        return 100
-    try:
-        percent = int(raw)
-    except ValueError:
-        percent = -1
-    if not 0 <= percent <= 100:
-        raise SystemExit(f"error: {PERCENT_ENV}={raw!r} is not a whole number from 0 to 100")
-    return percent
+    return _whole_number(PERCENT_ENV, 100, 0, 100, "from 0 to 100")
+
+
+@functools.cache
+def configured_budget() -> int:
+    return _whole_number(BUDGET_ENV, DEFAULT_BUDGET, 1, 10**9, "of entries a second from 1 up")
+
+
+def is_error(status: int) -> bool:
+    """Whether Envoy logs a response whatever the sampling: an error, or none at all (status 0: the
+    connection ended first)."""
+    return status >= FIRST_ERROR_STATUS or status == 0
+
+
+def share_numerator(percent: float) -> int:
+    return round(percent * SHARE_DENOMINATOR / 100)
 
 
 def redacted_path(path: str) -> str:

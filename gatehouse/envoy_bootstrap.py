@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gatehouse.access_logs import RUNTIME_LAYER
 from gatehouse.gateway_identity import node_id
 from gatehouse.gateway_resources import SERVICE_STATS_PREFIX, XDS_CLUSTER
 from gatehouse.limits import GRPC_MESSAGE_BYTES
@@ -226,6 +227,26 @@ def _stats_sink(node: str) -> dict[str, Any]:
     }
 
 
+# Envoy starts its clusters only once its runtime layers arrived (or this passed): gateway_xds answers
+# at once, so this bounds the wait on a control plane that does not serve the layer.
+RUNTIME_FETCH_TIMEOUT = "0.25s"
+
+
+def _layered_runtime() -> dict[str, Any]:
+    """The runtime values gateway_xds sets for this Envoy (the share of access logs), over their own
+    stream (RTDS, State-of-the-World) rather than ADS, so they change without any other resource."""
+    source = {
+        "api_config_source": {
+            "api_type": STATE_OF_THE_WORLD,
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        },
+        "resource_api_version": "V3",
+        "initial_fetch_timeout": RUNTIME_FETCH_TIMEOUT,
+    }
+    return {"layers": [{"name": RUNTIME_LAYER, "rtds_layer": {"name": RUNTIME_LAYER, "rtds_config": source}}]}
+
+
 def _admin_address(params: BootstrapParams) -> dict[str, Any]:
     if params.admin_port is not None:
         return {"socket_address": {"address": "127.0.0.1", "port_value": params.admin_port}}
@@ -240,6 +261,7 @@ def render_bootstrap(params: BootstrapParams) -> dict[str, Any]:
         "stats_flush_interval": f"{STATS_FLUSH_SECONDS}s",
         "stats_config": _stats_config(),
         "admin": {"address": _admin_address(params)},
+        "layered_runtime": _layered_runtime(),
         "bootstrap_extensions": [reverse_tunnel_acceptor()],
         "dynamic_resources": {
             "ads_config": {

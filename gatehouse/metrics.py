@@ -27,6 +27,8 @@ XDS_PUSHES = "gatehouse_xds_pushes"  # counter
 XDS_NACKS = "gatehouse_xds_nacks"  # counter
 XDS_PUSH_ACK_SECONDS = "gatehouse_xds_push_ack_seconds"  # histogram: snapshot published → Envoy's ACK
 XDS_MIRROR_REVISION = "gatehouse_xds_registry_revision"  # gauge: the registry revision gateway_xds applied
+# gauge {project, gateway}: the lowest share of successful requests the gateway's Envoys log (100: all)
+ACCESS_LOG_SUCCESS_PERCENT = "gatehouse_access_log_success_percent"
 AUTOSCALER_DECISIONS = "gatehouse_autoscaler_decisions"  # counter {project, service, direction}
 # gateway_xds, per service {project, gateway, service}, from the Envoys' own counters.
 SERVICE_REQUESTS = "gatehouse_service_requests"  # counter, + {code_class: 1xx … 5xx}
@@ -58,6 +60,7 @@ GAUGES = (
     REGISTRY_REVISION,
     XDS_CONNECTED_ENVOYS,
     XDS_MIRROR_REVISION,
+    ACCESS_LOG_SUCCESS_PERCENT,
     SERVICE_ACTIVE_CONNECTIONS,
     SERVICE_REPLICAS,
     CERTIFICATE_EXPIRY,

@@ -25,6 +25,9 @@ from gateway_xds.memory import freeze_long_lived
 from gateway_xds.observe.access_logs import AccessLogOutbox, access_log_service, outbox_from_env
 from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import EnvoyStats
+from gateway_xds.observe.log_sampling import LogSampling, sampling_from_env
+from gateway_xds.observe.runtime_service import runtime_service
+from gateway_xds.observe.shared_sampling import RedisSampling
 from gateway_xds.observe.stats_reporter import report_stats
 from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.provider.agent_tunnels import TunnelIdentity
@@ -55,6 +58,8 @@ class XdsApp:
     collector: XdsCollector
     # The Envoys' access logs, on their way to the registry.
     access_logs: AccessLogOutbox
+    # The share of successes each Envoy logs, adapted to load.
+    log_sampling: LogSampling
     envoy_stats: EnvoyStats
     stubs: Stubs
     # Whether this copy's autoscaler is the one that scales (the "autoscaler" lease).
@@ -112,9 +117,10 @@ class XdsApp:
         waker = Waker(provider.mirror, sync, autoscaler, fleet=acks)
         envoy_stats = EnvoyStats()
         access_logs = outbox_from_env()
+        sampling = sampling_from_env(RedisSampling(shared) if shared is not None else None)
         sink = MetricsSink(rates, in_flight, envoy_stats)
         # Envoys ask here for shared rate limits and wake-ups, push their stats (OTLP), for autoscaling
-        # and the metrics endpoint, and stream their access logs.
+        # and the metrics endpoint, stream their access logs and take the share of them to log.
         metrics = ExtraService(
             metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
             lambda s: metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(sink, s),
@@ -134,7 +140,8 @@ class XdsApp:
                     wake_service(waker),
                     rate_limit_service(buckets),
                     metrics,
-                    access_log_service(access_logs),
+                    access_log_service(access_logs, sampling),
+                    runtime_service(sampling),
                 ),
             )
         except RuntimeError:
@@ -143,7 +150,13 @@ class XdsApp:
                 "(set GATEHOUSE_XDS_PORT)"
             ) from None
         collector = XdsCollector(
-            provider.mirror, envoy_stats, observer, server.stats, access_logs.answered, autoscaler.decisions
+            provider.mirror,
+            envoy_stats,
+            observer,
+            server.stats,
+            access_logs.answered,
+            autoscaler.decisions,
+            sampling,
         )
         return cls(
             server=server,
@@ -153,6 +166,7 @@ class XdsApp:
             autoscaler=autoscaler,
             collector=collector,
             access_logs=access_logs,
+            log_sampling=sampling,
             envoy_stats=envoy_stats,
             stubs=stubs,
             leadership=Leadership(stubs, AUTOSCALER_ROLE),
@@ -167,6 +181,7 @@ class XdsApp:
             self.reporter.run(),
             self.leadership.run(self.autoscaler.run),
             self.access_logs.run(self.stubs),
+            self.log_sampling.run(),
             report_stats(self.stubs, self.provider.mirror, self.envoy_stats),
         ]
         if self.acks is not None:

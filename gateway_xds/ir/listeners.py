@@ -35,7 +35,8 @@ class HTTPListener:
     # The cluster (static, in every gateway's bootstrap) of the control plane, which counts shared rate
     # limits and wakes services scaled to zero; empty: none, and virtual hosts needing it are refused.
     authorization_cluster: str = ""
-    # Of its requests, the share logged to that same control plane (gRPC access logs), 0 to 100.
+    # Of its successful requests, the most logged to that same control plane (gRPC access logs), 0 to
+    # 100; errors are all logged (0: no access log).
     access_log_percent: int = 100
 
     def shell(self) -> "HTTPListener":

@@ -1,5 +1,6 @@
 """Envoy's access logs (gRPC ALS) taken by gateway_xds: each entry is reduced to what an operator
-reads (gatehouse/access_logs.py: no header, query values redacted), sampled per service under load,
+reads (gatehouse/access_logs.py: no header, query values redacted), counted per Envoy for the
+sampling in Envoy (log_sampling.py), sampled again per service under load here,
 and passed on to the registry in batches (and, with GATEHOUSE_ACCESS_LOG_FILE, appended to a file as
 JSON lines). Memory is bounded: at most MAX_PENDING entries wait for the registry."""
 
@@ -24,10 +25,10 @@ from gatehouse import access_logs
 from gatehouse.client.connection import Stubs
 from gatehouse.private_files import make_private_directory
 from gatehouse.v1 import registry_pb2
+from gateway_xds.observe.log_sampling import LogSampling
+from gateway_xds.observe.nodes import node_gateway
 from gateway_xds.observe.responses import AnsweredRequests
-from gateway_xds.server.peer import peer_gateway
 from gateway_xds.server.server import ExtraService
-from gateway_xds.server.watcher import NodeRejectedError, node_to_gateway
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def entry_of(log_entry: accesslog_pb2.HTTPAccessLogEntry) -> registry_pb2.Access
 
 
 class _Sampler:
-    """At most `per_second` entries a second per service, the rest counted."""
+    """At most `per_second` entries a second per key, the rest counted."""
 
     def __init__(self, per_second: int, clock: Callable[[], float]) -> None:
         self._per_second = per_second
@@ -100,16 +101,27 @@ class AccessLogOutbox:
         self._wake = asyncio.Event()
         self._file = file
 
-    def add(self, gateway_id: str, log_entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
+    def add(
+        self,
+        gateway_id: str,
+        log_entry: accesslog_pb2.HTTPAccessLogEntry,
+        success_percent: float | None = None,
+    ) -> None:
+        """`success_percent`: the share of successes the Envoy logged then (None: not known)."""
         backend = log_entry.common_properties.route_name
         if not backend:
             return  # matched no service
-        self.answered.logged(backend, log_entry.response.response_code.value)
-        skipped = self._sampler.take(f"{gateway_id}/{backend}")
+        status = log_entry.response.response_code.value
+        self.answered.logged(backend, status)
+        # Errors have their own allowance: a flood of successes never crowds them out.
+        kind = "error" if access_logs.is_error(status) else "success"
+        skipped = self._sampler.take(f"{gateway_id}/{backend}/{kind}")
         if skipped is None:
             return
         entry = entry_of(log_entry)
         entry.skipped = skipped
+        if success_percent is not None and success_percent < 100:
+            entry.successes_logged_percent = success_percent
         self.pending.append((gateway_id, entry))
         self._wake.set()
 
@@ -152,49 +164,43 @@ class AccessLogOutbox:
 
 def outbox_from_env() -> AccessLogOutbox:
     """The outbox the settings ask for; a bad setting stops the process before it serves."""
-    percent = access_logs.configured_percent()
     path = os.environ.get(FILE_ENV)
     if path:
         make_private_directory(Path(path).parent)
-    return AccessLogOutbox(file=Path(path) if path else None, answered=AnsweredRequests(percent))
+    return AccessLogOutbox(file=Path(path) if path else None)
 
 
 class AccessLogSink(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]  # xds-protos is untyped
-    def __init__(self, outbox: AccessLogOutbox) -> None:
+    def __init__(self, outbox: AccessLogOutbox, sampling: LogSampling | None = None) -> None:
         self._outbox = outbox
+        self._sampling = sampling
 
     async def StreamAccessLogs(
         self,
         request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
         context: grpc.aio.ServicerContext[als_pb2.StreamAccessLogsMessage, als_pb2.StreamAccessLogsResponse],
     ) -> als_pb2.StreamAccessLogsResponse:
-        certified = peer_gateway(context)
-        gateway: str | None = None
+        node = gateway = ""
         async for message in request_iterator:
             if message.HasField("identifier"):
-                try:
-                    gateway = node_to_gateway(message.identifier.node.id)
-                except NodeRejectedError as error:
-                    await context.abort(error.code, error.message)
-                if certified is not None and gateway != certified:
-                    await context.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"node {message.identifier.node.id!r} is not of gateway {certified!r}",
-                    )
-            if gateway is None:
+                node = message.identifier.node.id
+                gateway = await node_gateway(node, context)
+            if not gateway:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "the stream's first message names its node"
                 )
             for entry in message.http_logs.log_entry:
-                self._outbox.add(gateway, entry)
+                status = entry.response.response_code.value
+                percent = None if self._sampling is None else self._sampling.received(node, status)
+                self._outbox.add(gateway, entry, percent)
         return als_pb2.StreamAccessLogsResponse()
 
 
 ACCESS_LOG_SERVICE = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
 
 
-def access_log_service(outbox: AccessLogOutbox) -> ExtraService:
-    sink = AccessLogSink(outbox)
+def access_log_service(outbox: AccessLogOutbox, sampling: LogSampling | None = None) -> ExtraService:
+    sink = AccessLogSink(outbox, sampling)
     return ExtraService(
         ACCESS_LOG_SERVICE, lambda server: als_pb2_grpc.add_AccessLogServiceServicer_to_server(sink, server)
     )

@@ -13,7 +13,9 @@ from prometheus_client.metrics_core import Metric
 
 from gatehouse import metrics
 from gatehouse.client.mirror import RegistryMirror
+from gatehouse.gateway_identity import gateway_of_node
 from gateway_xds.observe.envoy_stats import ClusterStats, EnvoyStats, service_totals
+from gateway_xds.observe.log_sampling import LogSampling
 from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.observe.xds import GatewayXds, XdsObserver
 from gateway_xds.provider.build import backend_name
@@ -45,6 +47,7 @@ class XdsCollector:
         server_stats: ServerStats,
         answered: AnsweredRequests,
         decisions: Counter[tuple[str, str]],
+        sampling: LogSampling | None = None,
     ) -> None:
         self._mirror = mirror
         self._envoy_stats = envoy_stats
@@ -52,6 +55,7 @@ class XdsCollector:
         self._server_stats = server_stats
         self._answered = answered
         self._decisions = decisions
+        self._sampling = sampling
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -80,6 +84,17 @@ class XdsCollector:
             "From a snapshot's publication to an Envoy's ACK of it",
             labels=GATEWAY_LABELS,
         )
+        logged = GaugeMetricFamily(
+            metrics.ACCESS_LOG_SUCCESS_PERCENT,
+            "The lowest share of successful requests the gateway's Envoys log (sampled under load; "
+            "errors are all logged)",
+            labels=GATEWAY_LABELS,
+        )
+        lowest: dict[str, float] = {}
+        if self._sampling is not None:
+            for node, percent in self._sampling.shares().items():
+                gateway_id = gateway_of_node(node) or ""
+                lowest[gateway_id] = min(percent, lowest.get(gateway_id, percent))
         pushed: dict[str, int] = {}
         for stream in self._server_stats.streams.values():
             pushed[stream.gateway_id] = pushed.get(stream.gateway_id, 0) + stream.counters.pushes
@@ -94,7 +109,9 @@ class XdsCollector:
             nacks.add_metric(labels, seen.nacks)
             ack = seen.ack_latency
             latency.add_metric(labels, _buckets(ack.bounds, ack.counts), ack.total)
-        yield from (connected, pushes, nacks, latency)
+            if self._sampling is not None:
+                logged.add_metric(labels, lowest.get(gateway.id, self._sampling.cap))
+        yield from (connected, pushes, nacks, latency, logged)
 
     def _service_metrics(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

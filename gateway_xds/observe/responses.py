@@ -1,8 +1,8 @@
 """Requests a gateway's Envoys answered 401 or 429 for a service without reaching it (the credential
 check, rate limits, failed-attempt limits), which the service's cluster stats never see. They are
 counted from the access log entries Envoy streams (each names its service's backend), before this
-process samples them: with `GATEHOUSE_ACCESS_LOG_PERCENT` below 100, Envoy logs that share of
-requests and each counts for 100/percent; at 0 nothing is counted."""
+process samples them. Envoy samples only successes and logs every error, so each is counted; with
+`GATEHOUSE_ACCESS_LOG_PERCENT=0` there is no access log and nothing is counted."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ TOO_MANY_REQUESTS = 429
 
 
 class AnsweredRequests:
-    def __init__(self, percent_logged: float = 100.0) -> None:
-        self._weight = 100.0 / percent_logged if percent_logged > 0 else 0.0
-        # backend name (svc_<project>_<service>) -> requests (estimated when sampled)
+    def __init__(self) -> None:
+        # backend name (svc_<project>_<service>) -> requests
         self.unauthorized: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
 
     def logged(self, backend: str, status: int) -> None:
         counts = {UNAUTHORIZED: self.unauthorized, TOO_MANY_REQUESTS: self.rate_limited}.get(status)
         if counts is not None and backend and (backend in counts or len(counts) < MAX_KEYS):
-            counts[backend] += self._weight  # type: ignore[assignment]
+            counts[backend] += 1

@@ -8,7 +8,7 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 
-from gatehouse.access_logs import KEPT_PER_SERVICE
+from gatehouse.access_logs import KEPT_PER_SERVICE, is_error
 from gatehouse.v1 import registry_pb2
 
 MAX_SERVICES = 2_000
@@ -46,7 +46,8 @@ class AccessLogStore:
 
 
 def line(entry: registry_pb2.AccessLogEntry) -> str:
-    """`2026-12-07T16:45:49.123Z GET /path?q=REDACTED 200 12.3ms replica=… client=…`."""
+    """`2026-12-07T16:45:49.123Z GET /path?q=REDACTED 200 12.3ms replica=… client=…`, and
+    `sampled=2.5%` on a success logged while Envoy logged only that share of them."""
     moment = entry.time.ToDatetime().isoformat(timespec="milliseconds") + "Z"
     skipped = f"({entry.skipped} requests left out by sampling) " if entry.skipped else ""
     parts = [
@@ -58,4 +59,6 @@ def line(entry: registry_pb2.AccessLogEntry) -> str:
         f"replica={entry.replica or '-'}",
         f"client={entry.client or '-'}",
     ]
+    if entry.HasField("successes_logged_percent") and not is_error(entry.status):
+        parts.append(f"sampled={entry.successes_logged_percent:.3g}%")
     return " ".join(parts)

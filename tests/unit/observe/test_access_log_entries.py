@@ -40,14 +40,30 @@ def test_a_long_path_is_cut() -> None:
     assert len(access_logs.redacted_path("/" + "a" * 10_000)) == access_logs.MAX_PATH_CHARS
 
 
-def _log_entry(route: str, path: str = "/p?k=v") -> accesslog_pb2.HTTPAccessLogEntry:
+def _log_entry(route: str, path: str = "/p?k=v", status: int = 201) -> accesslog_pb2.HTTPAccessLogEntry:
     entry = accesslog_pb2.HTTPAccessLogEntry()
     entry.common_properties.route_name = route
     entry.request.request_method = base_pb2.POST
     entry.request.path = path
     entry.request.request_headers["authorization"] = "Bearer gh_secret"
-    entry.response.response_code.value = 201
+    entry.response.response_code.value = status
     return entry
+
+
+def test_errors_have_their_own_allowance_and_sampled_successes_say_so() -> None:
+    outbox = AccessLogOutbox(per_second=2, clock=lambda: 100.0)
+    for _ in range(5):
+        outbox.add("g1", _log_entry("svc_a_web", "/ok"), success_percent=2.5)
+    outbox.add("g1", _log_entry("svc_a_web", "/gone", status=404), success_percent=2.5)
+    outbox.add("g1", _log_entry("svc_a_web", "/all", status=200), success_percent=100.0)
+    entries = outbox.take()["g1"]
+    assert [(e.path, e.status) for e in entries] == [("/ok", 201), ("/ok", 201), ("/gone", 404)]
+    success, _, error = (line(entry) for entry in entries)
+    assert success.endswith(" sampled=2.5%") and "sampled" not in error
+    outbox = AccessLogOutbox(per_second=5, clock=lambda: 100.0)
+    outbox.add("g1", _log_entry("svc_a_web", "/all", status=200), success_percent=100.0)
+    outbox.add("g1", _log_entry("svc_a_web", "/unknown", status=200), success_percent=None)
+    assert not any(entry.HasField("successes_logged_percent") for entry in outbox.take()["g1"])
 
 
 def test_under_load_each_service_keeps_its_share_and_counts_the_rest(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from gatehouse.client.mirror import RegistryMirror
 from gatehouse.v1 import resources_pb2
 from gateway_xds.observe.collector import XdsCollector
 from gateway_xds.observe.envoy_stats import ClusterStats, EnvoyStats, Histogram
+from gateway_xds.observe.log_sampling import LogSampling
 from gateway_xds.observe.responses import AnsweredRequests
 from gateway_xds.observe.xds import XdsObserver
 from gateway_xds.server.stats import ServerStats
@@ -174,12 +175,36 @@ def test_certificate_expiry_per_hostname_of_known_gateways() -> None:
     assert "b.example.com" not in text and "c.example.com" not in text
 
 
-def test_401s_and_429s_are_counted_from_access_log_entries_and_scaled_by_the_share_logged() -> None:
-    everything, a_tenth = AnsweredRequests(), AnsweredRequests(percent_logged=10)
-    for answered in (everything, a_tenth):
-        for status in (401, 401, 429, 200, 503):
-            answered.logged("svc_main_web", status)
-        answered.logged("", 401)  # matched no service
-    assert (everything.unauthorized["svc_main_web"], everything.rate_limited["svc_main_web"]) == (2, 1)
-    assert (a_tenth.unauthorized["svc_main_web"], a_tenth.rate_limited["svc_main_web"]) == (20, 10)
-    assert AnsweredRequests(percent_logged=0).unauthorized["svc_main_web"] == 0
+def test_401s_and_429s_are_counted_from_access_log_entries() -> None:
+    answered = AnsweredRequests()
+    for status in (401, 401, 429, 200, 503):
+        answered.logged("svc_main_web", status)
+    answered.logged("", 401)  # matched no service
+    assert (answered.unauthorized["svc_main_web"], answered.rate_limited["svc_main_web"]) == (2, 1)
+    assert set(answered.unauthorized) == {"svc_main_web"}
+
+
+def test_the_share_of_successes_logged_is_the_lowest_of_each_gateways_envoys() -> None:
+    sampling = LogSampling(budget=10)
+    for node in ("gateway/g1/0", "gateway/g1/1", "gateway/g9/0"):
+        sampling.attach(node)
+    for _ in range(1000):
+        sampling.received("gateway/g1/1", 200)
+        sampling.received("gateway/g9/0", 200)
+    sampling.judge(1.0)
+    collector = XdsCollector(
+        _mirror(),
+        EnvoyStats(),
+        XdsObserver(NullReporter()),
+        ServerStats(),
+        AnsweredRequests(),
+        Counter(),
+        sampling,
+    )
+    samples = _scrape(collector)
+    shares = {
+        dict(labels)["project"]: value
+        for (name, labels), value in samples.items()
+        if name == metrics.ACCESS_LOG_SUCCESS_PERCENT
+    }
+    assert shares == {"alpha": 0.5, "beta": 100}
