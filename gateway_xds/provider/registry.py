@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
+from gatehouse.gateway_tls import terminates_tls
 from gatehouse.v1 import resources_pb2
 from gateway_xds.authz.credentials import CredentialsChanged, CredentialTables
 from gateway_xds.cache.snapshot_cache import SnapshotCache
@@ -26,7 +27,6 @@ from gateway_xds.provider.agent_tunnels import TunnelIdentity, agent_tunnels
 from gateway_xds.provider.build import HTTP_PORT, gateway_listeners, is_catch_all, logical_port, service_route
 from gateway_xds.provider.certificates import GatewayCertificates, KeySource, RegistryKeys
 from gateway_xds.provider.challenges import ChallengeIndex
-from gateway_xds.provider.tls import terminates_tls
 
 log = logging.getLogger(__name__)
 

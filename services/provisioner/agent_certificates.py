@@ -1,5 +1,6 @@
 """What an agent that runs an Envoy gets from the server: a certificate of the internal CA bound to its
-service on that service's gateway (gatehouse/agent_tunnels.py), and where that gateway takes tunnels.
+service on that service's gateway (gatehouse/agent_tunnels.py), and where that gateway takes tunnels:
+its HTTPS port when its Envoy ends TLS, else the port every gateway keeps for them.
 
 The agent makes its key itself and sends a certificate request; a certificate it already runs with
 is kept (same node id, so a reconnect changes nothing at either Envoy) while it is still for this
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from gatehouse.agent_keys import certificate_node
-from gatehouse.agent_tunnels import agent_name
+from gatehouse.agent_tunnels import agent_name, tunnel_port
 from gatehouse.v1 import resources_pb2, tunnel_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.internal_ca import LEAF_VALIDITY, InternalCA
@@ -30,7 +31,7 @@ GATEWAY_WAIT_SECONDS = 5.0
 @dataclass(frozen=True)
 class AgentTunnelIssuer:
     ca: InternalCA
-    # Where every gateway takes tunnels (settings.agent_tunnel_port).
+    # Where every gateway takes tunnels (settings.agent_tunnel_port); those with HTTPS take them there too.
     port: int
     gateways: GatewayLookup
     gateway_wait_seconds: float = GATEWAY_WAIT_SECONDS
@@ -57,7 +58,7 @@ class AgentTunnelIssuer:
             ca=self.ca.certificate_pem,
             gateway_id=gateway_id,
             host=gateway.status.hostname,
-            port=self.port,
+            port=tunnel_port(gateway, self.port),
             agent_name=name,
             node=certificate_node(certificate),
         )
