@@ -53,15 +53,26 @@ class AgentTunnelIssuer:
                 certificate = self.ca.sign_agent_request(hello.certificate_request, service.id, gateway_id)
             except ValueError as error:
                 raise InvalidArgument(f"the agent's certificate request: {error}") from None
+        host, port = self._endpoint(gateway)
         return tunnel_pb2.AgentTunnel(
             certificate=certificate,
             ca=self.ca.certificate_pem,
             gateway_id=gateway_id,
-            host=gateway.status.hostname,
-            port=tunnel_port(gateway, self.port),
+            host=host,
+            port=port,
             agent_name=name,
             node=certificate_node(certificate),
         )
+
+    def endpoint(self, gateway_id: str) -> tuple[str, int] | None:
+        """Where the gateway takes tunnels now, (host, port); None while it is not running."""
+        gateway = self.gateways(gateway_id)
+        if gateway is None or not gateway.status.hostname:
+            return None
+        return self._endpoint(gateway)
+
+    def _endpoint(self, gateway: resources_pb2.Gateway) -> tuple[str, int]:
+        return gateway.status.hostname, tunnel_port(gateway, self.port)
 
     async def _running(self, gateway_id: str) -> resources_pb2.Gateway | None:
         deadline = time.monotonic() + self.gateway_wait_seconds
