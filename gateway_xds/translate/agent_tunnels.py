@@ -1,8 +1,8 @@
 """Replicas behind NAT at Envoy speed: the gateway's end of its agents' reverse tunnels.
 
 An agent's Envoy dials the gateway over TLS with its certificate and says, in a one-request HTTP
-handshake, which node (its certificate's serial) and cluster (its certificate's DNS
-name, `<service id>.<gateway id>.agents.gatehouse`) it is. The listener accepts only certificates of
+handshake, which node (its certificate's serial) and cluster (its certificate's DNS name,
+`<service id>.<gateway id>.agents.gatehouse`) it is. The listener accepts only certificates of
 the internal CA named for one of this gateway's services, and only the node and cluster ids its
 certificate names (reverse_tunnel's `validation`), so an agent can never offer itself for another
 service. Envoy then keeps that TCP connection, idle, for the cluster of the service: a request picks
