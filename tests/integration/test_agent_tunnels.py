@@ -300,6 +300,7 @@ async def test_https_requests_reach_each_services_replica_while_tunnels_share_th
         await tunnels.agent(OTHER_SERVICE, project="other", replica=other)
         await tunnels.until_tunnels(2 * TUNNEL_CONNECTIONS)
         # Every tunnel came over the HTTPS port: the tunnel port saw no connection.
+        assert tunnels.connections_to(tunnels.agent_port) >= 2 * TUNNEL_CONNECTIONS
         assert tunnels.connections_to(tunnels.tunnel_port) == 0
         expected = {
             f"laptop.{PUBLIC_DOMAIN}": "hello from behind NAT",
