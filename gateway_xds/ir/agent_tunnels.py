@@ -41,7 +41,7 @@ def validate_agent_tunnels(tunnels: AgentTunnels) -> list[str]:
     if not tunnels.agent_suffix.startswith("."):
         errors.append(f"{where}: the agents' name suffix must start with '.'")
     if not valid_server_name(tunnels.server_name) or tunnels.server_name.startswith("*."):
-        errors.append(f"{where}: {tunnels.server_name!r} is not a server name")
+        errors.append(f"{where}: {tunnels.server_name!r} is not a server name (one lower-case DNS name)")
     for what, pem in (
         ("certificate chain", tunnels.certificate_chain),
         ("private key", tunnels.private_key),
