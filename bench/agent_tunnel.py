@@ -13,7 +13,16 @@ on 127.0.0.1. The direct replica is registered with the server's system token (a
 a loopback address). Everything runs on this machine: the agent's Envoy, which would run beside the
 replica elsewhere, shares its cores with the gateway's Envoy, wrk and nginx.
 
+With `--pin`, each round runs twice: as above, and pinned, the gateway's side (its Envoy, wrk, the
+server) on the first core and the replica's side (nginx, the agent's Envoy, the agent process) on the
+second, for every path alike (`taskset`), so that the ratio reflects what the gateway's core serves
+rather than the agent's Envoy competing with it.
+
+Agents of a gateway with HTTPS dial its HTTPS port instead of the tunnel port; the tunnel, once
+accepted, is the same upstream connection either way, so the requests' path does not change.
+
     .venv/bin/python -m bench.agent_tunnel [--rounds 5] [--seconds 10] [--connections 32] [--agent-workers N]
+        [--pin]
 """
 
 from __future__ import annotations
@@ -108,8 +117,14 @@ class Server:
             self.process.wait(timeout=60)
 
 
-def wrk(binary: str, url: str, seconds: int, connections: int) -> float:
-    argv = [binary, "-t1", f"-c{connections}", f"-d{seconds}s", url]
+# Where each side runs when pinned: (gateway side, replica side).
+GATEWAY_CORE, REPLICA_CORE = "0", "1"
+UNPINNED, PINNED = "unpinned", "pinned"
+
+
+def wrk(binary: str, url: str, seconds: int, connections: int, core: str | None = None) -> float:
+    pinned = ["taskset", "-c", core] if core is not None else []
+    argv = [*pinned, binary, "-t1", f"-c{connections}", f"-d{seconds}s", url]
     output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     if re.search(r"Non-2xx or 3xx responses: (\d+)", output) or "Socket errors" in output:
         raise SystemExit(f"error: wrk saw failures on {url}:\n{output}")
@@ -132,6 +147,22 @@ def wait_ok(url: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"error: {url} never answered 200")
         time.sleep(0.2)
+
+
+def pin(pids: list[int], cores: str) -> None:
+    """Every thread of each process onto `cores` (threads started later inherit it)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-cp", cores, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def sides(server: Server, agents: list[subprocess.Popen[bytes]], nginx: Nginx) -> tuple[list[int], list[int]]:
+    """(the gateway side's processes, the replica side's): the gateway's Envoy and the server; nginx,
+    the agent's Envoy and the agent processes."""
+    roles = involved(server, PATHS[1], agents, nginx)
+    assert server.process is not None and nginx.process is not None
+    gateway = [roles["gateway Envoy"], server.process.pid]
+    replica = [nginx.process.pid, roles["nginx"], roles["agent side"], *(agent.pid for agent in agents)]
+    return gateway, replica
 
 
 async def register_direct(server: Server, address: str) -> None:
@@ -161,7 +192,14 @@ def main() -> None:
     parser.add_argument(
         "--agent-workers", type=int, default=0, help="the agent Envoy's workers (0: its default)"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each round also with the gateway's side and the replica's on a core each",
+    )
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) < 2:
+        raise SystemExit("error: --pin needs two cores")
     if args.agent_workers:
         os.environ["GATEHOUSE_AGENT_ENVOY_CONCURRENCY"] = str(args.agent_workers)
     wrk_binary = ensure_debian_package("wrk", "wrk")
@@ -185,24 +223,34 @@ def main() -> None:
         server.start()
         try:
             urls = prepare(server, root, nginx_port, agents)
-            results: dict[str, list[float]] = {path: [] for path in PATHS}
-            costs: dict[str, list[dict[str, float]]] = {path: [] for path in PATHS}
+            modes = (UNPINNED, PINNED) if args.pin else (UNPINNED,)
+            gateway_side, replica_side = sides(server, agents, nginx)
+            every_core = f"0-{(os.cpu_count() or 1) - 1}"
+            results: dict[str, dict[str, list[float]]] = {m: {p: [] for p in PATHS} for m in modes}
+            costs: dict[str, dict[str, list[dict[str, float]]]] = {m: {p: [] for p in PATHS} for m in modes}
             for round_index in range(args.rounds):
                 order = PATHS[round_index % 3 :] + PATHS[: round_index % 3]
-                for path in order:
-                    processes = involved(server, path, agents, nginx)
-                    before = {name: process_cpu_seconds(pid) for name, pid in processes.items()}
-                    rate = wrk(wrk_binary, urls[path], args.seconds, args.connections)
-                    after = {name: process_cpu_seconds(pid) for name, pid in processes.items()}
-                    requests = rate * args.seconds
-                    costs[path].append({n: (after[n] - before[n]) / requests * 1e6 for n in processes})
-                    results[path].append(rate)
-                print(
-                    f"round {round_index + 1}: "
-                    + ", ".join(f"{path} {results[path][-1]:,.0f}" for path in PATHS),
-                    flush=True,
-                )
-            report(results, costs)
+                for mode in modes:
+                    pin(gateway_side, GATEWAY_CORE if mode == PINNED else every_core)
+                    pin(replica_side, REPLICA_CORE if mode == PINNED else every_core)
+                    for path in order:
+                        processes = involved(server, path, agents, nginx)
+                        before = {name: process_cpu_seconds(pid) for name, pid in processes.items()}
+                        core = GATEWAY_CORE if mode == PINNED else None
+                        rate = wrk(wrk_binary, urls[path], args.seconds, args.connections, core)
+                        after = {name: process_cpu_seconds(pid) for name, pid in processes.items()}
+                        per_request = 1e6 / (rate * args.seconds)
+                        costs[mode][path].append({n: (after[n] - before[n]) * per_request for n in processes})
+                        results[mode][path].append(rate)
+                    print(
+                        f"round {round_index + 1} ({mode}): "
+                        + ", ".join(f"{path} {results[mode][path][-1]:,.0f}" for path in PATHS),
+                        flush=True,
+                    )
+            for mode in modes:
+                where = ": the gateway's side on core 0, the replica's on core 1" if mode == PINNED else ""
+                print(f"\n== {mode}{where}")
+                report(results[mode], costs[mode])
         finally:
             for agent in agents:
                 agent.send_signal(signal.SIGINT)

@@ -8,7 +8,7 @@ its identity. Envoy gets a bootstrap only: it needs nothing from the server once
 Envoy waits longer after each failed attempt to reach its gateway (1 s, 2 s, 4 s … 30 s, not
 configurable in 1.40), so a gateway Envoy that was away a few seconds would find its agents back only
 after up to 30 s. The watch here restarts the agent's Envoy (which starts over at once) when it has
-no tunnel while the gateway's tunnel port answers: agents are back within a second or two.
+no tunnel while the port it dials on the gateway answers: agents are back within a second or two.
 
 Stopping drains first: Envoy tells the gateway (HTTP/2 GOAWAY) to send nothing new over its tunnels,
 lets the requests in flight finish, closes the idle tunnels, and only then exits, so a replica's

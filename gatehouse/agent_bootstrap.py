@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from gatehouse.agent_tunnels import TUNNEL_CONNECTIONS
+from gatehouse.agent_tunnels import TUNNEL_ALPN, TUNNEL_CONNECTIONS, tunnel_server_name
 from gatehouse.gateway_identity import gateway_uri
 
 REVERSE_TUNNEL_INITIATOR = "envoy.bootstrap.reverse_tunnel.downstream_socket_interface"
@@ -147,7 +147,9 @@ def _tunnels_listener(agent: AgentEnvoy) -> dict[str, Any]:
 
 
 def _gateway_cluster(agent: AgentEnvoy) -> dict[str, Any]:
-    """Where the tunnels go: the gateway's `agent-tunnels` listener, over TLS."""
+    """Where the tunnels go: the gateway's HTTPS port or its `agent-tunnels` listener, over TLS. The
+    server name and ALPN protocol pick the tunnels' filter chain on an HTTPS port shared with the
+    public (the `agent-tunnels` listener has that chain only, and ignores both)."""
     return {
         "name": "gateway",
         "type": _discovery(agent.gateway_host),
@@ -157,7 +159,8 @@ def _gateway_cluster(agent: AgentEnvoy) -> dict[str, Any]:
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": _TYPES + "transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": _tls_context(agent),
+                "sni": tunnel_server_name(agent.gateway_id),
+                "common_tls_context": {**_tls_context(agent), "alpn_protocols": [TUNNEL_ALPN]},
             },
         },
     }

@@ -135,6 +135,8 @@ class IncrementalGateway:
                 )
             self._tunnels = tunnels
             self._dirty.add(("tunnels", ""))
+            # TLS ports take tunnels too.
+            self._dirty.update(("listener", n) for n, li in self._listeners.items() if li.tls is not None)
         return errors
 
     def put_service(self, key: str, route: ServiceRoute) -> list[str]:
@@ -256,7 +258,8 @@ class IncrementalGateway:
         shell = self._listeners.get(name)
         if shell is None:
             return {}
-        out: dict[tuple[str, str], Message] = {(LISTENER, li.name): li for li in listener_resources(shell)}
+        resources = listener_resources(shell, self._tunnels)
+        out: dict[tuple[str, str], Message] = {(LISTENER, li.name): li for li in resources}
         if shell.route_table is RouteTable.SINGLE:
             vhosts = [
                 self._services[k].virtual_host

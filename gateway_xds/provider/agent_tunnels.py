@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gatehouse.agent_tunnels import gateway_agent_suffix
+from gatehouse.agent_tunnels import gateway_agent_suffix, tunnel_server_name
 from gatehouse.v1 import resources_pb2
 from gateway_xds.ir.agent_tunnels import AgentTunnels
 
@@ -32,6 +32,7 @@ def agent_tunnels(gateway: resources_pb2.Gateway, identity: TunnelIdentity | Non
         address=address,
         port=identity.port,
         agent_suffix=gateway_agent_suffix(gateway.id),
+        server_name=tunnel_server_name(gateway.id),
         certificate_chain=chain,
         private_key=key,
         trusted_ca=identity.trusted_ca(),

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives import serialization
 
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import RegistryMirror
+from gatehouse.gateway_tls import terminates_tls
 from gatehouse.v1 import registry_pb2, resources_pb2
 from gateway_xds.ir.tls import TLSPort, TLSSecret
-from gateway_xds.provider.tls import ServedCertificate, secret_name, servable, terminates_tls, tls_port
+from gateway_xds.provider.tls import ServedCertificate, secret_name, servable, tls_port
 
 log = logging.getLogger(__name__)
 

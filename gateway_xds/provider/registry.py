@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from gatehouse.client.connection import Stubs
 from gatehouse.client.mirror import Change, RegistryMirror, follow
 from gatehouse.gateway_resources import HTTP_PORT
+from gatehouse.gateway_tls import terminates_tls
 from gatehouse.v1 import resources_pb2
 from gateway_xds.authz.credentials import CredentialsChanged, CredentialTables
 from gateway_xds.cache.snapshot_cache import SnapshotCache
@@ -30,7 +31,6 @@ from gateway_xds.provider.agent_tunnels import TunnelIdentity, agent_tunnels
 from gateway_xds.provider.build import gateway_listeners, is_catch_all, logical_port, service_route
 from gateway_xds.provider.certificates import GatewayCertificates, KeySource, RegistryKeys
 from gateway_xds.provider.challenges import ChallengeIndex
-from gateway_xds.provider.tls import terminates_tls
 from gateway_xds.publish import Publisher
 
 log = logging.getLogger(__name__)

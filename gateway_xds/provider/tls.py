@@ -5,22 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gatehouse.gateway_tls import LETS_ENCRYPT, terminates_tls
 from gatehouse.v1 import resources_pb2
 from gateway_xds.ir.tls import ServerCertificate, TLSPort, TLSSecret, covers
 
 HTTPS_LISTENER = "https"
-LETS_ENCRYPT = "lets-encrypt"
-
-
-def terminates_tls(gateway: resources_pb2.Gateway) -> bool:
-    """Whether the gateway's Envoy ends TLS itself: a domain, an ACME (Let's Encrypt) policy and a TLS
-    port. With `certificate: acm` TLS ends at the AWS load balancer, which sends plain HTTP to :80."""
-    return (
-        bool(gateway.spec.domain)
-        and gateway.spec.HasField("certificate")
-        and gateway.spec.certificate.type == LETS_ENCRYPT
-        and gateway.status.https_port > 0
-    )
 
 
 def secret_name(certificate_id: str) -> str:

@@ -1,14 +1,21 @@
 """Replicas behind NAT at Envoy speed: the gateway's end of its agents' reverse tunnels.
 
-An agent's Envoy dials the `agent-tunnels` listener over TLS with its certificate and says, in a
-one-request HTTP handshake, which node (its certificate's serial) and cluster (its certificate's DNS
-name, `<service id>.<gateway id>.agents.gatehouse`) it is. The listener accepts only certificates of
+An agent's Envoy dials the gateway over TLS with its certificate and says, in a one-request HTTP
+handshake, which node (its certificate's serial) and cluster (its certificate's DNS name,
+`<service id>.<gateway id>.agents.gatehouse`) it is. The listener accepts only certificates of
 the internal CA named for one of this gateway's services, and only the node and cluster ids its
 certificate names (reverse_tunnel's `validation`), so an agent can never offer itself for another
 service. Envoy then keeps that TCP connection, idle, for the cluster of the service: a request picks
 one of the cluster's nodes and uses its connection as an upstream HTTP/2 connection. Those connections
 are spread evenly over the listener's workers (exact balance): Envoy keeps a tunnel on the worker
 that accepted it, and a worker without one could not reach the service.
+
+Agents dial the gateway's HTTPS port when it has one (gatehouse/agent_tunnels.py): there the tunnels'
+filter chain sits beside the certificates' chains, picked by the tunnels' server name and ALPN
+protocol together, which no browser sends; any other name reaches the HTTPS routes as before, and a
+client that sends both without an agent's certificate fails its TLS handshake. The `agent-tunnels`
+listener, on a port of its own, takes them on every gateway (one without HTTPS, and agents configured
+before it had HTTPS).
 
 Envoy hands the tunnel on as a plain socket once the handshake is done: the TLS session that carried
 the handshake is left behind. So the service's cluster starts a TLS session of its own over the tunnel,
@@ -30,12 +37,18 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
+from gatehouse.agent_tunnels import TUNNEL_ALPN
 from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.gateway import GatewayIR
 from gateway_xds.resources import LISTENER, SECRET, Resources
-from gateway_xds.translate.config_source import ads_config_source, milliseconds, pack, socket_address
-from gateway_xds.translate.listeners import EXCLUSIVE_BIND
+from gateway_xds.translate.config_source import (
+    EXCLUSIVE_BIND,
+    ads_config_source,
+    milliseconds,
+    pack,
+    socket_address,
+)
 from gateway_xds.translate.tls import TLS_TRANSPORT_SOCKET
 
 IDENTITY_SECRET = "agent-tunnels-identity"
@@ -51,6 +64,11 @@ PING_INTERVAL_MS = 2_000
 # How often Envoy forgets agents that have no tunnel left.
 CLEANUP_INTERVAL_MS = 60_000
 _DNS = common_pb2.SubjectAltNameMatcher.DNS
+# Envoy keeps a tunnel on the worker that accepted it: every listener that takes tunnels spreads its
+# connections evenly over the workers, so that each has tunnels of every agent.
+BALANCED = listener_pb2.Listener.ConnectionBalanceConfig(
+    exact_balance=listener_pb2.Listener.ConnectionBalanceConfig.ExactBalance()
+)
 
 
 def translate_agent_tunnels(ir: GatewayIR) -> Resources:
@@ -64,6 +82,18 @@ def translate_agent_tunnels(ir: GatewayIR) -> Resources:
 
 
 def tunnel_listener(tunnels: AgentTunnels) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=tunnels.name,
+        address=socket_address(tunnels.address, tunnels.port),
+        enable_reuse_port=EXCLUSIVE_BIND,
+        connection_balance_config=BALANCED,
+        filter_chains=[tunnel_filter_chain(tunnels, shared=False)],
+    )
+
+
+def tunnel_filter_chain(tunnels: AgentTunnels, shared: bool) -> listener_components_pb2.FilterChain:
+    """TLS with an agent's certificate of this gateway, then the tunnel handshake; on a `shared`
+    port (HTTPS), only for the tunnels' server name and ALPN protocol."""
     handshake = reverse_tunnel_pb2.ReverseTunnel(
         ping_interval=milliseconds(PING_INTERVAL_MS),
         validation=reverse_tunnel_pb2.Validation(
@@ -74,24 +104,15 @@ def tunnel_listener(tunnels: AgentTunnels) -> listener_pb2.Listener:
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
         common_tls_context=_common_tls_context(string_pb2.StringMatcher(suffix=tunnels.agent_suffix)),
     )
-    return listener_pb2.Listener(
-        name=tunnels.name,
-        address=socket_address(tunnels.address, tunnels.port),
-        enable_reuse_port=EXCLUSIVE_BIND,
-        connection_balance_config=listener_pb2.Listener.ConnectionBalanceConfig(
-            exact_balance=listener_pb2.Listener.ConnectionBalanceConfig.ExactBalance()
-        ),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                transport_socket=base_pb2.TransportSocket(
-                    name=TLS_TRANSPORT_SOCKET, typed_config=pack(context)
-                ),
-                filters=[
-                    listener_components_pb2.Filter(name=REVERSE_TUNNEL_FILTER, typed_config=pack(handshake))
-                ],
-            )
-        ],
+    chain = listener_components_pb2.FilterChain(
+        transport_socket=base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context)),
+        filters=[listener_components_pb2.Filter(name=REVERSE_TUNNEL_FILTER, typed_config=pack(handshake))],
     )
+    if shared:
+        chain.name = tunnels.name
+        chain.filter_chain_match.server_names.append(tunnels.server_name)
+        chain.filter_chain_match.application_protocols.append(TUNNEL_ALPN)
+    return chain
 
 
 def agent_tunnel_cluster(backend: Backend) -> cluster_pb2.Cluster:

@@ -1,8 +1,12 @@
 """Helpers shared by the feature translators."""
 
 from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
+
+# No SO_REUSEPORT: a second Envoy binding the same address and port fails (its listener is
+# rejected) instead of silently taking half of another gateway's connections.
+EXCLUSIVE_BIND = wrappers_pb2.BoolValue(value=False)
 
 
 def ads_config_source() -> config_source_pb2.ConfigSource:

@@ -12,10 +12,18 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import wrappers_pb2
 
+from gateway_xds.ir.agent_tunnels import AgentTunnels
 from gateway_xds.ir.listeners import HTTPListener, RouteTable
 from gateway_xds.ir.routes import DEFAULT_IDLE_TIMEOUT_MS
 from gateway_xds.translate.access_log import access_log
-from gateway_xds.translate.config_source import ads_config_source, milliseconds, pack, socket_address
+from gateway_xds.translate.agent_tunnels import BALANCED, tunnel_filter_chain
+from gateway_xds.translate.config_source import (
+    EXCLUSIVE_BIND,
+    ads_config_source,
+    milliseconds,
+    pack,
+    socket_address,
+)
 from gateway_xds.translate.http_filters import http_filters
 from gateway_xds.translate.local_replies import local_reply_config
 from gateway_xds.translate.tls import certificate_filter_chain, no_certificate_chain, tls_inspector
@@ -24,15 +32,12 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 # Slow clients get this long to send their request headers.
 REQUEST_HEADERS_TIMEOUT_MS = 60_000
 
-# No SO_REUSEPORT: a second Envoy binding the same address and port fails (its listener is
-# rejected) instead of silently taking half of another gateway's connections.
-EXCLUSIVE_BIND = wrappers_pb2.BoolValue(value=False)
-
 _Extractor = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor
 
 
-def listener_resources(li: HTTPListener) -> list[listener_pb2.Listener]:
-    """The listener's Listener resources: the plain one, and the TLS one if it has a TLS port."""
+def listener_resources(li: HTTPListener, tunnels: AgentTunnels | None = None) -> list[listener_pb2.Listener]:
+    """The listener's Listener resources: the plain one, and the TLS one if it has a TLS port, which
+    takes agents' tunnels too when the gateway takes them (translate/agent_tunnels.py)."""
     plain = listener_pb2.Listener(
         name=li.name,
         address=socket_address(li.address, li.port),
@@ -50,6 +55,9 @@ def listener_resources(li: HTTPListener) -> list[listener_pb2.Listener]:
         filter_chains=[certificate_filter_chain(c, filters) for c in li.tls.certificates],
         default_filter_chain=no_certificate_chain(),
     )
+    if tunnels is not None:
+        secure.filter_chains.append(tunnel_filter_chain(tunnels, shared=True))
+        secure.connection_balance_config.CopyFrom(BALANCED)
     return [plain, secure]
 
 

@@ -1,5 +1,6 @@
 """What an agent that runs an Envoy gets from the server: a certificate of the internal CA bound to its
-service on that service's gateway (gatehouse/agent_tunnels.py), and where that gateway takes tunnels.
+service on that service's gateway (gatehouse/agent_tunnels.py), and where that gateway takes tunnels:
+its HTTPS port when its Envoy ends TLS, else the port every gateway keeps for them.
 
 The agent makes its key itself and sends a certificate request; a certificate it already runs with
 is kept (same node id, so a reconnect changes nothing at either Envoy) while it is still for this
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from gatehouse.agent_keys import certificate_node
-from gatehouse.agent_tunnels import agent_name
+from gatehouse.agent_tunnels import agent_name, tunnel_port
 from gatehouse.v1 import resources_pb2, tunnel_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.common.internal_ca import LEAF_VALIDITY, InternalCA
@@ -30,7 +31,7 @@ GATEWAY_WAIT_SECONDS = 5.0
 @dataclass(frozen=True)
 class AgentTunnelIssuer:
     ca: InternalCA
-    # Where every gateway takes tunnels (settings.agent_tunnel_port).
+    # Where every gateway takes tunnels (settings.agent_tunnel_port); those with HTTPS take them there too.
     port: int
     gateways: GatewayLookup
     gateway_wait_seconds: float = GATEWAY_WAIT_SECONDS
@@ -52,15 +53,26 @@ class AgentTunnelIssuer:
                 certificate = self.ca.sign_agent_request(hello.certificate_request, service.id, gateway_id)
             except ValueError as error:
                 raise InvalidArgument(f"the agent's certificate request: {error}") from None
+        host, port = self._endpoint(gateway)
         return tunnel_pb2.AgentTunnel(
             certificate=certificate,
             ca=self.ca.certificate_pem,
             gateway_id=gateway_id,
-            host=gateway.status.hostname,
-            port=self.port,
+            host=host,
+            port=port,
             agent_name=name,
             node=certificate_node(certificate),
         )
+
+    def endpoint(self, gateway_id: str) -> tuple[str, int] | None:
+        """Where the gateway takes tunnels now, (host, port); None while it is not running."""
+        gateway = self.gateways(gateway_id)
+        if gateway is None or not gateway.status.hostname:
+            return None
+        return self._endpoint(gateway)
+
+    def _endpoint(self, gateway: resources_pb2.Gateway) -> tuple[str, int]:
+        return gateway.status.hostname, tunnel_port(gateway, self.port)
 
     async def _running(self, gateway_id: str) -> resources_pb2.Gateway | None:
         deadline = time.monotonic() + self.gateway_wait_seconds

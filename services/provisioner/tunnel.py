@@ -1,9 +1,10 @@
 """The server end of `gatehouse agent`.
 
 An agent that runs an Envoy (its hello carries a certificate request) gets a certificate for its
-service on its gateway and where that gateway takes tunnels (agent_certificates.py); its replica is
-registered at a tunnel address (gatehouse/agent_tunnels.py), and the stream carries no bytes: the
-agent's Envoy and the gateway's exchange them over reverse tunnels, so a server restart is no outage.
+service on its gateway and where that gateway takes tunnels (agent_certificates.py), again whenever
+that changes; its replica is registered at a tunnel address (gatehouse/agent_tunnels.py), and the
+stream carries no bytes: the agent's Envoy and the gateway's exchange them over reverse tunnels, so a
+server restart is no outage.
 
 Otherwise a replica behind NAT gets a local address the gateway routes to, and each connection to
 that address travels over the agent's outbound stream.
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 << 10
 HEARTBEAT_SECONDS = 5.0
+# How often a tunnelled agent's gateway is looked at again (the view of gateways is in memory).
+GATEWAY_CHECK_SECONDS = 1.0
 RUNNER = "agent"
 
 
@@ -184,8 +187,8 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
             )  # fmt: skip
             yield tunnel_pb2.TunnelFrame(ready=tunnel_pb2.TunnelReady(address=address, tunnel=tunnel))
             heartbeat = asyncio.create_task(self._heartbeat(hello.replica_id))
-            async for _ in request_iterator:
-                pass  # the agent sends nothing more; its stream's end is its replica's
+            async for moved in self._follow_gateway(tunnel, request_iterator):
+                yield tunnel_pb2.TunnelFrame(ready=tunnel_pb2.TunnelReady(address=address, tunnel=moved))
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -194,6 +197,25 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
                 cleanup = asyncio.create_task(self._unregister_if_ours(hello, address))
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _follow_gateway(
+        self, tunnel: tunnel_pb2.AgentTunnel, request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame]
+    ) -> AsyncIterator[tunnel_pb2.AgentTunnel]:
+        """Until the agent's stream ends (the agent sends nothing more; its stream's end is its
+        replica's): the tunnel again whenever its gateway takes tunnels elsewhere (it gained or lost
+        its HTTPS port, or moved), which the agent's Envoy then dials instead."""
+        assert self._tunnels is not None
+        ended = asyncio.ensure_future(_until_end(request_iterator))
+        try:
+            while not (await asyncio.wait({ended}, timeout=GATEWAY_CHECK_SECONDS))[0]:
+                where = self._tunnels.endpoint(tunnel.gateway_id)
+                if where is not None and where != (tunnel.host, tunnel.port):
+                    tunnel.host, tunnel.port = where
+                    log.info("agent tunnels of %s now go to %s:%d", tunnel.agent_name, *where)
+                    yield tunnel
+            ended.result()
+        finally:
+            ended.cancel()
 
     async def _register(
         self, request: registry_pb2.RegisterReplicaRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -230,3 +252,8 @@ class TunnelsServicer(tunnel_pb2_grpc.TunnelsServicer):
             await asyncio.sleep(HEARTBEAT_SECONDS)
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await self._stubs.replicas.Heartbeat(registry_pb2.HeartbeatRequest(id=replica_id, ready=True))
+
+
+async def _until_end(request_iterator: AsyncIterator[tunnel_pb2.TunnelFrame]) -> None:
+    async for _ in request_iterator:
+        pass

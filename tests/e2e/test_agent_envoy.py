@@ -43,6 +43,9 @@ class Lines:
             time.sleep(0.05)
         assert sum(text in line for line in self.lines) >= count, self.lines
 
+    def last(self, text: bytes) -> bytes:
+        return next((line for line in reversed(self.lines) if text in line), b"")
+
     def all(self) -> bytes:
         self._thread.join(timeout=10)
         return b"".join(self.lines)
@@ -96,3 +99,35 @@ def test_the_replica_answers_over_tunnels_while_the_server_is_away(
         time.sleep(0.2)
     assert "nat-laptop" not in server.cli("replica", "list", "nat").stdout
     assert server.cli("delete", "-f", str(gateway), "-y", "--force").code == 0
+
+
+def test_the_agent_follows_its_gateway_to_its_https_port_and_back(
+    tmp_path: Path, hidden_replica: int
+) -> None:
+    # No certificate is needed for the HTTPS listener to take tunnels: the ACME directory is nowhere.
+    acme = {"GATEHOUSE_ACME_DIRECTORY": f"http://127.0.0.1:{free_port()}/directory"}
+    with running_server(tmp_path / "home", extra_env=acme) as server:
+        gateway, service_url = serve_through_gateway(server, tmp_path, hidden_replica, "auth: false\n")
+        url = f"{service_url}/hello.txt"
+        plain = gateway.read_text()
+        https_line = f":{server.https_port})".encode()
+        agent = start_agent(server, hidden_replica, stream=False)
+        lines = Lines(agent)
+        try:
+            assert wait_for_status(url, 200, token=server.token) == (200, "hello from behind NAT")
+            lines.wait_for(READY, 1)
+            assert https_line not in lines.last(READY)  # no HTTPS: the tunnel port
+            # A domain (Let's Encrypt by default): the gateway's Envoy ends TLS, and takes tunnels there.
+            gateway.write_text(plain + "domain: nat.test\n")
+            assert server.cli("apply", "-f", str(gateway), "-y").code == 0
+            lines.wait_for(https_line, 1, within=30)
+            assert wait_for_status(url, 200, token=server.token) == (200, "hello from behind NAT")
+            # The domain gone: back to the tunnel port.
+            gateway.write_text(plain)
+            assert server.cli("apply", "-f", str(gateway), "-y").code == 0
+            lines.wait_for(READY, 3, within=30)
+            assert https_line not in lines.last(READY)
+            answers = [fetch(url, token=server.token) for _ in range(20)]
+            assert set(answers) == {(200, "hello from behind NAT")}, answers[:3]
+        finally:
+            stop_agent(agent)

@@ -1,6 +1,7 @@
 """HTTPS as a user gets it: a gateway with a domain, a service on it, a certificate from a real ACME
 CA (Pebble) through HTTP-01 answered by the gateway's own Envoy, served over TLS by that Envoy,
-plain HTTP redirected, renewals served without a failed request, and auth with an API key."""
+plain HTTP redirected, renewals served without a failed request, auth with an API key, and a replica
+behind NAT whose agent reaches the gateway on its HTTPS port only."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import pytest
 from services.common.probes import free_port
 from services.provisioner.backends.base import BackendError
 from services.provisioner.backends.local.gateway import envoy_binary
+from tests.e2e.test_agent import hidden_replica, start_agent, stop_agent
 from tests.support.https import TlsAnswer, fetch_tls
 from tests.support.pebble import Pebble
 from tests.support.real import require_real
 from tests.support.server import ServerProcess
 
+__all__ = ["hidden_replica"]
 pytestmark = pytest.mark.real
 
 DOMAIN = "example.test"
@@ -200,3 +203,28 @@ def test_a_service_with_auth_opens_to_its_api_key(
         https_server.https_port, host, root, headers={"Authorization": f"Bearer {https_server.token}"}
     )
     assert admin.status == 200
+
+
+def test_an_agent_reaches_the_gateway_on_its_https_port_beside_the_public_traffic(
+    https_server: ServerProcess, pebble: Pebble, web: str, tmp_path: Path, hidden_replica: int
+) -> None:
+    service = tmp_path / "nat.dstack.yml"
+    service.write_text(f"type: service\nname: nat\ngateway: tls-gw\nport: {hidden_replica}\nauth: false\n")
+    # -d: its replica comes with the agent, started after.
+    applied = https_server.cli("apply", "-f", str(service), "-y", "-d")
+    assert applied.code == 0, applied.stderr
+    agent = start_agent(https_server, hidden_replica, stream=False)
+    try:
+        root, host = pebble.root_pem(), f"nat.{DOMAIN}"
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        answer = fetch_tls(https_server.https_port, host, root, "/hello.txt")
+        while answer.status != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            answer = fetch_tls(https_server.https_port, host, root, "/hello.txt")
+        assert (answer.status, answer.body) == (200, "hello from behind NAT"), answer
+        # The other service on the same port still answers from its own replica.
+        assert "Directory listing" in wait_https(https_server, pebble, web).body
+    finally:
+        out = stop_agent(agent)
+    # The agent was told the gateway's HTTPS port, not the tunnel port.
+    assert f"keeps tunnels open to 127.0.0.1:{https_server.https_port})".encode() in out, out

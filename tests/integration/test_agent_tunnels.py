@@ -1,7 +1,10 @@
 """Replicas behind NAT over Envoy reverse tunnels, on real Envoys: a gateway Envoy configured by
 gateway_xds, agents' Envoys run as `gatehouse agent` runs them (cli/agent_envoy.py), certificates of
 a real internal CA. The replica listens where the gateway cannot connect to it by itself
-(127.0.0.3, which the gateway's configuration never names): every answer comes over a tunnel."""
+(127.0.0.3, which the gateway's configuration never names): every answer comes over a tunnel.
+
+Every test runs twice: agents dialling the gateway's tunnel port, and dialling its HTTPS port, which
+they share with public HTTPS traffic (a gateway whose Envoy ends TLS)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import asyncio
 import http.client
 import itertools
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +22,13 @@ import pytest
 
 from cli.agent_envoy import AgentEnvoyProcess, AgentEnvoyRunner, AgentIdentity
 from gatehouse.agent_keys import certificate_node, certificate_request
-from gatehouse.agent_tunnels import TUNNEL_CONNECTIONS, agent_name, gateway_agent_suffix
+from gatehouse.agent_tunnels import (
+    TUNNEL_ALPN,
+    TUNNEL_CONNECTIONS,
+    agent_name,
+    gateway_agent_suffix,
+    tunnel_server_name,
+)
 from gatehouse.envoy_bootstrap import BootstrapParams, render_bootstrap
 from gatehouse.gateway_identity import node_id
 from gatehouse.v1 import tunnel_pb2
@@ -29,17 +39,23 @@ from gateway_xds.ir.backends import Backend
 from gateway_xds.ir.listeners import HTTPListener
 from gateway_xds.ir.routes import VirtualHost
 from gateway_xds.ir.service_route import ServiceRoute
+from gateway_xds.ir.tls import ServerCertificate, TLSPort, TLSSecret
 from gateway_xds.server.server import XdsServer, build_xds_server
 from gateway_xds.server.watcher import NodeIdAuthorizer
 from gateway_xds.testing.envoy import EnvoyProcess, envoy_binary, free_port
 from gateway_xds.testing.reporters import RecordingReporter
 from gateway_xds.testing.upstream import Upstream
 from services.common.internal_ca import GatewayTunnelIdentities, InternalCA
+from tests.support.certs import self_signed
+from tests.support.https import fetch_tls
 from tests.support.real import require_real
 
 pytestmark = pytest.mark.real
 
 GATEWAY, SERVICE, OTHER_SERVICE = "gw-tun", "svc-laptop", "svc-other"
+# The gateway's public HTTPS names (one wildcard certificate) when it has an HTTPS port.
+PUBLIC_DOMAIN = "nat.test"
+TUNNEL_PORT, HTTPS_PORT = "tunnel port", "https port"
 HIDDEN = "127.0.0.3"
 DEADLINE_SECONDS = 20.0
 BACK_WITHIN_SECONDS = 2.0
@@ -58,7 +74,10 @@ class Tunnels:
     envoy: EnvoyProcess
     http_port: int
     tunnel_port: int
+    # Where agents dial: the tunnel port, or the HTTPS port (then `public_ca` signed its certificate).
+    agent_port: int
     replica: Upstream
+    public_ca: str = ""
     agents: list[AgentEnvoyRunner] = field(default_factory=list)
 
     async def publish(self, wait: bool = True) -> None:
@@ -73,11 +92,17 @@ class Tunnels:
             )
 
     async def agent(
-        self, service_id: str = SERVICE, gateway_id: str = GATEWAY, claimed_name: str | None = None
+        self,
+        service_id: str = SERVICE,
+        gateway_id: str = GATEWAY,
+        claimed_name: str | None = None,
+        project: str = "main",
+        replica: Upstream | None = None,
     ) -> AgentEnvoyRunner:
-        """An agent with a certificate for `service_id` on `gateway_id` (as the server would issue it),
-        opening tunnels that say they are `claimed_name`'s (its certificate's own name by default)."""
-        identity = AgentIdentity("main", service_id, f"replica-{len(self.agents)}", home=self.directory)
+        """An agent of `project` with a certificate for `service_id` on `gateway_id` (as the server
+        would issue it), opening tunnels that say they are `claimed_name`'s (its certificate's own name
+        by default), serving `replica` (the fixture's by default)."""
+        identity = AgentIdentity(project, service_id, f"replica-{len(self.agents)}", home=self.directory)
         request = certificate_request(identity.key_file.read_bytes(), "replica")
         certificate = self.ca.sign_agent_request(request, service_id, gateway_id)
         tunnel = tunnel_pb2.AgentTunnel(
@@ -85,11 +110,12 @@ class Tunnels:
             ca=self.ca.certificate_pem,
             gateway_id=GATEWAY,
             host="127.0.0.1",
-            port=self.tunnel_port,
+            port=self.agent_port,
             agent_name=claimed_name or agent_name(service_id, gateway_id),
             node=certificate_node(certificate),
         )
-        runner = AgentEnvoyRunner(str(self.binary), identity, "main", (HIDDEN, self.replica.port), say=print)
+        target = (HIDDEN, (replica or self.replica).port)
+        runner = AgentEnvoyRunner(str(self.binary), identity, project, target, say=print)
         self.agents.append(runner)
         await runner.apply(tunnel)
         return runner
@@ -123,10 +149,20 @@ class Tunnels:
     def tunnels_accepted(self) -> int:
         return self.envoy.stats("reverse_tunnel.handshake.").get("reverse_tunnel.handshake.accepted", 0)
 
+    def connections_to(self, port: int) -> int:
+        stat = f"listener.127.0.0.1_{port}.downstream_cx_total"
+        return self.envoy.stats(stat).get(stat, 0)
 
-def route(name: str, service_id: str) -> ServiceRoute:
+    async def until_tunnels(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_SECONDS
+        while self.tunnels_accepted() < count and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def route(name: str, service_id: str, domain: str = "*") -> ServiceRoute:
     backend = Backend(name, agent_name=agent_name(service_id, GATEWAY))
-    return ServiceRoute("port-app", VirtualHost(name, ("*",), name), backend)
+    return ServiceRoute("port-app", VirtualHost(name, (domain,), name), backend)
 
 
 @pytest.fixture
@@ -135,8 +171,10 @@ def replica() -> Iterator[Upstream]:
         yield upstream
 
 
-@pytest.fixture
-async def tunnels(tmp_path: Path, replica: Upstream) -> AsyncIterator[Tunnels]:
+@pytest.fixture(params=[TUNNEL_PORT, HTTPS_PORT])
+async def tunnels(
+    request: pytest.FixtureRequest, tmp_path: Path, replica: Upstream
+) -> AsyncIterator[Tunnels]:
     binary = envoy_binary()
     if binary is None:
         require_real("no envoy binary beside the interpreter nor on PATH")
@@ -144,20 +182,35 @@ async def tunnels(tmp_path: Path, replica: Upstream) -> AsyncIterator[Tunnels]:
     cache, reporter = SnapshotCache(), RecordingReporter()
     server = build_xds_server(cache, NodeIdAuthorizer(), reporter, "127.0.0.1:0")
     await server.start()
-    http_port, tunnel_port = free_port(), free_port()
+    http_port, tunnel_port, https_port = free_port(), free_port(), free_port()
     gateway = IncrementalGateway(GATEWAY)
-    gateway.set_listeners([HTTPListener("port-app", "127.0.0.1", http_port)])
-    chain, key = GatewayTunnelIdentities(ca, tunnel_port).certificate(GATEWAY)
+    public_ca, tls = "", None
+    if request.param == HTTPS_PORT:
+        names = [f"*.{PUBLIC_DOMAIN}"]
+        certificate, key = self_signed(tmp_path, "public", dns_names=names, addresses=())
+        public_ca = certificate.read_text()
+        assert gateway.put_secret(TLSSecret("cert-public", public_ca, key.read_text())) == []
+        tls = TLSPort("https", https_port, (ServerCertificate("cert-public", tuple(names)),))
+    gateway.set_listeners([HTTPListener("port-app", "127.0.0.1", http_port, tls=tls)])
+    chain, key_pem = GatewayTunnelIdentities(ca, tunnel_port).certificate(GATEWAY)
     tunnels = AgentTunnels(
-        "127.0.0.1", tunnel_port, gateway_agent_suffix(GATEWAY), chain, key, ca.certificate_pem.decode()
+        "127.0.0.1",
+        tunnel_port,
+        gateway_agent_suffix(GATEWAY),
+        tunnel_server_name(GATEWAY),
+        chain,
+        key_pem,
+        ca.certificate_pem.decode(),
     )
     assert gateway.set_agent_tunnels(tunnels) == []
     gateway.put_service("laptop", route("svc_main_laptop", SERVICE))
     params = BootstrapParams(GATEWAY, 0, "127.0.0.1", server.port, admin_port=free_port())
     envoy = EnvoyProcess(binary, tmp_path / "gateway", render_bootstrap(params), concurrency=2)
+    agent_port = https_port if tls is not None else tunnel_port
     harness = Tunnels(
-        ca, tmp_path, binary, cache, reporter, server, gateway, envoy, http_port, tunnel_port, replica
-    )
+        ca, tmp_path, binary, cache, reporter, server, gateway, envoy, http_port, tunnel_port, agent_port,
+        replica, public_ca,
+    )  # fmt: skip
     # Configured before it starts, as a provisioned gateway's Envoy finds it.
     await harness.publish(wait=False)
     envoy.start()
@@ -166,9 +219,10 @@ async def tunnels(tmp_path: Path, replica: Upstream) -> AsyncIterator[Tunnels]:
         await harness.publish()
         yield harness
     finally:
+        # The gateway first: its tunnels gone, an agent's Envoy has nothing left to drain.
+        envoy.stop()
         for agent in harness.agents:
             await agent.stop()
-        envoy.stop()
         await server.stop(grace=None)
 
 
@@ -217,24 +271,90 @@ def _websocket_echo(port: int, payload: bytes) -> bytes:
 
 
 async def test_an_agent_serves_only_the_service_and_gateway_its_certificate_names(tunnels: Tunnels) -> None:
-    tunnels.gateway.put_service("other", route("svc_main_other", OTHER_SERVICE))
+    tunnels.gateway.put_service("other", route("svc_other_other", OTHER_SERVICE))
     await tunnels.publish()
     # Another gateway's agent: refused at the TLS handshake (its name is not of this gateway).
     await tunnels.agent(SERVICE, gateway_id="gw-elsewhere")
-    # An agent of another service claiming this one's tunnels: refused at the tunnel handshake.
-    await tunnels.agent(OTHER_SERVICE, claimed_name=agent_name(SERVICE, GATEWAY))
+    # Another project's agent (of its own service) claiming this one's tunnels: refused at the tunnel
+    # handshake.
+    await tunnels.agent(OTHER_SERVICE, claimed_name=agent_name(SERVICE, GATEWAY), project="other")
     # The other service's own agent: accepted, and it serves the other service only.
-    await tunnels.agent(OTHER_SERVICE)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_SECONDS
-    while tunnels.tunnels_accepted() < TUNNEL_CONNECTIONS and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await tunnels.agent(OTHER_SERVICE, project="other")
+    await tunnels.until_tunnels(TUNNEL_CONNECTIONS)
     await asyncio.sleep(0.5)
     assert tunnels.tunnels_accepted() == TUNNEL_CONNECTIONS  # the one valid agent's tunnels only
     validation = tunnels.envoy.stats("reverse_tunnel.handshake.validation_failed")
     assert validation.get("reverse_tunnel.handshake.validation_failed", 0) >= 1
     answers = [await asyncio.to_thread(tunnels.get) for _ in range(10)]
     assert {status for status, _ in answers} == {503}
+
+
+@pytest.mark.parametrize("tunnels", [HTTPS_PORT], indirect=True)
+async def test_https_requests_reach_each_services_replica_while_tunnels_share_the_port(
+    tunnels: Tunnels,
+) -> None:
+    other_name = f"other.{PUBLIC_DOMAIN}"
+    tunnels.gateway.put_service("other", route("svc_other_other", OTHER_SERVICE, domain=other_name))
+    await tunnels.publish()
+    with Upstream(b"hello from the other replica", host=HIDDEN) as other:
+        await tunnels.agent()
+        await tunnels.agent(OTHER_SERVICE, project="other", replica=other)
+        await tunnels.until_tunnels(2 * TUNNEL_CONNECTIONS)
+        # Every tunnel came over the HTTPS port: the tunnel port saw no connection.
+        assert tunnels.connections_to(tunnels.agent_port) >= 2 * TUNNEL_CONNECTIONS
+        assert tunnels.connections_to(tunnels.tunnel_port) == 0
+        expected = {
+            f"laptop.{PUBLIC_DOMAIN}": "hello from behind NAT",
+            other_name: "hello from the other replica",
+        }
+        for _ in range(10):
+            for name, body in expected.items():
+                answer = await asyncio.to_thread(fetch_tls, tunnels.agent_port, name, tunnels.public_ca)
+                assert (answer.status, answer.body) == (200, body), name
+    assert tunnels.tunnels_accepted() == 2 * TUNNEL_CONNECTIONS
+
+
+@pytest.mark.parametrize("tunnels", [HTTPS_PORT], indirect=True)
+async def test_the_tunnels_name_on_the_https_port_takes_no_client_without_an_agents_certificate(
+    tunnels: Tunnels,
+) -> None:
+    await tunnels.agent()
+    await tunnels.until_tunnels(TUNNEL_CONNECTIONS)
+    name = tunnel_server_name(GATEWAY)
+    # With the tunnels' ALPN protocol: their filter chain, which asks for a certificate and gets none.
+    refused = await asyncio.to_thread(_tunnel_handshake, tunnels.agent_port, name, [TUNNEL_ALPN])
+    assert refused.startswith("refused"), refused
+    no_certificate = f"listener.127.0.0.1_{tunnels.agent_port}.ssl.fail_verify_no_cert"
+    assert tunnels.envoy.stats(no_certificate).get(no_certificate, 0) >= 1
+    # As a browser would (h2, http/1.1): no filter chain serves the name, the connection is closed.
+    closed = await asyncio.to_thread(_tunnel_handshake, tunnels.agent_port, name, ["h2", "http/1.1"])
+    assert closed.startswith("refused"), closed
+    await asyncio.sleep(0.5)
+    assert tunnels.tunnels_accepted() == TUNNEL_CONNECTIONS  # the agent's, and no other
+    assert await asyncio.to_thread(tunnels.get) == (200, "hello from behind NAT")
+
+
+def _tunnel_handshake(port: int, server_name: str, alpn: list[str]) -> str:
+    """A TLS client without a certificate that says `server_name` and offers `alpn`, then sends a
+    reverse tunnel handshake: "refused: …" unless the gateway answers it."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(alpn)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as connection,
+        ):
+            connection.sendall(
+                b"GET /reverse_connections/request HTTP/1.1\r\nHost: gateway\r\n"
+                b"x-envoy-reverse-tunnel-node-id: 01\r\nx-envoy-reverse-tunnel-cluster-id: "
+                + agent_name(SERVICE, GATEWAY).encode()
+                + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+            answer = connection.recv(4096)
+    except (OSError, ssl.SSLError) as error:
+        return f"refused: {error!r}"
+    return "refused: closed at once" if not answer else answer.decode(errors="replace")
 
 
 async def test_traffic_keeps_flowing_with_the_control_plane_down(tunnels: Tunnels) -> None:

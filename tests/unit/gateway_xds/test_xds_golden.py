@@ -40,7 +40,7 @@ def render(resources: Resources, type_url: str) -> str:
 
 def test_cases_exist() -> None:
     expected = {"empty", "port_mapped", "zero_endpoints", "domains", "per_host", "https", "policies"}
-    expected |= {"agent_tunnels", "canary"}
+    expected |= {"agent_tunnels", "agent_tunnels_https", "canary"}
     assert expected <= set(CASES)
 
 

@@ -1,11 +1,21 @@
-"""Replicas behind agents: a gateway with a tunnel identity takes its agents' tunnels, and a service
-whose replica is an agent's is served over them (and equals the whole build)."""
+"""Replicas behind agents: a gateway with a tunnel identity takes its agents' tunnels (on its HTTPS port
+too, when it has one), and a service whose replica is an agent's is served over them (and equals the
+whole build)."""
 
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 
-from gatehouse.agent_tunnels import TUNNEL_LISTENER, agent_name, node_id, tunnel_address, tunnel_node
+from gatehouse.agent_tunnels import (
+    TUNNEL_ALPN,
+    TUNNEL_LISTENER,
+    agent_name,
+    node_id,
+    tunnel_address,
+    tunnel_node,
+    tunnel_server_name,
+)
 from gatehouse.v1 import resources_pb2
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.provider.agent_tunnels import agent_tunnels
@@ -13,7 +23,7 @@ from gateway_xds.provider.build import gateway_ir
 from gateway_xds.provider.registry import RegistryProvider
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, SECRET
-from gateway_xds.translate.agent_tunnels import CA_SECRET, IDENTITY_SECRET
+from gateway_xds.translate.agent_tunnels import CA_SECRET, IDENTITY_SECRET, REVERSE_TUNNEL_FILTER
 from tests.unit.provider.test_provider_incremental import DELETE, PUT, Feed, gateway, service, versions
 
 PEM = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
@@ -95,3 +105,52 @@ def test_without_a_tunnel_identity_an_agents_replica_is_not_an_endpoint() -> Non
     assert snapshot is not None and TUNNEL_LISTENER not in snapshot.entries(LISTENER)
     endpoints = snapshot.get(ENDPOINT, "svc_main_laptop")
     assert endpoints is not None and list(endpoints.message.endpoints) == []  # type: ignore[attr-defined]
+
+
+def https_gateway(certificate: str = "lets-encrypt") -> resources_pb2.Gateway:
+    secure = gateway()
+    secure.spec.certificate.type = certificate
+    secure.status.https_port = 8443
+    return secure
+
+
+def test_a_gateway_with_https_takes_tunnels_on_its_https_port_too() -> None:
+    cache, identity = SnapshotCache(), FixedIdentity()
+    provider = RegistryProvider(None, cache, tunnels=identity)
+    feed = Feed(provider)
+    feed.send((PUT, https_gateway()), (PUT, service("laptop", hostname="laptop.example.test")))
+    snapshot = cache.get("gw-1")
+    assert snapshot is not None and versions(snapshot) == whole(provider, identity)
+    assert set(snapshot.entries(LISTENER)) == {"http", "https", TUNNEL_LISTENER}
+    https = snapshot.get(LISTENER, "https")
+    assert https is not None
+    listener = https.message
+    assert isinstance(listener, listener_pb2.Listener)
+    tunnel_chains = [c for c in listener.filter_chains if c.name == TUNNEL_LISTENER]
+    assert len(tunnel_chains) == 1
+    match = tunnel_chains[0].filter_chain_match
+    assert (list(match.server_names), list(match.application_protocols)) == (
+        [tunnel_server_name("gw-1")],
+        [TUNNEL_ALPN],
+    )
+    assert tunnel_chains[0].filters[0].name == REVERSE_TUNNEL_FILTER
+    assert listener.connection_balance_config.HasField("exact_balance")
+
+    # TLS ended at a load balancer (ACM): no HTTPS listener at the gateway, the tunnel port only.
+    feed.send((PUT, https_gateway("acm")))
+    snapshot = cache.get("gw-1")
+    assert snapshot is not None and versions(snapshot) == whole(provider, identity)
+    assert set(snapshot.entries(LISTENER)) == {"http", TUNNEL_LISTENER}
+
+
+def test_without_a_tunnel_identity_the_https_listener_takes_no_tunnels() -> None:
+    cache = SnapshotCache()
+    feed = Feed(RegistryProvider(None, cache))
+    feed.send((PUT, https_gateway()))
+    snapshot = cache.get("gw-1")
+    https = snapshot.get(LISTENER, "https") if snapshot is not None else None
+    assert https is not None
+    listener = https.message
+    assert isinstance(listener, listener_pb2.Listener)
+    assert [c.name for c in listener.filter_chains if c.name == TUNNEL_LISTENER] == []
+    assert not listener.HasField("connection_balance_config")

@@ -68,3 +68,27 @@ def test_no_certificate_until_the_gateway_runs() -> None:
     ca = InternalCA.create()
     with pytest.raises(Unavailable):
         asyncio.run(issuer(ca).issue(service(gateway_id="gw-2"), hello(new_key())))
+
+
+@pytest.mark.parametrize(
+    ("domain", "certificate", "https_port", "dialled"),
+    [
+        ("example.com", "lets-encrypt", 443, 443),  # the gateway's Envoy ends TLS: its HTTPS port
+        ("example.com", "lets-encrypt", 8443, 8443),  # a local gateway's HTTPS port
+        ("example.com", "acm", 443, 8444),  # TLS ends at the load balancer: the tunnel port
+        ("", "lets-encrypt", 443, 8444),  # no domain, no HTTPS listener
+        ("example.com", "lets-encrypt", 0, 8444),  # no HTTPS port reported
+    ],
+)
+async def test_agents_dial_the_https_port_where_the_gateways_envoy_ends_tls(
+    domain: str, certificate: str, https_port: int, dialled: int
+) -> None:
+    policy = resources_pb2.Certificate(type=certificate)
+    gateway = resources_pb2.Gateway(
+        id="gw-1",
+        spec=resources_pb2.GatewaySpec(domain=domain, certificate=policy),
+        status=resources_pb2.GatewayStatus(hostname="203.0.113.7", https_port=https_port),
+    )
+    issuing = AgentTunnelIssuer(InternalCA.create(), 8444, {"gw-1": gateway}.get, gateway_wait_seconds=0.2)
+    tunnel = await issuing.issue(service(), hello(new_key()))
+    assert (tunnel.host, tunnel.port) == ("203.0.113.7", dialled)
