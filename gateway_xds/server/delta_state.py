@@ -213,13 +213,16 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         view, state = self.view, self.types[type_url]
         if view is None or not state.requested:
             return []
+        candidates = candidates if isinstance(candidates, (set, frozenset)) else set(candidates)
+        if not candidates and not state.answer_owed:
+            return []  # an ACK: nothing to answer (`force` names are among the candidates)
         if type_url == ENDPOINT:
             # Endpoints the node does not ask for need no warming.
             self._rewarm = {n for n in self._rewarm if state.subscribed(n)}
         resources: list[Resource] = []
         removed: list[str] = []
         answered: dict[str, str | None] = {}
-        for name in sorted(set(candidates)):
+        for name in sorted(candidates):
             if not state.subscribed(name):
                 continue
             desired = view.get(type_url, name)
@@ -302,6 +305,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
             return
         refusals = self.rejected.get(type_url, {})
         excused = self._excused().get(type_url, set()) if self.rejected else set()
+        had_mismatch = bool(state.mismatch)
         for name in names:
             desired = view.get(type_url, name)
             acked = state.acked.get(name)
@@ -325,7 +329,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
                 state.mismatch.add(name)
             else:
                 state.mismatch.discard(name)
-        if not state.mismatch:
+        if had_mismatch and not state.mismatch:
             state.mismatch = set()  # a set does not shrink as it empties
 
     def _refusals_changed(self, changed: Iterable[Rejection]) -> None:

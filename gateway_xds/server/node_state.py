@@ -65,10 +65,10 @@ class NodeVersions:
     def rebase(self, base: Mapping[str, Resource], maybe_different: Iterable[str] | None) -> None:
         """Keep the same content against a new baseline. `maybe_different`: the names whose resource
         may differ between the old baseline and the new one (None: any name)."""
-        names = _rebased_names(self._base, base, self._overrides, maybe_different)
-        if not names:
-            self._base = base
+        if not maybe_different and maybe_different is not None and not self._overrides:
+            self._base = base  # nothing differs from the baseline, before or after
             return
+        names = _rebased_names(self._base, base, self._overrides, maybe_different)
         current = {name: self.get(name) for name in names}
         self._base = base
         self._overrides = {}
@@ -112,10 +112,10 @@ class NodeNames:
             self._overrides[name] = present
 
     def rebase(self, base: Mapping[str, object], maybe_different: Iterable[str] | None) -> None:
-        names = _rebased_names(self._base, base, self._overrides, maybe_different)
-        if not names:
-            self._base = base
+        if not maybe_different and maybe_different is not None and not self._overrides:
+            self._base = base  # nothing differs from the baseline, before or after
             return
+        names = _rebased_names(self._base, base, self._overrides, maybe_different)
         current = {name: name in self for name in names}
         self._base = base
         self._overrides = {}
