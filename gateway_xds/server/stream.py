@@ -42,7 +42,7 @@ class _Deferred(Generic[Request]):
     """A request the stream's task handles itself."""
 
     def __init__(self, request: Request) -> None:
-        self.request = request
+        self.request: Request | None = request
 
 
 _END = _End()
@@ -95,7 +95,9 @@ class AdsStream(Generic[Request, Response]):
                 if isinstance(event, list):
                     responses = event
                 else:
-                    request = event.request
+                    # Not kept once handled: a first subscription can name every resource of the
+                    # gateway (a megabyte at 10,000 services), and later requests do not come here.
+                    request, event.request = event.request, None
                     if not request.type_url:  # type: ignore[attr-defined]
                         await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type_url is required")
                     state = self._state
@@ -106,11 +108,13 @@ class AdsStream(Generic[Request, Response]):
                         async with self._bulk_gate:
                             responses = self._answer(state, request)
                             self._deferred -= 1
+                            del request
                             while responses:
                                 yield responses.pop(0)
                     else:
                         responses = self._answer(state, request)
                         self._deferred -= 1
+                        del request
                     responses += self._push_if_due()
                 # Popped, not iterated: the generator's frame lives as long as the stream, and a
                 # loop variable would keep the last response (megabytes for a first sync) alive.
