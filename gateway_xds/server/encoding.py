@@ -76,18 +76,20 @@ def _encode_resources(type_url: str, resources: Iterable[Resource], parts: list[
     return names
 
 
-def _encode_body(
-    system_version_info: str, type_url: str, resources: Iterable[Resource], removed_resources: list[str]
-) -> tuple[bytes, list[str]]:
-    """Every field of the response but its nonce, and the resources' names."""
-    parts: list[bytes] = []
+def _encode_fields(
+    system_version_info: str,
+    type_url: str,
+    resources: Iterable[Resource],
+    removed_resources: list[str],
+    parts: list[bytes],
+) -> list[str]:
+    """Appends every field of the response but its nonce to `parts`; returns the resources' names."""
     _string_field(_RESPONSE_SYSTEM_VERSION, system_version_info, parts)
     _string_field(_RESPONSE_TYPE_URL, type_url, parts)
     for name in removed_resources:
         encoded = name.encode()
         parts += (_RESPONSE_REMOVED, _varint(len(encoded)), encoded)
-    names = _encode_resources(type_url, resources, parts)
-    return b"".join(parts), names
+    return _encode_resources(type_url, resources, parts)
 
 
 class ResponseBodies:
@@ -107,15 +109,19 @@ class ResponseBodies:
 
     def body(
         self, system_version_info: str, type_url: str, resources: list[Resource], removed_resources: list[str]
-    ) -> tuple[bytes, list[str]]:
+    ) -> tuple[bytes, list[str]] | None:
+        """The fields but the nonce, encoded, and the resources' names; None for a large response
+        (encoded with its nonce in one piece instead: a first sync is megabytes, copied once)."""
         if len(resources) + len(removed_resources) > self._max_resources:
-            return _encode_body(system_version_info, type_url, resources, removed_resources)
+            return None
         key = (system_version_info, type_url, *resources, None, *removed_resources)
         found = self._bodies.get(key)
         if found is not None:
             self.hits += 1
             return found[0], list(found[1])
-        body, names = _encode_body(system_version_info, type_url, resources, removed_resources)
+        parts: list[bytes] = []
+        names = _encode_fields(system_version_info, type_url, resources, removed_resources, parts)
+        body = b"".join(parts)
         if len(self._bodies) >= self._capacity:
             del self._bodies[next(iter(self._bodies))]  # the oldest
         self._bodies[key] = (body, tuple(names))
@@ -152,9 +158,14 @@ class EncodedDeltaResponse:
         self.type_url = type_url
         self.removed_resources = removed_resources
         self.nonce = nonce
-        encode = _encode_body if bodies is None else bodies.body
-        body, self.resource_names = encode(system_version_info, type_url, resources, removed_resources)
-        parts = [body]
+        fields = (system_version_info, type_url, resources, removed_resources)
+        shared = bodies.body(*fields) if bodies is not None else None
+        parts: list[bytes] = []
+        if shared is None:
+            self.resource_names = _encode_fields(*fields, parts)
+        else:
+            parts.append(shared[0])
+            self.resource_names = shared[1]
         _string_field(_RESPONSE_NONCE, nonce, parts)
         self._data: bytes | None = b"".join(parts)
         self._size = len(self._data)
