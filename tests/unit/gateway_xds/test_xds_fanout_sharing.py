@@ -9,7 +9,8 @@ from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.cache.snapshot_cache import SnapshotCache
 from gateway_xds.ir.backends import Endpoint
 from gateway_xds.publish import publish
-from gateway_xds.resources import CLUSTER, ENDPOINT, SECRET
+from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, SECRET
+from gateway_xds.server.delta_state import BULK_RESOURCES
 from gateway_xds.server.gateway_watch import GatewayWatches
 from gateway_xds.server.server import XdsServer
 from gateway_xds.testing.ads_client import DeltaAdsClient
@@ -142,3 +143,23 @@ async def test_one_watch_per_gateway_tells_each_of_its_streams_once(cache: Snaps
     await settle()
     assert [s.revision for s in second.snapshots] == [2, 3]
     assert not (first.failed or second.failed or other.failed)
+
+
+async def test_requests_behind_a_bulk_one_are_answered_in_order(cache: SnapshotCache, delta) -> None:
+    """The first request and bulk ones are handled by the stream's task; what the node sends meanwhile
+    waits behind them, then is handled as it is read."""
+    snapshot = publish(cache, domain_gateway(BULK_RESOURCES + 1), 1)
+    client = await delta(A)
+    for type_url in (CLUSTER, LISTENER, SCOPED_ROUTE):
+        await client.request(type_url)
+    await client.request(SECRET, ["probe"])
+    answers = [await client.recv() for _ in range(4)]
+    assert [r.type_url for r in answers] == [CLUSTER, LISTENER, SCOPED_ROUTE, SECRET]
+    assert len(answers[0].resources) == BULK_RESOURCES + 1
+    for response in answers:
+        await client.ack(response)
+    await client.request(ENDPOINT, sorted(snapshot.required_names(ENDPOINT)))
+    await client.request(SECRET, ["probe-2"])
+    endpoints, probe = await client.recv(), await client.recv()
+    assert (endpoints.type_url, probe.type_url) == (ENDPOINT, SECRET)
+    assert len(endpoints.resources) == BULK_RESOURCES + 1
