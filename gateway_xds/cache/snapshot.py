@@ -49,7 +49,17 @@ class Snapshot:
     version, so unchanged resources and types are never re-sent.
     """
 
-    __slots__ = ("_entries", "_errors", "_lineage", "_log", "_refcounts", "_serial", "_tokens", "revision")
+    __slots__ = (
+        "_entries",
+        "_errors",
+        "_lineage",
+        "_log",
+        "_refcounts",
+        "_serial",
+        "_since",
+        "_tokens",
+        "revision",
+    )
 
     revision: int
     _entries: dict[str, dict[str, Resource]]
@@ -59,6 +69,9 @@ class Snapshot:
     _serial: int
     _log: tuple[tuple[int, Changes], ...]
     _errors: tuple[str, ...]
+    # The last answer of changed_since: (the older serial, its changes); every stream of the gateway
+    # asks the same.
+    _since: tuple[int, Changes] | None
 
     def __init__(self, revision: int, resources: Mapping[str, Mapping[str, Message | Resource]]) -> None:
         entries: dict[str, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
@@ -90,6 +103,7 @@ class Snapshot:
         self._serial = serial
         self._log = log
         self._errors = errors
+        self._since = None
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{short_name(t)}={len(e)}" for t, e in self._entries.items() if e)
@@ -224,19 +238,25 @@ class Snapshot:
 
     def changed_since(self, older: Snapshot) -> Changes | None:
         """Names per type that may differ between `older` and this snapshot; None when unknown
-        (different lineage or too far back), in which case compare the snapshots whole."""
+        (different lineage or too far back), in which case compare the snapshots whole. Callers
+        share the answer: do not modify it."""
         if older is self:
             return {}
         if older._lineage is not self._lineage or older._serial > self._serial:
             return None
         if self._serial - older._serial > len(self._log):
             return None
+        since = self._since
+        if since is not None and since[0] == older._serial:
+            return since[1]
         merged: dict[str, set[str]] = {}
         for serial, changes in self._log:
             if serial > older._serial:
                 for type_url, names in changes.items():
                     merged.setdefault(type_url, set()).update(names)
-        return {t: frozenset(names) for t, names in merged.items()}
+        changes = {t: frozenset(names) for t, names in merged.items()}
+        self._since = (older._serial, changes)
+        return changes
 
 
 def diff_names(older: Snapshot | None, newer: Snapshot, type_url: str) -> set[str]:

@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from gateway_xds.cache.resource import Resource
 from gateway_xds.cache.snapshot import Changes
 from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTING_TYPES, WILDCARD_TYPES
-from gateway_xds.server.encoding import EncodedDeltaResponse
+from gateway_xds.server.encoding import EncodedDeltaResponse, ResponseBodies
 from gateway_xds.server.node_state import NodeNames, NodeVersions
 from gateway_xds.server.protocol import StreamProtocol
 from gateway_xds.server.reporter import Rejection, SyncReporter
@@ -62,8 +62,12 @@ class DeltaTypeState:
 
 
 class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, EncodedDeltaResponse]):
-    def __init__(self, node_id: str, gateway_id: str, reporter: SyncReporter) -> None:
+    def __init__(
+        self, node_id: str, gateway_id: str, reporter: SyncReporter, bodies: ResponseBodies | None = None
+    ) -> None:
         super().__init__(node_id, gateway_id, reporter)
+        # Shared with the server's other streams: what they send alike is encoded once.
+        self._bodies = bodies
         self.types: dict[str, DeltaTypeState] = {t: DeltaTypeState() for t in PUSH_ORDER}
         # Endpoint names of clusters the node had and was sent again: an updated cluster warms
         # again and waits for its endpoints, so they follow even when unchanged.
@@ -209,13 +213,16 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         view, state = self.view, self.types[type_url]
         if view is None or not state.requested:
             return []
+        candidates = candidates if isinstance(candidates, (set, frozenset)) else set(candidates)
+        if not candidates and not state.answer_owed:
+            return []  # an ACK: nothing to answer (`force` names are among the candidates)
         if type_url == ENDPOINT:
             # Endpoints the node does not ask for need no warming.
             self._rewarm = {n for n in self._rewarm if state.subscribed(n)}
         resources: list[Resource] = []
         removed: list[str] = []
         answered: dict[str, str | None] = {}
-        for name in sorted(set(candidates)):
+        for name in sorted(candidates):
             if not state.subscribed(name):
                 continue
             desired = view.get(type_url, name)
@@ -255,6 +262,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
             resources=resources,
             removed_resources=removed,
             nonce=self._next_nonce(),
+            bodies=self._bodies,
         )
         state.pending[response.nonce] = answered
         if type_url == ENDPOINT:
@@ -270,13 +278,13 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
         assert view is not None
         snapshot = view.snapshot
         for type_url, state in self.types.items():
-            if changes is None:
-                names: set[str] | None = None
-            else:
-                names = set(changes.get(type_url, ()))
-                if old is not None:
-                    names.update(old.retained.get(type_url, {}))
-                names.update(view.retained.get(type_url, {}))
+            names: Set[str] | None = None
+            if changes is not None:
+                names = changes.get(type_url, frozenset())
+                old_retained = old.retained.get(type_url, {}) if old is not None else {}
+                new_retained = view.retained.get(type_url, {})
+                if old_retained or new_retained:
+                    names = names | old_retained.keys() | new_retained.keys()
             if old is None or old.snapshot is not snapshot:
                 # Same node content, expressed against the new snapshot.
                 base = snapshot.entries(type_url)
@@ -288,7 +296,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
             if names is None:
                 state.mismatch.clear()
                 self._touch(type_url, set(self._all_names(type_url)) | set(state.acked.names()))
-            else:
+            elif names:
                 self._touch(type_url, names)
 
     def _touch(self, type_url: str, names: Iterable[str]) -> None:
@@ -297,6 +305,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
             return
         refusals = self.rejected.get(type_url, {})
         excused = self._excused().get(type_url, set()) if self.rejected else set()
+        had_mismatch = bool(state.mismatch)
         for name in names:
             desired = view.get(type_url, name)
             acked = state.acked.get(name)
@@ -320,7 +329,7 @@ class DeltaStreamState(StreamProtocol[discovery_pb2.DeltaDiscoveryRequest, Encod
                 state.mismatch.add(name)
             else:
                 state.mismatch.discard(name)
-        if not state.mismatch:
+        if had_mismatch and not state.mismatch:
             state.mismatch = set()  # a set does not shrink as it empties
 
     def _refusals_changed(self, changed: Iterable[Rejection]) -> None:

@@ -77,6 +77,58 @@ def _encode_resources(type_url: str, resources: Iterable[Resource], parts: list[
     return names
 
 
+def _encode_fields(
+    system_version_info: str,
+    type_url: str,
+    resources: Iterable[Resource],
+    removed_resources: list[str],
+    parts: list[bytes],
+) -> list[str]:
+    """Appends every field of the response but its nonce to `parts`; returns the resources' names."""
+    _string_field(_RESPONSE_SYSTEM_VERSION, system_version_info, parts)
+    _string_field(_RESPONSE_TYPE_URL, type_url, parts)
+    for name in removed_resources:
+        encoded = name.encode()
+        parts += (_RESPONSE_REMOVED, _varint(len(encoded)), encoded)
+    return _encode_resources(type_url, resources, parts)
+
+
+class ResponseBodies:
+    """Delta responses' encodings but their nonces, shared by the streams that send the same thing.
+
+    A change goes out to every Envoy of the gateway as the same responses but for their nonces
+    (the nonce field goes last: a message's fields may come in any order). Only small responses are
+    kept, the most recent `capacity` of them, keyed by the resource objects themselves (a resource's
+    object is its content: the snapshot keeps one per version).
+    """
+
+    def __init__(self, capacity: int = 64, max_resources: int = 64) -> None:
+        self._capacity = capacity
+        self._max_resources = max_resources
+        self._bodies: dict[tuple[object, ...], tuple[bytes, tuple[str, ...]]] = {}
+        self.hits = 0
+
+    def body(
+        self, system_version_info: str, type_url: str, resources: list[Resource], removed_resources: list[str]
+    ) -> tuple[bytes, list[str]] | None:
+        """The fields but the nonce, encoded, and the resources' names; None for a large response
+        (encoded with its nonce in one piece instead: a first sync is megabytes, copied once)."""
+        if len(resources) + len(removed_resources) > self._max_resources:
+            return None
+        key = (system_version_info, type_url, *resources, None, *removed_resources)
+        found = self._bodies.get(key)
+        if found is not None:
+            self.hits += 1
+            return found[0], list(found[1])
+        parts: list[bytes] = []
+        names = _encode_fields(system_version_info, type_url, resources, removed_resources, parts)
+        body = b"".join(parts)
+        if len(self._bodies) >= self._capacity:
+            del self._bodies[next(iter(self._bodies))]  # the oldest
+        self._bodies[key] = (body, tuple(names))
+        return body, names
+
+
 class EncodedDeltaResponse:
     """A DeltaDiscoveryResponse as the bytes to send. Its scalar fields and resource names are at
     hand; anything else (`resources`, ...) parses the bytes again, which only tests and debugging
@@ -98,22 +150,24 @@ class EncodedDeltaResponse:
         *,
         system_version_info: str,
         type_url: str,
-        resources: Iterable[Resource],
+        resources: list[Resource],
         removed_resources: list[str],
         nonce: str,
+        bodies: ResponseBodies | None = None,
     ) -> None:
         self.system_version_info = system_version_info
         self.type_url = type_url
         self.removed_resources = removed_resources
         self.nonce = nonce
+        fields = (system_version_info, type_url, resources, removed_resources)
+        shared = bodies.body(*fields) if bodies is not None else None
         parts: list[bytes] = []
-        _string_field(_RESPONSE_SYSTEM_VERSION, system_version_info, parts)
-        _string_field(_RESPONSE_TYPE_URL, type_url, parts)
+        if shared is None:
+            self.resource_names = _encode_fields(*fields, parts)
+        else:
+            parts.append(shared[0])
+            self.resource_names = shared[1]
         _string_field(_RESPONSE_NONCE, nonce, parts)
-        for name in removed_resources:
-            encoded = name.encode()
-            parts += (_RESPONSE_REMOVED, _varint(len(encoded)), encoded)
-        self.resource_names = _encode_resources(type_url, resources, parts)
         self._data: bytes | None = b"".join(parts)
         self._size = len(self._data)
         self._parsed: discovery_pb2.DeltaDiscoveryResponse | None = None

@@ -8,7 +8,7 @@ differs from it. A node in step with its gateway costs no per-name memory at all
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 
 from gateway_xds.cache.resource import Resource
 
@@ -65,10 +65,10 @@ class NodeVersions:
     def rebase(self, base: Mapping[str, Resource], maybe_different: Iterable[str] | None) -> None:
         """Keep the same content against a new baseline. `maybe_different`: the names whose resource
         may differ between the old baseline and the new one (None: any name)."""
-        if maybe_different is None:
-            names = set(self._base) | set(base) | set(self._overrides)
-        else:
-            names = set(maybe_different) | set(self._overrides)
+        if not maybe_different and maybe_different is not None and not self._overrides:
+            self._base = base  # nothing differs from the baseline, before or after
+            return
+        names = _rebased_names(self._base, base, self._overrides, maybe_different)
         current = {name: self.get(name) for name in names}
         self._base = base
         self._overrides = {}
@@ -112,10 +112,10 @@ class NodeNames:
             self._overrides[name] = present
 
     def rebase(self, base: Mapping[str, object], maybe_different: Iterable[str] | None) -> None:
-        if maybe_different is None:
-            names = set(self._base) | set(base) | set(self._overrides)
-        else:
-            names = set(maybe_different) | set(self._overrides)
+        if not maybe_different and maybe_different is not None and not self._overrides:
+            self._base = base  # nothing differs from the baseline, before or after
+            return
+        names = _rebased_names(self._base, base, self._overrides, maybe_different)
         current = {name: name in self for name in names}
         self._base = base
         self._overrides = {}
@@ -125,3 +125,18 @@ class NodeNames:
     @property
     def differences(self) -> int:
         return len(self._overrides)
+
+
+def _rebased_names(
+    old: Mapping[str, object],
+    new: Mapping[str, object],
+    overrides: Mapping[str, object],
+    maybe_different: Iterable[str] | None,
+) -> Set[str]:
+    """The names whose state must be carried over to a new baseline."""
+    if maybe_different is None:
+        return set(old) | set(new) | set(overrides)
+    if not overrides:
+        # Concrete types: an isinstance check against the abstract Set costs more than the rest.
+        return maybe_different if isinstance(maybe_different, (set, frozenset)) else set(maybe_different)
+    return set(maybe_different) | set(overrides)

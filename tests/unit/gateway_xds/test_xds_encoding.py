@@ -8,9 +8,11 @@ from gateway_xds.cache.resource import Resource, make_resource
 from gateway_xds.cache.snapshot import Snapshot
 from gateway_xds.publish import snapshot_from_ir
 from gateway_xds.resources import CLUSTER, ENDPOINT, SCOPED_ROUTE
-from gateway_xds.server.encoding import EncodedDeltaResponse
+from gateway_xds.server.encoding import EncodedDeltaResponse, ResponseBodies
 from gateway_xds.server.server import _serialize
 from gateway_xds.testing.builders import domain_gateway
+
+Decoded = discovery_pb2.DeltaDiscoveryResponse
 
 
 def cached(snapshot: Snapshot, type_url: str) -> list[Resource]:
@@ -83,3 +85,38 @@ def test_sending_releases_the_bytes() -> None:
         encoded.SerializeToString()
     message = built(CLUSTER, resources, [])
     assert _serialize(message) == message.SerializeToString()
+
+
+def test_streams_share_a_body_and_keep_their_nonces() -> None:
+    snapshot = snapshot_from_ir(domain_gateway(3), 1)
+    resources = [snapshot.get(CLUSTER, name) for name in sorted(snapshot.entries(CLUSTER))]
+    bodies = ResponseBodies(capacity=2, max_resources=3)
+
+    def response(nonce: str, sent: list[Resource], removed: list[str]) -> Decoded:
+        encoded = EncodedDeltaResponse(
+            system_version_info="7", type_url=CLUSTER, resources=sent, removed_resources=removed, nonce=nonce,
+            bodies=bodies,
+        )  # fmt: skip
+        assert encoded.resource_names == [r.name for r in sent]
+        return discovery_pb2.DeltaDiscoveryResponse.FromString(encoded.SerializeToString())
+
+    first, second = response("12", resources[:1], ["x"]), response("3", resources[:1], ["x"])
+    assert bodies.hits == 1
+    assert (first.nonce, second.nonce) == ("12", "3")
+    second.nonce = "12"
+    assert first == second == built(CLUSTER, resources[:1], ["x"])
+    # Another set of resources, or of removals, is another body.
+    assert response("4", resources[:2], ["x"]) == _with_nonce(built(CLUSTER, resources[:2], ["x"]), "4")
+    assert response("5", resources[:1], []) == _with_nonce(built(CLUSTER, resources[:1], []), "5")
+    assert bodies.hits == 1
+    # Only the latest bodies are kept, and only small ones.
+    response("6", resources[:1], ["x"])
+    assert bodies.hits == 1
+    response("7", resources, ["x"])
+    response("8", resources, ["x"])
+    assert bodies.hits == 1
+
+
+def _with_nonce(message: Decoded, nonce: str) -> Decoded:
+    message.nonce = nonce
+    return message
