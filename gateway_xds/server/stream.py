@@ -98,6 +98,7 @@ class AdsStream(Generic[Request, Response]):
                     # Not kept once handled: a first subscription can name every resource of the
                     # gateway (a megabyte at 10,000 services), and later requests do not come here.
                     request, event.request = event.request, None
+                    assert request is not None, "a deferred request is handled once"
                     if not request.type_url:  # type: ignore[attr-defined]
                         await self._context.abort(grpc.StatusCode.INVALID_ARGUMENT, "type_url is required")
                     state = self._state

@@ -1,5 +1,7 @@
 """Delta responses encoded from the cache's bytes decode to the message protobuf would have built."""
 
+from typing import Any
+
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -12,7 +14,8 @@ from gateway_xds.server.encoding import EncodedDeltaResponse, ResponseBodies
 from gateway_xds.server.server import _serialize
 from gateway_xds.testing.builders import domain_gateway
 
-Decoded = discovery_pb2.DeltaDiscoveryResponse
+# Envoy's protos are untyped: a decoded DeltaDiscoveryResponse.
+Decoded = Any
 
 
 def cached(snapshot: Snapshot, type_url: str) -> list[Resource]:
@@ -89,7 +92,7 @@ def test_sending_releases_the_bytes() -> None:
 
 def test_streams_share_a_body_and_keep_their_nonces() -> None:
     snapshot = snapshot_from_ir(domain_gateway(3), 1)
-    resources = [snapshot.get(CLUSTER, name) for name in sorted(snapshot.entries(CLUSTER))]
+    resources = [snapshot.entries(CLUSTER)[name] for name in sorted(snapshot.entries(CLUSTER))]
     bodies = ResponseBodies(capacity=2, max_resources=3)
 
     def response(nonce: str, sent: list[Resource], removed: list[str]) -> Decoded:

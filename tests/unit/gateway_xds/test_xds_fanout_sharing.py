@@ -13,7 +13,7 @@ from gateway_xds.resources import CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, SEC
 from gateway_xds.server.delta_state import BULK_RESOURCES
 from gateway_xds.server.gateway_watch import GatewayWatches
 from gateway_xds.server.server import XdsServer
-from gateway_xds.testing.ads_client import DeltaAdsClient
+from gateway_xds.testing.ads_client import DeltaAdsClient, DeltaConnect
 from gateway_xds.testing.builders import domain_gateway, service_name
 
 A, B = "gateway/gw-1/0", "gateway/gw-1/1"
@@ -39,7 +39,7 @@ def expected(snapshot: Snapshot, type_url: str, indexes: range | list[int]) -> d
 
 
 async def test_streams_get_their_own_subscriptions_and_nonces(
-    cache: SnapshotCache, xds_server: XdsServer, delta
+    cache: SnapshotCache, xds_server: XdsServer, delta: DeltaConnect
 ) -> None:
     publish(cache, domain_gateway(3), 1)
     a, b = await delta(A), await delta(B)
@@ -77,7 +77,9 @@ async def test_streams_get_their_own_subscriptions_and_nonces(
     assert (xds_server.stats.of_node(A).acks, xds_server.stats.of_node(B).acks) == (6, 5)
 
 
-async def test_a_nack_on_one_stream_leaves_the_others_responses_alone(cache: SnapshotCache, delta) -> None:
+async def test_a_nack_on_one_stream_leaves_the_others_responses_alone(
+    cache: SnapshotCache, delta: DeltaConnect
+) -> None:
     publish(cache, domain_gateway(2), 1)
     a, b = await delta(A), await delta(B)
     for client in (a, b):
@@ -145,7 +147,9 @@ async def test_one_watch_per_gateway_tells_each_of_its_streams_once(cache: Snaps
     assert not (first.failed or second.failed or other.failed)
 
 
-async def test_requests_behind_a_bulk_one_are_answered_in_order(cache: SnapshotCache, delta) -> None:
+async def test_requests_behind_a_bulk_one_are_answered_in_order(
+    cache: SnapshotCache, delta: DeltaConnect
+) -> None:
     """The first request and bulk ones are handled by the stream's task; what the node sends meanwhile
     waits behind them, then is handled as it is read."""
     snapshot = publish(cache, domain_gateway(BULK_RESOURCES + 1), 1)
