@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,12 @@ from services.common.settings import Settings
 from services.registry.app import Registry
 from services.registry.identity import create_project, create_user, issue_token
 from tests.support.databases import database_url
+
+
+@dataclass
+class Tenant:
+    project: str
+    api: Stubs
 
 
 @dataclass
@@ -60,3 +67,15 @@ async def api(registry_server: RegistryServer) -> AsyncIterator[Stubs]:
     stubs = registry_server.stubs()
     yield stubs
     await stubs.close()
+
+
+@pytest.fixture
+async def tenants(registry_server: RegistryServer) -> AsyncIterator[tuple[Tenant, Tenant]]:
+    """Two projects of their own, each with its admin, for each test."""
+    made = []
+    for _ in range(2):
+        name = f"t-{secrets.token_hex(4)}"
+        made.append(Tenant(name, registry_server.stubs(await registry_server.add_user(f"u-{name}", name))))
+    yield made[0], made[1]
+    for tenant in made:
+        await tenant.api.close()

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gatehouse.v1 import registry_pb2, resources_pb2
-from tests.integration.registry.conftest import RegistryServer
-from tests.integration.registry.test_registry_api import Tenant, apply, local_gateway
+from tests.integration.registry.conftest import RegistryServer, Tenant
+from tests.integration.registry.test_registry_api import apply, local_gateway
 
 pytestmark = pytest.mark.real
 

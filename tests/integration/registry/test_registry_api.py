@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -13,18 +12,11 @@ import pytest
 from google.protobuf import struct_pb2
 from sqlalchemy import select
 
-from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.registry.models import SecretRow
-from tests.integration.registry.conftest import RegistryServer
+from tests.integration.registry.conftest import RegistryServer, Tenant
 
 pytestmark = pytest.mark.real
-
-
-@dataclass
-class Tenant:
-    project: str
-    api: Stubs
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 from gatehouse.client.connection import Stubs
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.registry.sweeper import sweep
-from tests.integration.registry.conftest import RegistryServer
-from tests.integration.registry.test_registry_api import Tenant, apply, expect_error, local_gateway
+from tests.integration.registry.conftest import RegistryServer, Tenant
+from tests.integration.registry.test_registry_api import apply, expect_error, local_gateway
 
 pytestmark = pytest.mark.real
 

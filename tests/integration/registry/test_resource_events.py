@@ -5,8 +5,6 @@ and its end, the last 50 per resource, old ones expired, and a project's events 
 from __future__ import annotations
 
 import datetime
-import secrets
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,23 +12,10 @@ import pytest
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.registry import events
 from services.registry.models import ResourceEventRow, utcnow
-from tests.integration.registry.conftest import RegistryServer
-from tests.integration.registry.test_registry_api import Tenant, apply, local_gateway
+from tests.integration.registry.conftest import RegistryServer, Tenant
+from tests.integration.registry.test_registry_api import apply, local_gateway
 
 pytestmark = pytest.mark.real
-
-
-async def _tenant(registry_server: RegistryServer) -> Tenant:
-    name = f"ev-{secrets.token_hex(4)}"
-    return Tenant(name, registry_server.stubs(await registry_server.add_user(f"u-{name}", name)))
-
-
-@pytest.fixture
-async def tenants(registry_server: RegistryServer) -> AsyncIterator[tuple[Tenant, Tenant]]:
-    one, two = await _tenant(registry_server), await _tenant(registry_server)
-    yield one, two
-    await one.api.close()
-    await two.api.close()
 
 
 async def _events(tenant: Tenant, **filters: str) -> list[registry_pb2.ResourceEvent]:

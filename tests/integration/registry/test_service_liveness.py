@@ -5,30 +5,15 @@ without polling, to the service's project only. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from gatehouse.v1 import registry_pb2, resources_pb2
-from tests.integration.registry.conftest import RegistryServer
-from tests.integration.registry.test_registry_api import Tenant, apply, expect_error, local_gateway
+from tests.integration.registry.conftest import RegistryServer, Tenant
+from tests.integration.registry.test_registry_api import apply, expect_error, local_gateway
 
 pytestmark = pytest.mark.real
-
-
-async def _tenant(registry_server: RegistryServer) -> Tenant:
-    name = f"lv-{secrets.token_hex(4)}"
-    return Tenant(name, registry_server.stubs(await registry_server.add_user(f"u-{name}", name)))
-
-
-@pytest.fixture
-async def tenants(registry_server: RegistryServer) -> AsyncIterator[tuple[Tenant, Tenant]]:
-    one, two = await _tenant(registry_server), await _tenant(registry_server)
-    yield one, two
-    await one.api.close()
-    await two.api.close()
 
 
 def _envoys(gateway: resources_pb2.Gateway, *acked: int) -> list[resources_pb2.EnvoyStatus]:

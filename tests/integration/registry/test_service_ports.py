@@ -12,8 +12,8 @@ import pytest
 
 from gatehouse.v1 import registry_pb2, resources_pb2
 from services.common.settings import Settings
-from tests.integration.registry.conftest import RegistryServer
-from tests.integration.registry.test_registry_api import Tenant, apply, expect_error, local_gateway
+from tests.integration.registry.conftest import RegistryServer, Tenant
+from tests.integration.registry.test_registry_api import apply, expect_error, local_gateway
 
 pytestmark = pytest.mark.real
 
